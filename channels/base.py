@@ -19,7 +19,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
-from .errors import InvalidMessage
+from .errors import ChannelConfigurationError, InvalidMessage
 
 
 class Outcome(str, enum.Enum):
@@ -94,13 +94,24 @@ class Channel:
     """
 
     name: ClassVar[str]
+    #: Config keys that must be present and non-empty; checked by ``__init__``.
+    required_config: ClassVar[tuple[str, ...]] = ()
     #: Exceptions meaning "no usable answer arrived" (timeouts, refused connections): RETRY.
     transport_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    #: The subset of ``transport_errors`` that are timeouts: RETRY with reason ``timeout``.
+    #: A read timeout means the provider may have acted on the request; the resend is then only
+    #: invisible to the user when ``collapses_resends`` is True.
+    timeout_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     #: True when the provider collapses a resend with the same collapse key / id on the device,
     #: so a resend after an unknown outcome (worker died mid-call) cannot show twice.
     collapses_resends: ClassVar[bool] = False
 
     def __init__(self, config: Mapping[str, Any]):
+        """Keep ``config``; raise ChannelConfigurationError if a ``required_config`` key is empty."""
+        missing = [key for key in self.required_config if not config.get(key)]
+        if missing:
+            raise ChannelConfigurationError(
+                f"{type(self).__name__}: missing config key(s): {', '.join(missing)}")
         self.config = config
 
     def deliver(self, message: Message) -> Result:
@@ -117,7 +128,8 @@ class Channel:
         try:
             answer = self.post(message, payload)
         except self.transport_errors as exc:
-            return Result(Outcome.RETRY, reason="transport_error",
+            reason = "timeout" if isinstance(exc, self.timeout_errors) else "transport_error"
+            return Result(Outcome.RETRY, reason=reason,
                           raw={"error": f"{type(exc).__name__}: {exc}"})
         except Exception as exc:  # noqa: BLE001 - adapters map their library's errors
             return self.classify_error(exc)

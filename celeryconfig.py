@@ -1,0 +1,61 @@
+"""Celery configuration: one durable RabbitMQ queue per channel, crash-safe acknowledgement.
+
+Why each choice:
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only after the
+  task ran, and goes back to the queue if the worker process dies, so a crash loses nothing. The
+  task is idempotent (it claims the delivery in PostgreSQL first), which makes this safe.
+- ``worker_prefetch_multiplier = 1``: a worker holds one unacknowledged message per process, so a
+  slow provider does not strand a backlog on one worker.
+- Publisher confirms (``confirm_publish``): the API reports a publish only once RabbitMQ has it.
+- Retries never wait on the consumer (no long ``countdown``): a delayed retry is stored in
+  PostgreSQL and re-published by the dispatcher, so no message outlives ``consumer_timeout``.
+"""
+
+import os
+
+from kombu import Exchange, Queue
+
+CHANNELS = ("apns", "fcm", "webpush", "sms", "email")
+
+broker_url = os.environ.get("NOTIFY_BROKER_URL") or "amqp://guest:guest@127.0.0.1:5672//"
+broker_connection_retry_on_startup = True
+broker_transport_options = {"confirm_publish": True}
+broker_pool_limit = 10
+result_backend = None
+task_ignore_result = True
+
+task_serializer = "json"
+accept_content = ["json"]
+timezone = "UTC"
+enable_utc = True
+
+task_acks_late = True
+task_reject_on_worker_lost = True
+task_acks_on_failure_or_timeout = True
+worker_prefetch_multiplier = 1
+task_time_limit = 120
+task_soft_time_limit = 90
+worker_send_task_events = True
+task_send_sent_event = True
+
+_direct = Exchange("notify", type="direct", durable=True)
+_dead = Exchange("notify.dead", type="direct", durable=True)
+
+task_queues = [Queue(c, _direct, routing_key=c, durable=True) for c in CHANNELS] + [
+    # Dead letters of each channel: kept until an operator inspects or replays them.
+    Queue(f"{c}.dead", _dead, routing_key=c, durable=True) for c in CHANNELS
+] + [Queue("maintenance", _direct, routing_key="maintenance", durable=True)]
+
+task_default_queue = "maintenance"
+task_default_exchange = "notify"
+task_default_routing_key = "maintenance"
+task_default_delivery_mode = "persistent"
+
+# Routed by task name: notify.deliver.<channel> → queue <channel>.
+task_routes = {f"notify.deliver.{c}": {"queue": c, "routing_key": c} for c in CHANNELS}
+task_routes.update({"notify.maintenance.*": {"queue": "maintenance", "routing_key": "maintenance"}})
+
+beat_schedule = {
+    "dispatch-due-deliveries": {"task": "notify.maintenance.dispatch_due", "schedule": 1.0, "options": {"expires": 5}},
+    "forget-idempotency-keys": {"task": "notify.maintenance.forget_idempotency_keys", "schedule": 3600.0, "options": {"expires": 600}},
+}

@@ -1,0 +1,231 @@
+"""Apple Push Notification service (APNs) over HTTP/2 with token (JWT) authentication.
+
+Provider documentation: "Sending notification requests to APNs", "Establishing a token-based
+connection to APNs" and "Handling notification responses from APNs" (developer.apple.com).
+
+One :class:`httpx.Client` (HTTP/2 only, as Apple requires) lives for the whole worker process and
+multiplexes every send as a new stream on the same TLS connection. The provider token is signed
+once and reused: Apple rejects tokens older than one hour and answers
+``TooManyProviderTokenUpdates`` when a provider signs more often than every 20 minutes.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from .base import Channel, Message, Result
+from .errors import ChannelConfigurationError, InvalidMessage
+from .http import config_timeout, http_result, json_bytes, require_file, response_json, ssl_context
+
+#: APNs refuses payloads above this many UTF-8 bytes (regular, non-VoIP notifications).
+MAX_PAYLOAD_BYTES = 4096
+#: ``apns-collapse-id`` limit in bytes.
+MAX_COLLAPSE_ID_BYTES = 64
+#: Re-sign the provider token after this many seconds: within Apple's 20–60 min window.
+TOKEN_REFRESH_SECONDS = 30 * 60
+#: Reason codes meaning the device token is gone for this app (stop sending to it).
+DEAD_TOKEN_REASONS = frozenset({"Unregistered", "BadDeviceToken", "DeviceTokenNotForTopic"})
+#: Reason codes meaning our provider token is stale: re-sign, then retry.
+TOKEN_EXPIRED_REASONS = frozenset({"ExpiredProviderToken"})
+
+@dataclass(frozen=True)
+class _Answer:
+    response: httpx.Response
+    token: str  # the JWT this request carried, so only that one is expired on 403
+
+
+_DEVICE_TOKEN = re.compile(r"^[0-9a-fA-F]{64}$")
+_ALERT_KEYS = ("title", "body", "badge", "sound")
+
+
+class ProviderToken:
+    """The ES256 provider JWT, signed once and reused until ``max_age`` seconds have passed.
+
+    Thread-safe. ``signed`` counts signatures (metrics and tests: it should stay at 1 for
+    half an hour of sends).
+    """
+
+    def __init__(self, key_file: str, key_id: str, team_id: str,
+                 max_age: float = TOKEN_REFRESH_SECONDS):
+        try:
+            with open(key_file, "rb") as fh:
+                # Parsed once, at construction: a bad key fails the worker start, not a send.
+                self._key = serialization.load_pem_private_key(fh.read(), password=None)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ChannelConfigurationError(f"APNs key_file {key_file!r}: {exc}") from exc
+        if not isinstance(self._key, ec.EllipticCurvePrivateKey):
+            raise ChannelConfigurationError(f"APNs key_file {key_file!r} is not an EC key")
+        self._key_id = key_id
+        self._team_id = team_id
+        self._max_age = max_age
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._issued_at = 0.0
+        self.signed = 0
+
+    def get(self) -> str:
+        """The current token, signing a new one if none exists or it is older than ``max_age``."""
+        with self._lock:
+            if self._token is None or time.time() - self._issued_at >= self._max_age:
+                self._sign()
+            return self._token  # type: ignore[return-value]
+
+    def expire(self, token: str) -> None:
+        """Drop ``token`` (Apple said it expired) unless another thread already replaced it."""
+        with self._lock:
+            if self._token == token:
+                self._token = None
+
+    def _sign(self) -> None:
+        now = time.time()
+        self._token = jwt.encode({"iss": self._team_id, "iat": int(now)}, self._key,
+                                 algorithm="ES256", headers={"kid": self._key_id})
+        self._issued_at = now
+        self.signed += 1
+
+
+class APNsChannel(Channel):
+    """APNs sender (``POST {url}/3/device/{token}`` over HTTP/2, token auth).
+
+    Config keys:
+        url: APNs base URL, e.g. ``https://api.push.apple.com`` (required).
+        key_file: path to the ``AuthKey_<KEYID>.p8`` ES256 private key (required).
+        key_id: the key's 10-character id, JWT header ``kid`` (required).
+        team_id: the 10-character team id, JWT claim ``iss`` (required).
+        topic: the app's bundle id, ``apns-topic`` (required).
+        ca_file: CA bundle to verify the server (optional; the system CAs otherwise).
+        timeout: seconds for connect/read/write/pool wait (optional, default 10).
+
+    Message mapping: ``to`` is the 64-hex device token. ``content`` keys ``title``, ``body``,
+    ``badge``, ``sound``, ``image`` (sets ``mutable-content`` so a notification service
+    extension can fetch it), ``url`` and ``data`` (merged at the payload root). Without
+    title/body/badge/sound the push is a ``background`` push (``content-available``, priority 5).
+    ``ttl`` None leaves ``apns-expiration`` out (Apple's default storage); 0 means "now or never".
+
+    Answers: 200 → SENT (``apns-id``); 410 / ``BadDeviceToken`` / ``DeviceTokenNotForTopic`` →
+    DEAD_TOKEN; 403 ``ExpiredProviderToken`` → the token is re-signed, RETRY; 429 / 5xx → RETRY
+    (``Retry-After``); any other 4xx → FAILED with Apple's reason (e.g. ``InvalidProviderToken``
+    means the key/team config is wrong and every send will fail until fixed).
+    """
+
+    name = "apns"
+    required_config = ("url", "key_file", "key_id", "team_id", "topic")
+    transport_errors = (httpx.TransportError,)
+    timeout_errors = (httpx.TimeoutException,)
+    collapses_resends = True
+
+    def __init__(self, config: Mapping[str, Any]):
+        super().__init__(config)
+        self.topic = config["topic"]
+        self.token = ProviderToken(require_file(config, "key_file"), config["key_id"],
+                                   config["team_id"])
+        # http1=False: Apple only speaks HTTP/2; ALPN then offers h2 alone.
+        self.client = httpx.Client(
+            base_url=str(config["url"]).rstrip("/"),
+            http1=False,
+            http2=True,
+            verify=ssl_context(config),
+            timeout=httpx.Timeout(config_timeout(config)),
+            limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
+        )
+
+    # -- steps -------------------------------------------------------------------------------
+    def build_payload(self, message: Message) -> tuple[bytes, dict[str, str]]:
+        """Return ``(body_bytes, headers)`` without ``authorization`` (added per send).
+
+        Raises:
+            InvalidMessage: ``invalid_token`` (not 64 hex), ``collapse_id_too_long`` (> 64
+                bytes), ``payload_too_large`` (> 4096 UTF-8 bytes).
+        """
+        token = message.to
+        if not isinstance(token, str) or not _DEVICE_TOKEN.match(token):
+            raise InvalidMessage("invalid_token", "APNs device tokens are 64 hex characters")
+        content = message.content
+        alert = {k: content[k] for k in ("title", "body") if content.get(k)}
+        background = not any(content.get(k) for k in _ALERT_KEYS)
+        aps: dict[str, Any] = {}
+        if alert:
+            aps["alert"] = alert
+        for key in ("badge", "sound"):
+            if content.get(key) is not None:
+                aps[key] = content[key]
+        if background:
+            aps["content-available"] = 1
+        elif content.get("image") or content.get("mutable_content"):
+            aps["mutable-content"] = 1
+        payload: dict[str, Any] = dict(content.get("data") or {})
+        for key in ("url", "image"):
+            if content.get(key):
+                payload[key] = content[key]
+        payload["aps"] = aps
+        payload["notify_delivery_id"] = message.delivery_id
+        body = json_bytes(payload)
+        if len(body) > MAX_PAYLOAD_BYTES:
+            raise InvalidMessage("payload_too_large",
+                                 f"{len(body)} bytes > {MAX_PAYLOAD_BYTES}")
+
+        collapse_id = message.collapse_key or message.delivery_id
+        if len(collapse_id.encode("utf-8")) > MAX_COLLAPSE_ID_BYTES:
+            raise InvalidMessage("collapse_id_too_long",
+                                 f"apns-collapse-id is limited to {MAX_COLLAPSE_ID_BYTES} bytes")
+        priority = "5" if background or message.priority != "high" else "10"
+        headers = {
+            "apns-topic": self.topic,
+            "apns-push-type": "background" if background else "alert",
+            "apns-priority": priority,
+            "apns-collapse-id": collapse_id,
+            "content-type": "application/json",
+        }
+        if message.ttl is not None:
+            headers["apns-expiration"] = str(int(time.time()) + message.ttl if message.ttl > 0
+                                             else 0)
+        apns_id = _canonical_uuid(message.delivery_id)
+        if apns_id:  # Apple answers 400 BadMessageId for anything but a UUID: let it pick one
+            headers["apns-id"] = apns_id
+        return body, headers
+
+    def post(self, message: Message, payload: tuple[bytes, dict[str, str]]) -> _Answer:
+        """One HTTP/2 request (a new stream on the shared connection); any status returns."""
+        body, headers = payload
+        token = self.token.get()
+        response = self.client.post(f"/3/device/{message.to}", content=body,
+                                    headers={**headers, "authorization": f"bearer {token}"})
+        return _Answer(response, token)
+
+    def classify(self, answer: _Answer) -> Result:
+        """Map Apple's status and ``{"reason", "timestamp"}`` body to a Result."""
+        response = answer.response
+        status = response.status_code
+        body = response_json(response.content) if status != 200 else None
+        reason = body.get("reason") if isinstance(body, dict) else None
+        if reason in TOKEN_EXPIRED_REASONS:
+            self.token.expire(answer.token)
+        apns_id = response.headers.get("apns-id")
+        dead = status == 410 or (status == 400 and reason in DEAD_TOKEN_REASONS)
+        return http_result(status, headers=response.headers, reason=reason,
+                           provider_message_id=apns_id, dead_token=dead,
+                           retry_reasons=TOKEN_EXPIRED_REASONS,
+                           raw={"status": status, "apns-id": apns_id, "body": body,
+                                "http_version": response.http_version})
+
+    def close(self) -> None:
+        """Close the HTTP/2 connection."""
+        self.client.close()
+
+
+def _canonical_uuid(value: str) -> str | None:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, TypeError, AttributeError):
+        return None
+

@@ -1,0 +1,220 @@
+"""Firebase Cloud Messaging, HTTP v1 API, with a service account through google-auth.
+
+Provider documentation: "Build app server send requests" and the ``projects.messages.send`` /
+``ErrorCode`` REST reference (firebase.google.com/docs/cloud-messaging, /docs/reference/fcm/rest).
+
+Why not pyfcm's send path: ``pyfcm`` sleeps inside the worker on ``Retry-After`` and re-POSTs on
+502/503 through a urllib3 ``Retry`` mounted on its session: a second, hidden retry layer behind
+Celery that blocks the worker process, can resend a message the provider already accepted, and
+hides the provider's answer from the delivery-attempt log. Here every send is exactly one POST on
+a session mounted with ``max_retries=0``; Celery owns the retry policy.
+
+Auth: ``google.oauth2.service_account.Credentials`` signs an OAuth2 JWT-bearer grant and caches
+the access token (about an hour); ``AuthorizedSession`` attaches it and refreshes it shortly before
+expiry. Its own "refresh and resend on 401" is switched off (``refresh_status_codes=()``): on a
+401 this adapter drops the cached token and answers RETRY, so the resend is Celery's. (google-auth
+still retries the *token* request itself up to 3 times on 5xx; no message is sent by that request.)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+import google.auth.exceptions
+import requests
+from google.auth.transport.requests import AuthorizedSession
+from google.auth.transport.requests import Request as GoogleAuthRequest
+from google.oauth2 import service_account
+
+from .base import Channel, Message, Outcome, Result
+from .errors import ChannelConfigurationError, InvalidMessage
+from .http import config_timeout, http_result, json_bytes, require_file, response_json, \
+    retryless_session
+
+SCOPES = ("https://www.googleapis.com/auth/firebase.messaging",)
+#: FCM's limit for the data + notification payload of a message to a token, in UTF-8 bytes.
+MAX_PAYLOAD_BYTES = 4096
+#: ``apns-collapse-id`` limit in bytes (FCM passes the header on to APNs).
+MAX_APNS_COLLAPSE_ID_BYTES = 64
+#: ``details[].errorCode`` values meaning the registration token is gone for good.
+DEAD_TOKEN_CODES = frozenset({"UNREGISTERED", "SENDER_ID_MISMATCH"})
+#: Data keys FCM reserves (INVALID_ARGUMENT "invalid data key").
+RESERVED_DATA_KEYS = frozenset({"from", "gcm", "message_type"})
+_FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+
+
+class FCMChannel(Channel):
+    """FCM HTTP v1 sender (``POST {url}/v1/projects/{project_id}/messages:send``).
+
+    Config keys:
+        url: API base URL, e.g. ``https://fcm.googleapis.com`` (required).
+        service_account_file: the service account JSON key; its ``token_uri`` is where access
+            tokens come from (required).
+        project_id: the Firebase project id (required).
+        ca_file: CA bundle for both the API and the token endpoint (optional).
+        timeout: seconds for connect and read, also for token refreshes (optional, default 10).
+
+    Message mapping: ``to`` is the registration token. ``content`` keys ``title``, ``body``,
+    ``image`` → ``notification``; ``data`` (str → str only) plus ``url`` and
+    ``notify_delivery_id`` → ``data``. ``priority`` → ``android.priority`` HIGH/NORMAL and
+    ``apns-priority`` 10/5; ``ttl`` → ``android.ttl`` ``"Ns"`` and ``apns-expiration``.
+
+    Collapsing: the per-delivery key (``collapse_key`` or the delivery id) goes to
+    ``android.notification.tag`` (the drawer shows one notification per tag) and to
+    ``apns-collapse-id``. ``android.collapse_key`` is set only for an explicit
+    ``message.collapse_key``: FCM keeps at most four distinct collapse keys per device, so a
+    unique key per delivery would let FCM drop stored messages of an offline device.
+
+    Answers (``error.status`` and ``details[].errorCode``): 200 → SENT (``name``);
+    ``UNREGISTERED`` (404) / ``SENDER_ID_MISMATCH`` (403) → DEAD_TOKEN; ``INVALID_ARGUMENT``
+    (400) → FAILED, but DEAD_TOKEN when the message says the registration token is not valid;
+    429 ``QUOTA_EXCEEDED``, 500 ``INTERNAL``, 503 ``UNAVAILABLE`` → RETRY with ``Retry-After``;
+    401 → RETRY after dropping the cached access token; ``THIRD_PARTY_AUTH_ERROR`` → FAILED.
+    """
+
+    name = "fcm"
+    required_config = ("url", "service_account_file", "project_id")
+    transport_errors = (requests.RequestException, google.auth.exceptions.TransportError)
+    timeout_errors = (requests.Timeout,)
+    collapses_resends = True
+
+    def __init__(self, config: Mapping[str, Any]):
+        super().__init__(config)
+        self.timeout = config_timeout(config)
+        try:
+            self.credentials = service_account.Credentials.from_service_account_file(
+                require_file(config, "service_account_file"), scopes=list(SCOPES))
+        except ValueError as exc:
+            raise ChannelConfigurationError(f"FCM service account: {exc}") from exc
+        # The token endpoint gets its own retry-less session trusting the same CA.
+        token_session = retryless_session(config, pool_size=1)
+        self.session = AuthorizedSession(
+            self.credentials,
+            refresh_status_codes=(),
+            auth_request=GoogleAuthRequest(token_session),
+        )
+        retryless_session(config, session=self.session)
+        self._token_session = token_session
+        self.send_url = (f"{str(config['url']).rstrip('/')}/v1/projects/"
+                         f"{config['project_id']}/messages:send")
+
+    # -- steps -------------------------------------------------------------------------------
+    def build_payload(self, message: Message) -> bytes:
+        """Return the JSON request body as bytes.
+
+        Raises:
+            InvalidMessage: ``invalid_token`` (empty/not a string), ``invalid_data`` (a key or
+                value that is not a string, or an FCM-reserved key), ``collapse_id_too_long``,
+                ``payload_too_large`` (data + notification > 4096 UTF-8 bytes).
+        """
+        token = message.to
+        if not isinstance(token, str) or not token.strip():
+            raise InvalidMessage("invalid_token", "FCM registration token must be a string")
+        content = message.content
+        notification = {k: content[k] for k in ("title", "body", "image") if content.get(k)}
+        data = _string_data(content.get("data") or {})
+        if content.get("url"):
+            data.setdefault("url", _require_str("url", content["url"]))
+        data["notify_delivery_id"] = message.delivery_id
+
+        size = len(json_bytes({"notification": notification, "data": data}))
+        if size > MAX_PAYLOAD_BYTES:
+            raise InvalidMessage("payload_too_large", f"{size} bytes > {MAX_PAYLOAD_BYTES}")
+
+        high = message.priority == "high"
+        collapse = message.collapse_key or message.delivery_id
+        if len(collapse.encode("utf-8")) > MAX_APNS_COLLAPSE_ID_BYTES:
+            raise InvalidMessage("collapse_id_too_long",
+                                 f"collapse key is limited to {MAX_APNS_COLLAPSE_ID_BYTES} bytes")
+        android: dict[str, Any] = {"priority": "HIGH" if high else "NORMAL"}
+        apns_headers = {"apns-priority": "10" if high else "5", "apns-collapse-id": collapse}
+        if message.ttl is not None:
+            android["ttl"] = f"{int(message.ttl)}s"
+            apns_headers["apns-expiration"] = str(
+                int(time.time()) + int(message.ttl) if message.ttl > 0 else 0)
+        if message.collapse_key:
+            android["collapse_key"] = message.collapse_key
+        body: dict[str, Any] = {"token": token, "data": data, "android": android,
+                                "apns": {"headers": apns_headers}}
+        if notification:
+            body["notification"] = notification
+            android["notification"] = {"tag": collapse}
+        return json_bytes({"message": body})
+
+    def post(self, message: Message, payload: bytes) -> requests.Response:
+        """One POST through the AuthorizedSession (token attached, refreshed if near expiry)."""
+        return self.session.post(self.send_url, data=payload, timeout=self.timeout,
+                                 headers={"Content-Type": "application/json; charset=UTF-8"})
+
+    def classify(self, answer: requests.Response) -> Result:
+        """Map Google's ``{"error": {"code", "status", "message", "details"}}`` to a Result."""
+        status = answer.status_code
+        body = response_json(answer.content)
+        if 200 <= status < 300:
+            name = body.get("name") if isinstance(body, dict) else None
+            return http_result(status, provider_message_id=name, raw={"body": body})
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        error = error if isinstance(error, dict) else {}
+        code = _fcm_error_code(error)
+        reason = code or error.get("status") or str(status)
+        dead = code in DEAD_TOKEN_CODES or _says_token_invalid(error)
+        if status == 401 and code != "THIRD_PARTY_AUTH_ERROR":
+            self._drop_access_token()
+            return http_result(status, headers=answer.headers, reason=reason,
+                               retry_reasons=(reason,), raw={"body": body})
+        return http_result(status, headers=answer.headers, reason=reason, dead_token=dead,
+                           raw={"body": body})
+
+    def classify_error(self, exc: Exception) -> Result:
+        """A token refresh the endpoint refused (``RefreshError``) → RETRY ``auth_refresh_failed``.
+
+        The service account may be revoked or the clock skewed; every send would fail the same
+        way, so this is retried (and should alert) rather than failing deliveries one by one.
+        """
+        if isinstance(exc, google.auth.exceptions.RefreshError):
+            return Result(Outcome.RETRY, reason="auth_refresh_failed",
+                          raw={"error": f"{type(exc).__name__}: {exc}"})
+        raise exc
+
+    def close(self) -> None:
+        """Close the API and token sessions."""
+        self.session.close()
+        self._token_session.close()
+
+    def _drop_access_token(self) -> None:
+        # Credentials.valid is False without a token: the next request fetches a new one.
+        self.credentials.token = None
+
+
+def _require_str(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidMessage("invalid_data",
+                             f"FCM data values must be strings; {key!r} is {type(value).__name__}")
+    return value
+
+
+def _string_data(data: Mapping[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidMessage("invalid_data", f"FCM data keys must be strings, got {key!r}")
+        if key in RESERVED_DATA_KEYS or key.startswith("google."):
+            raise InvalidMessage("invalid_data", f"FCM reserves the data key {key!r}")
+        out[key] = _require_str(key, value)
+    return out
+
+
+def _fcm_error_code(error: Mapping[str, Any]) -> str | None:
+    for detail in error.get("details") or ():
+        if isinstance(detail, dict) and detail.get("@type") == _FCM_ERROR_TYPE:
+            return detail.get("errorCode")
+    return None
+
+
+def _says_token_invalid(error: Mapping[str, Any]) -> bool:
+    """Google documents INVALID_ARGUMENT "The registration token is not a valid FCM
+    registration token" as a dead token (the app must get a new one)."""
+    message = str(error.get("message", "")).lower()
+    return error.get("status") == "INVALID_ARGUMENT" and "registration token" in message \
+        and "not a valid" in message

@@ -1,0 +1,199 @@
+"""Helpers shared by the adapters: config reading, TLS, sessions, HTTP answers → :class:`Result`.
+
+Everything a provider module would otherwise repeat lives here once:
+
+* :func:`config_timeout`, :func:`ca_file`, :func:`ssl_context`, :func:`retryless_session`: how
+  a long-lived client is built from the settings mapping (timeouts, the CA bundle that lets the
+  local sandbox's certificates verify, connection pools that never retry by themselves).
+* :func:`parse_retry_after`: ``Retry-After`` as delta-seconds or HTTP-date (RFC 9110 §10.2.3).
+* :func:`http_result`: the one mapping from an HTTP status (plus the provider's reason code) to
+  an :class:`~channels.base.Outcome`, used by every adapter whose provider answers over HTTP.
+* :func:`json_bytes`: the exact UTF-8 bytes sent, so size limits are checked on the wire body.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import ssl
+import time
+from typing import Any, Collection, Mapping
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .base import Outcome, Result
+from .errors import ChannelConfigurationError
+
+#: Seconds for connect and read when the config has no ``timeout``.
+DEFAULT_TIMEOUT = 10.0
+#: Connections kept per provider host by one worker process (requests / botocore pools).
+DEFAULT_POOL_SIZE = 10
+
+
+def config_timeout(config: Mapping[str, Any], default: float = DEFAULT_TIMEOUT) -> float:
+    """Return ``config["timeout"]`` as seconds (float > 0), or ``default`` when unset.
+
+    Raises:
+        ChannelConfigurationError: the value is not a positive number.
+    """
+    value = config.get("timeout")
+    if value in (None, ""):
+        return default
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ChannelConfigurationError(f"timeout must be a number of seconds, got {value!r}")
+    if seconds <= 0:
+        raise ChannelConfigurationError(f"timeout must be > 0, got {value!r}")
+    return seconds
+
+
+def ca_file(config: Mapping[str, Any]) -> str | None:
+    """Return the configured CA bundle path (``ca_file``), or None for the system default.
+
+    Raises:
+        ChannelConfigurationError: the path is set but is not a file.
+    """
+    path = config.get("ca_file") or None
+    if path is not None and not os.path.isfile(path):
+        raise ChannelConfigurationError(f"ca_file {path!r} does not exist")
+    return path
+
+
+def verify_setting(config: Mapping[str, Any]) -> str | bool:
+    """The ``verify`` value for requests: the CA bundle path, or True (system/certifi CAs)."""
+    return ca_file(config) or True
+
+
+def ssl_context(config: Mapping[str, Any]) -> ssl.SSLContext:
+    """A verifying client SSLContext trusting ``ca_file`` (or the system CAs when unset).
+
+    httpx 0.28 deprecates ``verify=<path>``; an SSLContext is its supported form.
+    """
+    return ssl.create_default_context(cafile=ca_file(config))
+
+
+def require_file(config: Mapping[str, Any], key: str) -> str:
+    """Return ``config[key]`` after checking it names an existing file.
+
+    Raises:
+        ChannelConfigurationError: the key is empty or the file does not exist.
+    """
+    path = config.get(key)
+    if not path or not os.path.isfile(path):
+        raise ChannelConfigurationError(f"{key} {path!r} does not exist")
+    return path
+
+
+def retryless_session(config: Mapping[str, Any], session: requests.Session | None = None,
+                      pool_size: int = DEFAULT_POOL_SIZE) -> requests.Session:
+    """Prepare a requests session for one provider: no retries, a pool, ``ca_file`` trust.
+
+    ``HTTPAdapter(max_retries=0)`` makes urllib3 give up after the first attempt, so Celery stays
+    the only retry layer. Note that requests lets ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``
+    override ``session.verify`` (``trust_env``); operators setting those get what they set.
+
+    Args:
+        config: the channel config (``ca_file``).
+        session: an existing session to configure in place (e.g. google-auth's
+            AuthorizedSession); a new ``requests.Session`` when None.
+        pool_size: connections kept per host.
+    """
+    session = session if session is not None else requests.Session()
+    adapter = HTTPAdapter(max_retries=0, pool_connections=pool_size, pool_maxsize=pool_size)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.verify = verify_setting(config)
+    return session
+
+
+def parse_retry_after(value: Any, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header value.
+
+    Accepts delta-seconds (``"120"``, also fractional) or an HTTP-date
+    (``"Wed, 21 Oct 2015 07:28:00 GMT"``). Returns None when absent or unparsable; never
+    negative (a date in the past gives 0.0).
+    """
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def header(headers: Mapping[str, Any] | None, name: str) -> Any:
+    """Case-insensitive header lookup on any mapping (requests/httpx/botocore headers)."""
+    if not headers:
+        return None
+    value = headers.get(name)
+    if value is None:
+        lowered = name.lower()
+        for key, candidate in headers.items():
+            if key.lower() == lowered:
+                return candidate
+    return value
+
+
+def is_retryable_status(status: int) -> bool:
+    """True for answers that mean "try again later": 408, 429 and every 5xx."""
+    return status in (408, 429) or status >= 500
+
+
+def http_result(status: int, *, headers: Mapping[str, Any] | None = None,
+                reason: str | None = None, provider_message_id: str | None = None,
+                dead_token: bool = False, retry_reasons: Collection[str] = (),
+                raw: Mapping[str, Any] | None = None) -> Result:
+    """Map one provider answer to a :class:`Result` with the rules every provider shares.
+
+    Order: 2xx → SENT; ``dead_token`` → DEAD_TOKEN (the adapter decides, from status and
+    reason, that the address is gone); ``reason in retry_reasons`` or 408/429/5xx → RETRY with
+    ``retry_after`` from the ``Retry-After`` header; any other status → FAILED.
+
+    Args:
+        status: the HTTP status code.
+        headers: the response headers (for ``Retry-After``).
+        reason: the provider's reason code, kept on the Result.
+        provider_message_id: the provider's id for an accepted message.
+        dead_token: True when the adapter recognised a dead-address answer.
+        retry_reasons: provider reason codes that are transient although their status is a 4xx
+            (e.g. APNs ``ExpiredProviderToken``, SES ``SendingPausedException``).
+        raw: what to keep for the delivery attempt log.
+    """
+    raw = dict(raw or {})
+    if 200 <= status < 300:
+        return Result(Outcome.SENT, provider_message_id=provider_message_id, reason=reason,
+                      status=status, raw=raw)
+    if dead_token:
+        return Result(Outcome.DEAD_TOKEN, reason=reason, status=status, raw=raw)
+    if (reason is not None and reason in retry_reasons) or is_retryable_status(status):
+        return Result(Outcome.RETRY, reason=reason, status=status, raw=raw,
+                      retry_after=parse_retry_after(header(headers, "Retry-After")))
+    return Result(Outcome.FAILED, reason=reason, status=status, raw=raw)
+
+
+def json_bytes(obj: Any) -> bytes:
+    """Compact UTF-8 JSON (non-ASCII kept as UTF-8, not ``\\u`` escapes): the bytes on the wire."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def response_json(text: str | bytes | None) -> Any:
+    """Parse a response body as JSON; the raw text (or None) when it is not JSON."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text if isinstance(text, str) else text.decode("utf-8", "replace")

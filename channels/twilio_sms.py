@@ -1,0 +1,161 @@
+"""SMS through Twilio Programmable Messaging with the official ``twilio`` library.
+
+Provider documentation: "Message resource" (``POST /2010-04-01/Accounts/{Sid}/Messages.json``)
+and the error dictionary (twilio.com/docs/api/errors: 21211, 21408, 21610, 21612, 21614,
+20429).
+
+The ``twilio.rest.Client`` and its ``TwilioHttpClient`` are built once per worker process. The
+HTTP client gets ``max_retries=0`` (Twilio's client mounts a plain adapter otherwise; a retry
+here would be a second layer behind Celery and could send an SMS twice), a timeout and
+``verify=ca_file`` on its requests session.
+
+Pointing the library at another host (the local sandbox, a regional proxy): ``client.api`` is a
+``twilio.base.domain.Domain`` whose public ``base_url`` attribute (``https://api.twilio.com``)
+is the only place every Messages URL is built from, so setting it is enough; ``edge`` /
+``region`` are then cleared because ``ClientBase.get_hostname`` would otherwise rewrite the
+configured host as if it were ``api.<edge>.<region>.twilio.com``. This is configuration of the
+real client, not a patch; a ``TwilioHttpClient`` subclass rewriting hosts would also change
+URLs the library logs and signs, and hide the redirection in transport code.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any, Mapping
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import requests
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from .base import Channel, Message, Outcome, Result
+from .errors import ChannelConfigurationError, InvalidMessage
+from .http import config_timeout, http_result, retryless_session
+
+#: Twilio's limit for ``Body`` (characters).
+MAX_BODY_CHARS = 1600
+#: Error codes meaning the recipient opted out (replied STOP): the product must record the
+#: opt-out and stop sending SMS to that number, not just fail this one message.
+OPT_OUT_CODES = frozenset({"21610"})
+#: Error codes meaning "too many requests": retry later.
+RETRY_CODES = frozenset({"20429"})
+_E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+
+
+def is_opt_out(result: Result) -> bool:
+    """True when ``result`` is Twilio's "recipient has opted out" answer (error 21610)."""
+    return result.outcome is Outcome.FAILED and result.reason in OPT_OUT_CODES
+
+
+class TwilioSMSChannel(Channel):
+    """SMS sender through ``client.messages.create``.
+
+    Config keys:
+        url: API base URL (optional; default ``https://api.twilio.com``).
+        account_sid: ``AC…`` account SID (required).
+        auth_token: the account's auth token (required).
+        from_number: E.164 sender (required unless ``messaging_service_sid`` is set).
+        messaging_service_sid: ``MG…`` Messaging Service; preferred over ``from_number`` when
+            both are set (Twilio then picks the sender from the service's pool).
+        ca_file: CA bundle to verify the API (optional).
+        timeout: seconds for connect and read (optional, default 10).
+
+    Message mapping: ``to`` is an E.164 number; ``content["body"]`` the text (≤ 1600
+    characters). ``options["status_callback"]``: URL Twilio POSTs status changes to; the
+    adapter appends ``delivery_id=<id>`` to its query so the callback identifies the delivery
+    (Twilio signs the full URL, query included).
+
+    Answers: 201 → SENT (``SM…`` sid); error 21610 → FAILED with reason ``"21610"`` (an
+    opt-out: see :func:`is_opt_out`); 21211 / 21408 / 21612 / 21614 and other 4xx → FAILED with
+    the code as reason (the number is unusable for SMS, but may still be valid for other
+    channels, so this is not DEAD_TOKEN); 20429 / HTTP 429 / 5xx → RETRY (``Retry-After`` when
+    sent); connection errors and timeouts → RETRY.
+    """
+
+    name = "sms"
+    required_config = ("account_sid", "auth_token")
+    transport_errors = (requests.RequestException,)
+    timeout_errors = (requests.Timeout,)
+    collapses_resends = False  # a resend after a lost answer can deliver the SMS twice
+
+    def __init__(self, config: Mapping[str, Any]):
+        super().__init__(config)
+        self.from_number = config.get("from_number") or None
+        self.messaging_service_sid = config.get("messaging_service_sid") or None
+        if not (self.from_number or self.messaging_service_sid):
+            raise ChannelConfigurationError(
+                "TwilioSMSChannel: set from_number or messaging_service_sid")
+        self._last = threading.local()  # Retry-After of this thread's last answer
+        self.http_client = TwilioHttpClient(
+            timeout=config_timeout(config), max_retries=0,
+            request_hooks={"response": [self._remember_answer]})
+        retryless_session(config, session=self.http_client.session)  # pool, verify=ca_file
+        self.client = Client(config["account_sid"], config["auth_token"],
+                             http_client=self.http_client)
+        if config.get("url"):
+            self.client.api.base_url = str(config["url"]).rstrip("/")
+            self.client.edge = self.client.region = None
+
+    # -- steps -------------------------------------------------------------------------------
+    def build_payload(self, message: Message) -> dict[str, Any]:
+        """Return the keyword arguments of ``messages.create``.
+
+        Raises:
+            InvalidMessage: ``invalid_number`` (not E.164), ``empty_body``, ``body_too_long``
+                (> 1600 characters).
+        """
+        if not isinstance(message.to, str) or not _E164.match(message.to):
+            raise InvalidMessage("invalid_number", "SMS recipients must be E.164 (+15551234567)")
+        body = message.content.get("body")
+        if not isinstance(body, str) or not body:
+            raise InvalidMessage("empty_body", "SMS needs a non-empty text body")
+        if len(body) > MAX_BODY_CHARS:
+            raise InvalidMessage("body_too_long", f"{len(body)} characters > {MAX_BODY_CHARS}")
+        kwargs: dict[str, Any] = {"to": message.to, "body": body}
+        if self.messaging_service_sid:
+            kwargs["messaging_service_sid"] = self.messaging_service_sid
+        else:
+            kwargs["from_"] = self.from_number
+        callback = message.options.get("status_callback")
+        if callback:
+            kwargs["status_callback"] = with_query(callback, delivery_id=message.delivery_id)
+        return kwargs
+
+    def post(self, message: Message, payload: dict[str, Any]) -> Any:
+        """One ``messages.create`` call; returns the MessageInstance. Errors raise."""
+        self._last.retry_after = None
+        return self.client.messages.create(**payload)
+
+    def classify(self, answer: Any) -> Result:
+        """A created message is SENT with its ``SM…`` sid."""
+        return Result(Outcome.SENT, provider_message_id=answer.sid, status=201,
+                      raw={"sid": answer.sid, "status": answer.status,
+                           "num_segments": answer.num_segments})
+
+    def classify_error(self, exc: Exception) -> Result:
+        """Map ``TwilioRestException`` / ``TwilioServiceException`` (status + code)."""
+        if not isinstance(exc, (TwilioRestException, TwilioServiceException)):
+            raise exc
+        status = int(exc.status or 0)
+        code = str(exc.code) if exc.code is not None else str(status)
+        detail = getattr(exc, "msg", None) or getattr(exc, "detail", None)
+        headers = {"Retry-After": getattr(self._last, "retry_after", None)}
+        return http_result(status, headers=headers, reason=code, retry_reasons=RETRY_CODES,
+                           raw={"status": status, "code": exc.code, "message": detail})
+
+    def close(self) -> None:
+        """Close the pooled session."""
+        self.http_client.session.close()
+
+    def _remember_answer(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        self._last.retry_after = response.headers.get("Retry-After")
+
+
+def with_query(url: str, **params: str) -> str:
+    """``url`` with ``params`` added to (or replacing the same keys in) its query string."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
+    query.extend(params.items())
+    return urlunsplit(parts._replace(query=urlencode(query)))

@@ -1,0 +1,200 @@
+"""Web Push (RFC 8030) with ``aes128gcm`` payload encryption (RFC 8291) and VAPID (RFC 8292).
+
+Provider documentation: the RFCs above; pywebpush / py_vapid READMEs for the library calls.
+
+pywebpush's ``WebPusher`` encrypts and posts; it is given one shared ``requests.Session`` (pooled,
+``max_retries=0``, ``verify=ca_file``) so connections to each push service are reused. The VAPID
+key is loaded once, and the ``Authorization: vapid t=<JWT>,k=<key>`` header is signed once per
+push-service origin (the JWT ``aud``) and reused until shortly before its ``exp``, instead of an
+ECDSA signature per message (what ``pywebpush.webpush()`` does).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+import requests
+from py_vapid import Vapid
+from pywebpush import WebPushException, WebPusher
+
+from .base import Channel, Message, Result
+from .errors import ChannelConfigurationError, InvalidMessage
+from .http import config_timeout, http_result, json_bytes, require_file, response_json, \
+    retryless_session
+
+#: Push services must accept encrypted bodies up to this size (RFC 8030 §7.2).
+MAX_ENCRYPTED_BYTES = 4096
+#: aes128gcm framing of a single record: header (16 salt + 4 rs + 1 idlen + 65 key id),
+#: 1 padding-delimiter byte and the 16-byte AEAD tag (RFC 8188 §2, RFC 8291 §4).
+ENCRYPTION_OVERHEAD = 86 + 1 + 16
+#: VAPID JWT lifetime (RFC 8292 allows at most 24 h) and when to re-sign before it ends.
+VAPID_TTL_SECONDS = 12 * 3600
+VAPID_RESIGN_MARGIN_SECONDS = 3600
+#: TTL header when the message has none: four weeks, the usual push-service maximum.
+DEFAULT_TTL_SECONDS = 28 * 24 * 3600
+#: ``Topic`` header: at most 32 characters of the URL-safe base64 alphabet.
+_TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+@dataclass(frozen=True)
+class _Request:
+    pusher: WebPusher
+    data: bytes
+    headers: dict[str, str]
+    ttl: int
+
+
+class VapidSigner:
+    """Caches one VAPID ``Authorization`` header per push-service origin.
+
+    Thread-safe. ``signed`` counts signatures (one per origin per ~11 h of sending).
+    """
+
+    def __init__(self, private_key_file: str, subject: str,
+                 ttl: int = VAPID_TTL_SECONDS, margin: int = VAPID_RESIGN_MARGIN_SECONDS):
+        # Vapid.from_file would *generate and save* a new key when the file is missing:
+        # require_file() runs first so a typo cannot silently create a new identity.
+        try:
+            self.vapid = Vapid.from_file(private_key_file)
+        except Exception as exc:  # noqa: BLE001 - py_vapid wraps parse errors itself
+            raise ChannelConfigurationError(f"VAPID key {private_key_file!r}: {exc}") from exc
+        self.subject = subject
+        self.ttl = ttl
+        self.margin = margin
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[str, float]] = {}
+        self.signed = 0
+
+    def header_for(self, endpoint: str) -> str:
+        """The ``Authorization`` header value for ``endpoint``'s origin (``scheme://host[:port]``)."""
+        parts = urlsplit(endpoint)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        now = time.time()
+        with self._lock:
+            cached = self._cache.get(origin)
+            if cached is None or cached[1] - now < self.margin:
+                exp = int(now) + self.ttl
+                signed = self.vapid.sign({"aud": origin, "exp": exp, "sub": self.subject})
+                cached = (signed["Authorization"], exp)
+                self._cache[origin] = cached
+                self.signed += 1
+            return cached[0]
+
+
+class WebPushChannel(Channel):
+    """Web Push sender: one encrypted POST to the subscription's endpoint.
+
+    Config keys:
+        vapid_private_key_file: PEM (or DER) P-256 private key of this application server
+            (required; must exist).
+        vapid_subject: ``mailto:`` or ``https:`` contact for the push services (required).
+        ca_file: CA bundle to verify push services (optional).
+        timeout: seconds for connect and read (optional, default 10).
+
+    Message mapping: ``to`` is the browser's subscription ``{"endpoint", "keys": {"p256dh",
+    "auth"}}``. The plaintext is JSON ``{"title", "body", "url", "data", "notify_delivery_id"}``.
+    Headers: ``TTL`` (``ttl`` or four weeks), ``Urgency`` (``high`` / ``normal``), ``Topic`` (the
+    collapse key or delivery id, made URL-safe base64 ≤ 32 characters: a UUID becomes its
+    32-hex form, a longer key is hashed).
+
+    Answers: 201/200/202 → SENT (``Location`` is the id); 404/410 → DEAD_TOKEN (delete the
+    subscription); 413 → FAILED; 429/5xx → RETRY with ``Retry-After``; other 4xx → FAILED.
+    """
+
+    name = "webpush"
+    required_config = ("vapid_private_key_file", "vapid_subject")
+    transport_errors = (requests.RequestException,)
+    timeout_errors = (requests.Timeout,)
+    collapses_resends = True
+
+    def __init__(self, config: Mapping[str, Any]):
+        super().__init__(config)
+        self.timeout = config_timeout(config)
+        self.signer = VapidSigner(require_file(config, "vapid_private_key_file"),
+                                  str(config["vapid_subject"]))
+        self.session = retryless_session(config)
+
+    # -- steps -------------------------------------------------------------------------------
+    def build_payload(self, message: Message) -> _Request:
+        """Validate the subscription, build the plaintext and headers.
+
+        Raises:
+            InvalidMessage: ``invalid_subscription`` (no https endpoint or bad keys),
+                ``payload_too_large`` (encrypted size would exceed 4096 bytes).
+        """
+        subscription = message.to
+        endpoint = subscription.get("endpoint") if isinstance(subscription, Mapping) else None
+        if not isinstance(endpoint, str) or urlsplit(endpoint).scheme != "https":
+            raise InvalidMessage("invalid_subscription", "subscription needs an https endpoint")
+        try:
+            pusher = WebPusher(subscription, requests_session=self.session)
+        except (WebPushException, ValueError, TypeError, IndexError) as exc:
+            raise InvalidMessage("invalid_subscription", str(exc)) from exc
+        if not pusher.receiver_key or not pusher.auth_key or len(pusher.receiver_key) != 65 \
+                or len(pusher.auth_key) != 16:
+            raise InvalidMessage("invalid_subscription", "p256dh / auth keys are malformed")
+
+        content = message.content
+        plaintext = json_bytes({
+            "title": content.get("title"),
+            "body": content.get("body"),
+            "url": content.get("url"),
+            "data": dict(content.get("data") or {}),
+            "notify_delivery_id": message.delivery_id,
+        })
+        encrypted_size = len(plaintext) + ENCRYPTION_OVERHEAD
+        if encrypted_size > MAX_ENCRYPTED_BYTES:
+            raise InvalidMessage("payload_too_large",
+                                 f"{encrypted_size} encrypted bytes > {MAX_ENCRYPTED_BYTES}")
+        headers = {
+            "Urgency": "high" if message.priority == "high" else "normal",
+            "Topic": topic_for(message.collapse_key or message.delivery_id),
+        }
+        ttl = DEFAULT_TTL_SECONDS if message.ttl is None else int(message.ttl)
+        return _Request(pusher, plaintext, headers, ttl)
+
+    def post(self, message: Message, payload: _Request) -> requests.Response:
+        """Encrypt (``aes128gcm``) and POST once, with the cached VAPID header for the origin."""
+        headers = {**payload.headers,
+                   "Authorization": self.signer.header_for(payload.pusher.subscription_info[
+                       "endpoint"])}
+        return payload.pusher.send(payload.data, headers=headers, ttl=payload.ttl,
+                                   content_encoding="aes128gcm", timeout=self.timeout)
+
+    def classify(self, answer: requests.Response) -> Result:
+        """Map the push service's status to a Result (the body is informational only)."""
+        status = answer.status_code
+        location = answer.headers.get("Location")
+        return http_result(status, headers=answer.headers, reason=None if status < 300
+                           else (answer.reason or str(status)),
+                           provider_message_id=location, dead_token=status in (404, 410),
+                           raw={"status": status, "location": location,
+                                "body": response_json(answer.content)})
+
+    def close(self) -> None:
+        """Close the pooled session."""
+        self.session.close()
+
+
+def topic_for(key: str) -> str:
+    """A Web Push ``Topic`` (≤ 32 URL-safe base64 characters) for a collapse key.
+
+    A UUID gives its 32 hex digits; a key already in the alphabet and short enough is used as
+    is; anything else is the first 32 characters of its SHA-256 in URL-safe base64.
+    """
+    try:
+        return uuid.UUID(key).hex
+    except (ValueError, TypeError, AttributeError):
+        pass
+    if _TOPIC.match(key):
+        return key
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii")[:32]

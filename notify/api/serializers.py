@@ -1,0 +1,162 @@
+"""Request and response shapes of the REST API."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from .. import validators
+from ..models import Device, Preference, Recipient
+from ..models.recipients import Channel
+
+CHANNEL_CHOICES = [c.value for c in Channel]
+
+
+class StrictSerializer(serializers.Serializer):
+    """Rejects unknown fields, so a typo is a 400 and not a silently ignored option."""
+
+    def validate(self, attrs):
+        unknown = set(getattr(self, "initial_data", {}) or {}) - set(self.fields)
+        if unknown:
+            raise serializers.ValidationError({name: ["unknown field"] for name in sorted(unknown)})
+        return attrs
+
+
+class PushContent(StrictSerializer):
+    title = serializers.CharField(max_length=256, required=False, allow_blank=True)
+    body = serializers.CharField(max_length=4000, required=False, allow_blank=True)
+    data = serializers.DictField(required=False)
+    badge = serializers.IntegerField(min_value=0, required=False)
+    sound = serializers.CharField(max_length=64, required=False)
+    image = serializers.URLField(required=False)
+    url = serializers.URLField(required=False)
+
+
+class SMSContent(StrictSerializer):
+    body = serializers.CharField(max_length=1600)
+
+
+class EmailContent(StrictSerializer):
+    subject = serializers.CharField(max_length=998)
+    text = serializers.CharField(required=False, allow_blank=True)
+    html = serializers.CharField(required=False, allow_blank=True)
+
+
+class Content(StrictSerializer):
+    push = PushContent(required=False)
+    sms = SMSContent(required=False)
+    email = EmailContent(required=False)
+
+
+class SendSerializer(StrictSerializer):
+    """``POST /api/v1/notifications``: a template name with data, or explicit content."""
+
+    recipient = serializers.CharField(max_length=255)
+    template = serializers.SlugField(max_length=100, required=False)
+    data = serializers.DictField(required=False)
+    content = Content(required=False)
+    channels = serializers.ListField(child=serializers.ChoiceField(CHANNEL_CHOICES), required=False,
+                                     allow_empty=False, max_length=5)
+    category = serializers.SlugField(max_length=64, required=False)
+    priority = serializers.ChoiceField(["high", "normal"], required=False)
+    ttl = serializers.IntegerField(min_value=1, max_value=28 * 24 * 3600, required=False)  # FCM's maximum
+    event_id = serializers.CharField(max_length=255, required=False)
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        if bool(attrs.get("template")) == bool(attrs.get("content")):
+            raise serializers.ValidationError({"template": ["give either template (with data) or content"]})
+        if "channels" in attrs and len(set(attrs["channels"])) != len(attrs["channels"]):
+            raise serializers.ValidationError({"channels": ["duplicate channel"]})
+        return attrs
+
+
+class RecipientSerializer(serializers.ModelSerializer):
+    email = serializers.CharField(required=False, allow_blank=True, max_length=320)
+    phone = serializers.CharField(required=False, allow_blank=True, max_length=16)
+
+    class Meta:
+        model = Recipient
+        fields = ["external_id", "name", "locale", "timezone", "email", "phone", "created_at", "updated_at"]
+        read_only_fields = ["external_id", "created_at", "updated_at"]
+
+    def validate_email(self, value):
+        return validators.email_address(value) if value else ""
+
+    def validate_phone(self, value):
+        return validators.e164(value) if value else ""
+
+    def validate_timezone(self, value):
+        return validators.timezone_name(value)
+
+    def validate(self, attrs):
+        unknown = set(getattr(self, "initial_data", {}) or {}) - set(self.fields)
+        if unknown:
+            raise serializers.ValidationError({name: ["unknown field"] for name in sorted(unknown)})
+        return attrs
+
+
+class DeviceSerializer(serializers.ModelSerializer):
+    token = serializers.CharField(required=False, max_length=4096)
+    subscription = serializers.JSONField(required=False)
+
+    class Meta:
+        model = Device
+        fields = ["id", "platform", "token", "subscription", "active", "created_at"]
+        read_only_fields = ["id", "active", "created_at"]
+
+    def validate(self, attrs):
+        platform = attrs["platform"]
+        if platform == "web":
+            attrs["subscription"] = validators.webpush_subscription(attrs.get("subscription"))
+            attrs["token"] = attrs["subscription"]["endpoint"]
+        else:
+            token = attrs.get("token")
+            if not token:
+                raise serializers.ValidationError({"token": ["required for ios and android"]})
+            check = validators.apns_token if platform == "ios" else validators.fcm_token
+            try:
+                attrs["token"] = check(token)
+            except serializers.ValidationError as exc:
+                raise serializers.ValidationError({"token": exc.detail}) from None
+            attrs["subscription"] = None
+        return attrs
+
+
+class PreferenceSerializer(serializers.Serializer):
+    """One opt-in/opt-out; ``channel`` may be ``push`` for all three push channels."""
+
+    channel = serializers.ChoiceField(CHANNEL_CHOICES + ["push"])
+    category = serializers.SlugField(max_length=64, required=False, allow_blank=True, default="")
+    enabled = serializers.BooleanField()
+
+
+class PreferenceListSerializer(serializers.Serializer):
+    preferences = PreferenceSerializer(many=True)
+
+
+class DeliveryOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    channel = serializers.CharField()
+    to = serializers.CharField(source="address")
+    status = serializers.CharField()
+    reason = serializers.CharField()
+    attempts = serializers.IntegerField()
+    provider_message_id = serializers.CharField()
+    sent_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class NotificationOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    event_id = serializers.CharField(source="idempotency_key")
+    recipient = serializers.CharField(source="recipient.external_id")
+    category = serializers.CharField()
+    priority = serializers.CharField()
+    ttl = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    deliveries = DeliveryOut(many=True)
+
+
+def preferences_out(recipient: Recipient) -> list[dict]:
+    return [{"channel": p.channel, "category": p.category, "enabled": p.enabled, "source": p.source}
+            for p in Preference.objects.filter(recipient=recipient).order_by("channel", "category")]

@@ -1,0 +1,128 @@
+"""REST API v1 views. Authentication: ``Authorization: Api-Key <key>`` (see notify.api.auth)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import transaction
+from django.shortcuts import get_object_or_404
+from django.utils.decorators import method_decorator
+from django_ratelimit.decorators import ratelimit
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .. import sending
+from ..models import Device, Notification, Preference, Recipient
+from ..models.recipients import PUSH_CHANNELS
+from . import serializers as s
+
+
+def _api_key_group(group, request):
+    return request.META.get("HTTP_AUTHORIZATION", "")[:40]
+
+
+class NotificationListView(APIView):
+    """``POST /api/v1/notifications``: accept one notification for one recipient (202)."""
+
+    @method_decorator(ratelimit(key=_api_key_group, rate=settings.NOTIFY_API_RATE_LIMIT, block=True))
+    def post(self, request):
+        serializer = s.SendSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        payload = dict(serializer.validated_data)
+        header_key = request.headers.get("Idempotency-Key")
+        key = header_key or payload.pop("event_id", None)
+        payload.pop("event_id", None)
+        if key is not None and not (0 < len(key) <= 255):
+            return Response({"error": {"code": "invalid_request", "message": "bad Idempotency-Key",
+                                       "fields": {"Idempotency-Key": ["1 to 255 characters"]}}}, status=400)
+        accepted = sending.submit(request.user.app_id, request.user.key_id, _jsonable(payload), key)
+        headers = {"Idempotent-Replayed": "true"} if accepted.replayed else {}
+        return Response(accepted.body, status=status.HTTP_202_ACCEPTED, headers=headers)
+
+
+def _jsonable(payload: dict) -> dict:
+    """Validated data → plain JSON types (nested serializers give OrderedDicts)."""
+    import json
+
+    return json.loads(json.dumps(payload, default=str))
+
+
+class NotificationDetailView(APIView):
+    """``GET /api/v1/notifications/<id>``: the notification with each delivery's status."""
+
+    def get(self, request, notification_id):
+        notification = get_object_or_404(
+            Notification.objects.select_related("recipient").prefetch_related("deliveries"),
+            id=notification_id, app_id=request.user.app_id)
+        return Response(s.NotificationOut(notification).data)
+
+
+def _recipient(request, external_id) -> Recipient:
+    return get_object_or_404(Recipient, app_id=request.user.app_id, external_id=external_id)
+
+
+class RecipientView(APIView):
+    """``PUT /api/v1/recipients/<external_id>`` creates or updates; ``GET`` reads."""
+
+    def get(self, request, external_id):
+        return Response(s.RecipientSerializer(_recipient(request, external_id)).data)
+
+    def put(self, request, external_id):
+        recipient = Recipient.objects.filter(app_id=request.user.app_id, external_id=external_id).first()
+        serializer = s.RecipientSerializer(recipient, data=request.data, partial=recipient is not None)
+        serializer.is_valid(raise_exception=True)
+        created = recipient is None
+        recipient = serializer.save(app_id=request.user.app_id, external_id=external_id)
+        return Response(s.RecipientSerializer(recipient).data, status=201 if created else 200)
+
+
+class DeviceListView(APIView):
+    """``POST /api/v1/recipients/<external_id>/devices`` registers (or re-activates) a device."""
+
+    def get(self, request, external_id):
+        devices = Device.objects.filter(recipient=_recipient(request, external_id)).order_by("id")
+        return Response(s.DeviceSerializer(devices, many=True).data)
+
+    def post(self, request, external_id):
+        recipient = _recipient(request, external_id)
+        serializer = s.DeviceSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        device, created = Device.objects.update_or_create(
+            app_id=request.user.app_id, platform=data["platform"], token=data["token"],
+            defaults={"recipient": recipient, "subscription": data.get("subscription"), "active": True,
+                      "deactivated_reason": ""})
+        return Response(s.DeviceSerializer(device).data, status=201 if created else 200)
+
+
+class DeviceDetailView(APIView):
+    """``DELETE /api/v1/recipients/<external_id>/devices/<id>`` removes a device."""
+
+    def delete(self, request, external_id, device_id):
+        device = get_object_or_404(Device, id=device_id, recipient=_recipient(request, external_id))
+        device.delete()
+        return Response(status=204)
+
+
+class PreferenceView(APIView):
+    """``GET``/``PUT /api/v1/recipients/<external_id>/preferences``: opt-ins and opt-outs.
+
+    PUT body: ``{"preferences": [{"channel": "sms", "category": "", "enabled": false}]}``;
+    ``channel: "push"`` sets apns, fcm and webpush together.
+    """
+
+    def get(self, request, external_id):
+        return Response({"preferences": s.preferences_out(_recipient(request, external_id))})
+
+    def put(self, request, external_id):
+        recipient = _recipient(request, external_id)
+        serializer = s.PreferenceListSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        with transaction.atomic():
+            for item in serializer.validated_data["preferences"]:
+                channels = PUSH_CHANNELS if item["channel"] == "push" else (item["channel"],)
+                for channel in channels:
+                    Preference.objects.update_or_create(
+                        recipient=recipient, channel=channel, category=item["category"],
+                        defaults={"enabled": item["enabled"], "source": "api"})
+        return Response({"preferences": s.preferences_out(recipient)})

@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class NotifyConfig(AppConfig):
+    name = "notify"
+    verbose_name = "Notifications"
+
+    def ready(self):
+        from . import cache  # noqa: F401  (connects the invalidation signals)

@@ -1,0 +1,100 @@
+"""Redis cache in front of the look-ups on the API path.
+
+What is cached: a recipient's send profile (its row, active devices and preferences in one entry)
+and each template. Entries are deleted by model signals on every save or delete, so a change made
+through the API or the Django admin takes effect on the very next send; the TTL only bounds
+memory.
+"""
+
+from __future__ import annotations
+
+from django.core.cache import cache
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+
+from .models import Device, Preference, Recipient, Template
+
+PROFILE_TTL = 300  # seconds
+TEMPLATE_TTL = 300
+
+
+def profile_key(app_id: int, external_id: str) -> str:
+    return f"recipient:{app_id}:{external_id}"
+
+
+def template_key(app_id: int, name: str) -> str:
+    return f"template:{app_id}:{name}"
+
+
+def load_profile(app_id: int, external_id: str) -> dict | None:
+    """Return the send profile of a recipient, or None if there is no such recipient.
+
+    Shape: ``{"id", "external_id", "name", "locale", "timezone", "email", "phone",
+    "devices": [{"id", "platform", "token", "subscription"}], "preferences": {"<channel>|<category>": bool}}``.
+    A miss costs two queries (recipient, then devices and preferences via prefetch).
+    """
+    key = profile_key(app_id, external_id)
+    profile = cache.get(key)
+    if profile is not None:
+        return profile
+    recipient = (
+        Recipient.objects.filter(app_id=app_id, external_id=external_id)
+        .prefetch_related("devices", "preferences")
+        .first()
+    )
+    if recipient is None:
+        return None
+    profile = {
+        "id": recipient.id,
+        "external_id": recipient.external_id,
+        "name": recipient.name,
+        "locale": recipient.locale,
+        "timezone": recipient.timezone,
+        "email": recipient.email,
+        "phone": recipient.phone,
+        "devices": [
+            {"id": d.id, "platform": d.platform, "token": d.token, "subscription": d.subscription}
+            for d in recipient.devices.all()
+            if d.active
+        ],
+        "preferences": {f"{p.channel}|{p.category}": p.enabled for p in recipient.preferences.all()},
+    }
+    cache.set(key, profile, PROFILE_TTL)
+    return profile
+
+
+def load_template(app_id: int, name: str) -> dict | None:
+    """Return ``{"id", "name", "category", "content", "version"}`` of a template, or None."""
+    key = template_key(app_id, name)
+    entry = cache.get(key)
+    if entry is not None:
+        return entry
+    template = Template.objects.filter(app_id=app_id, name=name, locale="").first()
+    if template is None:
+        return None
+    entry = {"id": template.id, "name": template.name, "category": template.category,
+             "content": template.content, "version": template.version}
+    cache.set(key, entry, TEMPLATE_TTL)
+    return entry
+
+
+def forget_recipient(app_id: int, external_id: str) -> None:
+    cache.delete(profile_key(app_id, external_id))
+
+
+@receiver([post_save, post_delete], sender=Recipient)
+def _recipient_changed(sender, instance: Recipient, **kwargs):
+    forget_recipient(instance.app_id, instance.external_id)
+
+
+@receiver([post_save, post_delete], sender=Device)
+@receiver([post_save, post_delete], sender=Preference)
+def _recipient_part_changed(sender, instance, **kwargs):
+    recipient = Recipient.objects.filter(pk=instance.recipient_id).values("app_id", "external_id").first()
+    if recipient:
+        forget_recipient(recipient["app_id"], recipient["external_id"])
+
+
+@receiver([post_save, post_delete], sender=Template)
+def _template_changed(sender, instance: Template, **kwargs):
+    cache.delete(template_key(instance.app_id, instance.name))

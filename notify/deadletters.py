@@ -1,0 +1,58 @@
+"""Dead letters: deliveries that ran out of attempts (or kept killing their worker).
+
+The delivery row says ``dead_lettered`` with the reason; a message with the delivery id also goes
+to the channel's dead-letter queue (``<channel>.dead``) so operators see them in Flower or the
+RabbitMQ console. Replay moves rows back to ``queued`` and publishes them; a row that is no longer
+dead-lettered (already replayed, or sent) is left alone, so a replay never resends a sent message.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+
+from .models import Delivery, DeliveryLog, DeliveryStatus
+
+log = logging.getLogger(__name__)
+
+
+def publish_dead_letter(channel: str, delivery_id: str, reason: str) -> None:
+    """Put ``{"delivery_id", "reason"}`` on ``<channel>.dead``; a broker failure is logged only
+    (the row already records the dead letter)."""
+    from .celery import app
+
+    try:
+        with app.producer_or_acquire() as producer:
+            producer.publish({"delivery_id": delivery_id, "channel": channel, "reason": reason},
+                             exchange="notify.dead", routing_key=channel, serializer="json",
+                             delivery_mode="persistent", declare=[q for q in app.conf.task_queues if q.name == f"{channel}.dead"],
+                             retry=True, retry_policy={"max_retries": 2})
+    except Exception:  # noqa: BLE001
+        log.exception("could not publish dead letter of delivery %s", delivery_id)
+
+
+def replay(delivery_ids: list[str] | None = None, channel: str | None = None) -> int:
+    """Move dead-lettered deliveries back to ``queued`` with a fresh attempt budget and publish them.
+
+    Args:
+        delivery_ids: only these; None for every dead-lettered delivery (of ``channel`` if given).
+    Returns:
+        How many were replayed.
+    """
+    from .publishing import publish_deliveries
+
+    with transaction.atomic():
+        rows = Delivery.objects.select_for_update(skip_locked=True).filter(status=DeliveryStatus.DEAD_LETTERED)
+        if delivery_ids is not None:
+            rows = rows.filter(id__in=delivery_ids)
+        if channel:
+            rows = rows.filter(channel=channel)
+        items = list(rows.values_list("id", "channel", "attempts"))
+        Delivery.objects.filter(id__in=[i for i, _, _ in items]).update(
+            status=DeliveryStatus.QUEUED, attempts=0, published_at=None, reason="replayed", unknown_outcome=False)
+        DeliveryLog.objects.bulk_create(
+            DeliveryLog(delivery_id=i, from_status="dead_lettered", to_status="queued", attempt=a, reason="replayed")
+            for i, _, a in items)
+        transaction.on_commit(lambda: publish_deliveries([(i, c) for i, c, _ in items]))
+    return len(items)

@@ -1,0 +1,234 @@
+"""The worker's send: claim the delivery, call its channel, record the outcome.
+
+Exactly-once toward the user is built from three parts:
+
+1. *Claim*: a conditional UPDATE moves the delivery ``queued → sending`` and takes a lease; a
+   duplicate task (redelivered message, re-published row) finds nothing to claim and stops.
+2. *Lease*: a worker that dies mid-send leaves the lease to run out; the dispatcher then hands the
+   delivery back flagged ``unknown_outcome`` and the channel's policy decides (resend where the
+   provider collapses resends, otherwise fail visibly).
+3. *Outcome*: written in one statement with its log row; a database outage at that moment is
+   waited out (the provider already answered, so the answer must not be lost).
+
+The database is committed before the provider is called, and the task itself only passes ids.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import OperationalError, InterfaceError, close_old_connections, connection
+
+from channels.base import Message, Outcome, Result
+from channels.registry import get_channel
+
+from .cache import forget_recipient
+from .channel_config import config_for
+from .deadletters import publish_dead_letter
+from .models import Device, Preference, Recipient
+
+log = logging.getLogger(__name__)
+
+_CLAIM_SQL = """
+WITH claimed AS (
+    UPDATE notify_delivery d
+    SET status = 'sending', attempts = d.attempts + 1, updated_at = now(),
+        lease_until = now() + make_interval(secs => %s)
+    FROM notify_notification n
+    WHERE d.id = %s AND d.status = 'queued' AND n.id = d.notification_id
+    RETURNING d.id, d.channel, d.address, d.attempts, d.unknown_outcome, d.device_id,
+              (SELECT subscription FROM notify_device WHERE id = d.device_id) AS subscription,
+              (SELECT active FROM notify_device WHERE id = d.device_id) AS device_active,
+              n.content, n.priority, n.expires_at, n.created_at, n.recipient_id,
+              extract(epoch FROM n.expires_at - now()) AS ttl_left,
+              extract(epoch FROM now() - n.created_at) AS age
+), logged AS (
+    INSERT INTO notify_deliverylog (delivery_id, at, from_status, to_status, attempt, reason)
+    SELECT id, now(), 'queued', 'sending', attempts, '' FROM claimed
+)
+SELECT * FROM claimed
+"""
+
+_RECORD_SQL = """
+WITH updated AS (
+    UPDATE notify_delivery SET status = %(status)s, reason = %(reason)s, updated_at = now(),
+        provider_message_id = COALESCE(%(message_id)s, provider_message_id),
+        last_error = %(error)s, lease_until = NULL, unknown_outcome = false,
+        next_attempt_at = now() + make_interval(secs => %(delay)s),
+        sent_at = CASE WHEN %(status)s = 'sent' THEN now() ELSE sent_at END
+    WHERE id = %(id)s AND attempts = %(attempt)s AND status IN ('sending', 'queued')
+    RETURNING id
+)
+INSERT INTO notify_deliverylog (delivery_id, at, from_status, to_status, attempt, reason,
+                                provider_status, provider_answer, duration_ms)
+SELECT id, now(), 'sending', %(status)s, %(attempt)s, %(reason)s, %(provider_status)s,
+       %(answer)s::jsonb, %(duration)s FROM updated
+RETURNING delivery_id
+"""
+
+CONTENT_GROUP = {"apns": "push", "fcm": "push", "webpush": "push", "sms": "sms", "email": "email"}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery this worker now holds, with what the send needs (one row of _CLAIM_SQL)."""
+
+    id: Any
+    channel: str
+    address: str
+    attempt: int
+    unknown_outcome: bool
+    device_id: int | None
+    subscription: dict | None
+    device_active: bool | None
+    content: dict
+    priority: str
+    expires_at: Any
+    created_at: Any
+    recipient_id: int
+    ttl_left: float
+    age: float
+
+
+def claim(delivery_id: str) -> Claim | None:
+    """Take the delivery ``queued → sending`` with a lease; None if it is not ours to send."""
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL, [settings.NOTIFY_SEND_LEASE, delivery_id])
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        names = [c.name for c in cursor.description]
+    values = dict(zip(names, row))
+    values["attempt"] = values.pop("attempts")
+    for key in ("content", "subscription"):
+        if isinstance(values[key], str):
+            values[key] = json.loads(values[key])
+    values["ttl_left"] = float(values["ttl_left"])
+    values["age"] = float(values["age"])
+    return Claim(**values)
+
+
+def retry_delay(attempt: int, result: Result, policy: dict) -> float:
+    """Seconds before the next attempt: the provider's ``Retry-After`` clamped to
+    ``[1, retry_after_max]`` when given, else exponential back-off with full jitter
+    (``uniform(0, min(backoff_max, backoff_base * 2**(attempt-1)))``, AWS Architecture Blog,
+    "Exponential Backoff And Jitter")."""
+    if result.retry_after is not None:
+        return min(max(float(result.retry_after), 1.0), policy["retry_after_max"])
+    ceiling = min(policy["backoff_max"], policy["backoff_base"] * (2 ** (attempt - 1)))
+    return random.uniform(0, ceiling)
+
+
+def _message(c: Claim) -> Message:
+    group = CONTENT_GROUP[c.channel]
+    options: dict[str, Any] = {}
+    base = settings.NOTIFY_PUBLIC_URL.rstrip("/")
+    if c.channel == "sms":
+        options["status_callback"] = f"{base}/webhooks/twilio/status?delivery_id={c.id}"
+    if c.channel == "email":
+        options["list_unsubscribe"] = f"{base}/unsubscribe/{c.id}"
+    return Message(
+        delivery_id=str(c.id),
+        to=c.subscription if c.channel == "webpush" and c.subscription else c.address,
+        content=c.content.get(group, {}),
+        priority=c.priority,
+        ttl=max(int(c.ttl_left), 0),
+        options=options,
+    )
+
+
+def _record(c: Claim, status: str, result: Result | None, reason: str, delay: float = 0.0,
+            duration: float | None = None, error: str = "") -> None:
+    params = {
+        "id": c.id, "attempt": c.attempt, "status": status, "reason": reason[:128], "delay": delay,
+        "message_id": result.provider_message_id if result else None, "error": error[:2000],
+        "provider_status": result.status if result and result.status else None,
+        "answer": json.dumps(dict(result.raw), default=str)[:8000] if result else None,
+        "duration": duration,
+    }
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(_RECORD_SQL, params)
+                if cursor.fetchone() is None:
+                    log.warning("delivery %s changed hands before its outcome %s was recorded", c.id, status)
+            return
+        except (OperationalError, InterfaceError):
+            # The provider has answered: losing that answer would cause a resend. Wait the
+            # database out (restart, failover) instead of giving up.
+            if time.monotonic() > deadline:
+                raise
+            log.warning("database unavailable while recording delivery %s; retrying", c.id)
+            close_old_connections()
+            connection.close()
+            time.sleep(1)
+
+
+def _after_failure(c: Claim, result: Result) -> None:
+    from channels.twilio_sms import is_opt_out
+
+    if result.outcome == Outcome.DEAD_TOKEN and c.device_id:
+        Device.objects.filter(id=c.device_id).update(active=False, deactivated_reason=(result.reason or "dead_token")[:64])
+        _forget(c.recipient_id)
+    elif c.channel == "sms" and is_opt_out(result):
+        Preference.objects.update_or_create(recipient_id=c.recipient_id, channel="sms", category="",
+                                            defaults={"enabled": False, "source": "sms_stop"})
+
+
+def _forget(recipient_id: int) -> None:
+    row = Recipient.objects.filter(id=recipient_id).values("app_id", "external_id").first()
+    if row:
+        forget_recipient(row["app_id"], row["external_id"])
+
+
+def send(delivery_id: str) -> str:
+    """Send one delivery if it is still due. Returns the status it ended in, or ``skipped``.
+
+    Never raises for provider trouble (that becomes ``retrying`` / ``failed`` /
+    ``dead_lettered``); raises only if the database stays unreachable for two minutes.
+    """
+    c = claim(delivery_id)
+    if c is None:
+        return "skipped"
+    policy = settings.NOTIFY_RETRY_POLICY[c.channel]
+    if c.ttl_left <= 0:
+        _record(c, "expired", None, "ttl_elapsed")
+        return "expired"
+    if c.device_active is False:
+        _record(c, "failed", None, "device_inactive")
+        return "failed"
+    if c.attempt > policy["max_attempts"]:
+        _record(c, "dead_lettered", None, "max_attempts")
+        publish_dead_letter(c.channel, str(c.id), "max_attempts")
+        return "dead_lettered"
+    if c.unknown_outcome and policy["on_unknown_outcome"] == "fail":
+        _record(c, "failed", None, "outcome_unknown")
+        return "failed"
+
+    channel = get_channel(c.channel, config_for)
+    started = time.monotonic()
+    result = channel.deliver(_message(c))
+    duration = (time.monotonic() - started) * 1000
+
+    if result.outcome == Outcome.SENT:
+        _record(c, "sent", result, "", duration=duration)
+        return "sent"
+    if result.outcome == Outcome.RETRY:
+        delay = retry_delay(c.attempt, result, policy)
+        if c.attempt >= policy["max_attempts"] or c.age + delay > policy["max_age"]:
+            reason = f"retries_exhausted:{result.reason or result.status}"
+            _record(c, "dead_lettered", result, reason, duration=duration)
+            publish_dead_letter(c.channel, str(c.id), reason)
+            return "dead_lettered"
+        _record(c, "retrying", result, result.reason or str(result.status), delay=delay, duration=duration)
+        return "retrying"
+    _record(c, "failed", result, result.reason or str(result.status), duration=duration)
+    _after_failure(c, result)
+    return "failed"

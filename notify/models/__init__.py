@@ -1,0 +1,12 @@
+"""The notify data model: apps and API keys, recipients and their devices and preferences,
+templates, notifications with their deliveries and the delivery log."""
+
+from .apps import App, AppAPIKey
+from .recipients import Device, Preference, Recipient
+from .templates import Template
+from .notifications import Delivery, DeliveryLog, DeliveryStatus, Notification
+
+__all__ = [
+    "App", "AppAPIKey", "Device", "Preference", "Recipient", "Template",
+    "Delivery", "DeliveryLog", "DeliveryStatus", "Notification",
+]

@@ -1,0 +1,27 @@
+from django.db import models
+from rest_framework_api_key.models import AbstractAPIKey
+
+
+class App(models.Model):
+    """A product that sends notifications. Recipients, templates and notifications belong to one
+    app, so several products can share one deployment.
+
+    ``provider_overrides`` leaves room for per-app provider credentials: channel → setting key →
+    value, merged over the deployment's settings (not used by the sandbox default).
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    provider_overrides = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AppAPIKey(AbstractAPIKey):
+    """An API key of one app, stored hashed by djangorestframework-api-key."""
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="api_keys")
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "app API key"

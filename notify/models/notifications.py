@@ -1,0 +1,112 @@
+import uuid
+
+from django.db import models
+
+
+class DeliveryStatus(models.TextChoices):
+    """The delivery state machine (see :data:`TRANSITIONS`)."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    RETRYING = "retrying"
+    SENT = "sent"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    SUPPRESSED = "suppressed"
+    DEAD_LETTERED = "dead_lettered"
+
+
+S = DeliveryStatus
+#: Legal transitions; everything else is a bug. Final states have no way out except the
+#: operator's replay of a dead letter (dead_lettered → queued).
+TRANSITIONS = {
+    S.QUEUED: {S.SENDING, S.EXPIRED, S.DEAD_LETTERED},
+    S.SENDING: {S.SENT, S.RETRYING, S.FAILED, S.EXPIRED, S.DEAD_LETTERED, S.QUEUED},
+    S.RETRYING: {S.QUEUED, S.SENDING, S.EXPIRED, S.DEAD_LETTERED},
+    S.DEAD_LETTERED: {S.QUEUED},
+    S.SENT: set(),
+    S.FAILED: set(),
+    S.EXPIRED: set(),
+    S.SUPPRESSED: set(),
+}
+FINAL_STATUSES = (S.SENT, S.FAILED, S.EXPIRED, S.SUPPRESSED)
+
+
+class Notification(models.Model):
+    """One send request of a calling product to one recipient.
+
+    ``idempotency_key`` (the ``Idempotency-Key`` header or ``event_id``) is unique per app while
+    it is retained; ``request_hash`` tells a replay of the same request from a different one, and
+    ``response`` is the exact 202 body so a replay answers identically.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    app = models.ForeignKey("notify.App", on_delete=models.PROTECT, related_name="notifications")
+    api_key = models.ForeignKey("notify.AppAPIKey", on_delete=models.SET_NULL, null=True, related_name="+")
+    recipient = models.ForeignKey("notify.Recipient", on_delete=models.PROTECT, related_name="notifications")
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    request_hash = models.CharField(max_length=64)
+    category = models.CharField(max_length=64, default="general")
+    template = models.ForeignKey("notify.Template", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    template_version = models.PositiveIntegerField(null=True, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    content = models.JSONField()  # rendered, per channel group: push / sms / email
+    priority = models.CharField(max_length=8, default="normal")
+    ttl = models.PositiveIntegerField()  # seconds
+    expires_at = models.DateTimeField()
+    response = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["app", "idempotency_key"], name="notification_idempotency_key",
+                                    condition=models.Q(idempotency_key__isnull=False)),
+        ]
+        indexes = [models.Index(fields=["created_at"])]
+
+
+class Delivery(models.Model):
+    """One notification on one channel to one device or address."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="deliveries")
+    channel = models.CharField(max_length=8)
+    device = models.ForeignKey("notify.Device", on_delete=models.SET_NULL, null=True, blank=True, related_name="deliveries")
+    address = models.TextField(blank=True)  # token / endpoint / E.164 / email, as sent
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)
+    reason = models.CharField(max_length=128, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    provider_message_id = models.CharField(max_length=255, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    unknown_outcome = models.BooleanField(default=False)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        indexes = [
+            # The dispatcher's sweeps touch only unfinished rows.
+            models.Index(fields=["status", "next_attempt_at"], name="delivery_due",
+                         condition=models.Q(status__in=["queued", "retrying", "sending"])),
+        ]
+
+
+class DeliveryLog(models.Model):
+    """One state transition of a delivery, with the provider's answer when there was one."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="log")
+    at = models.DateTimeField(auto_now_add=True)
+    from_status = models.CharField(max_length=16)
+    to_status = models.CharField(max_length=16)
+    attempt = models.PositiveIntegerField(default=0)
+    reason = models.CharField(max_length=128, blank=True)
+    provider_status = models.PositiveIntegerField(null=True, blank=True)
+    provider_answer = models.JSONField(null=True, blank=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["delivery", "at"])]

@@ -1,0 +1,87 @@
+from django.db import models
+
+
+class Channel(models.TextChoices):
+    """Delivery channels; each has its own queue, worker pool and provider."""
+
+    APNS = "apns", "iOS push (APNs)"
+    FCM = "fcm", "Android push (FCM)"
+    WEBPUSH = "webpush", "Web Push"
+    SMS = "sms", "SMS (Twilio)"
+    EMAIL = "email", "Email (SES)"
+
+
+PUSH_CHANNELS = (Channel.APNS, Channel.FCM, Channel.WEBPUSH)
+
+
+class Recipient(models.Model):
+    """A user of the calling product, known by the product's own id (``external_id``)."""
+
+    app = models.ForeignKey("notify.App", on_delete=models.CASCADE, related_name="recipients")
+    external_id = models.CharField(max_length=255)
+    name = models.CharField(max_length=255, blank=True)
+    locale = models.CharField(max_length=35, default="en")  # BCP 47 tag
+    timezone = models.CharField(max_length=64, default="UTC")  # IANA zone name
+    email = models.CharField(max_length=320, blank=True)
+    phone = models.CharField(max_length=16, blank=True)  # E.164
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["app", "external_id"], name="recipient_unique_per_app")]
+
+    def __str__(self) -> str:
+        return f"{self.app_id}:{self.external_id}"
+
+
+class Device(models.Model):
+    """A push address of a recipient: an APNs device token, an FCM registration token or a Web
+    Push subscription (``token`` holds its endpoint, ``subscription`` the full object)."""
+
+    class Platform(models.TextChoices):
+        IOS = "ios"
+        ANDROID = "android"
+        WEB = "web"
+
+    #: platform → delivery channel
+    CHANNEL = {"ios": Channel.APNS, "android": Channel.FCM, "web": Channel.WEBPUSH}
+
+    app = models.ForeignKey("notify.App", on_delete=models.CASCADE, related_name="+")
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="devices")
+    platform = models.CharField(max_length=8, choices=Platform.choices)
+    token = models.TextField()
+    subscription = models.JSONField(null=True, blank=True)
+    active = models.BooleanField(default=True)
+    deactivated_reason = models.CharField(max_length=64, blank=True)
+    last_seen_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["app", "platform", "token"], name="device_token_unique_per_app")]
+        indexes = [models.Index(fields=["recipient", "active"])]
+
+    @property
+    def channel(self) -> str:
+        return self.CHANNEL[self.platform]
+
+    def __str__(self) -> str:
+        return f"{self.platform}:{self.token[:16]}…"
+
+
+class Preference(models.Model):
+    """Opt-in or opt-out of one recipient for one channel, optionally for one category only
+    (``category`` empty = every category). No row means opted in."""
+
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="preferences")
+    channel = models.CharField(max_length=8, choices=Channel.choices)
+    category = models.CharField(max_length=64, blank=True, default="")
+    enabled = models.BooleanField()
+    source = models.CharField(max_length=32, default="api")  # api, admin, sms_stop, unsubscribe
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["recipient", "channel", "category"], name="preference_unique")]
+
+    def __str__(self) -> str:
+        state = "in" if self.enabled else "out"
+        return f"{self.recipient_id} {self.channel}/{self.category or '*'}: {state}"

@@ -1,0 +1,189 @@
+"""The accept path of a send request: validate, apply preferences and rate limits, render,
+write the notification and its deliveries, and publish them after the commit.
+
+Queries on a warm cache: one idempotency look-up (only with a key), one INSERT of the
+notification, one bulk INSERT of the deliveries, one UPDATE marking them published.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django_ratelimit.core import get_usage
+
+from . import cache
+from .content import CHANNEL_GROUP, check_content
+from .errors import SendRejected
+from .models import Delivery, DeliveryStatus, Notification
+from .publishing import publish_deliveries
+from .rendering import RenderError, render_content
+
+ALL_CHANNELS = ("apns", "fcm", "webpush", "sms", "email")
+_PLATFORM_CHANNEL = {"ios": "apns", "android": "fcm", "web": "webpush"}
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The answer of :func:`submit`: ``status`` 202, ``body`` the JSON response, ``replayed``
+    True when an earlier request with the same idempotency key produced it."""
+
+    body: dict
+    replayed: bool = False
+
+
+def request_hash(payload: dict) -> str:
+    """SHA-256 of the canonical JSON of a send request (tells a replay from a different body)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _existing(app_id: int, key: str, digest: str) -> Accepted | None:
+    row = Notification.objects.filter(app_id=app_id, idempotency_key=key).values("request_hash", "response").first()
+    if row is None:
+        return None
+    if row["request_hash"] != digest:
+        raise SendRejected("idempotency_key_reused", "this Idempotency-Key was used with a different request body",
+                           status=409)
+    return Accepted(row["response"], replayed=True)
+
+
+def _addresses(channel: str, profile: dict) -> list[tuple[int | None, str]]:
+    """(device id or None, address) pairs of a recipient on one channel."""
+    if channel == "sms":
+        return [(None, profile["phone"])] if profile["phone"] else []
+    if channel == "email":
+        return [(None, profile["email"])] if profile["email"] else []
+    return [(d["id"], d["token"]) for d in profile["devices"] if _PLATFORM_CHANNEL[d["platform"]] == channel]
+
+
+def _opted_in(profile: dict, channel: str, category: str) -> bool:
+    prefs = profile["preferences"]
+    for key in (f"{channel}|{category}", f"{channel}|"):
+        if key in prefs:
+            return prefs[key]
+    return True
+
+
+def _rate_limited(app_id: int, recipient_id: int, channel: str) -> bool:
+    usage = get_usage(
+        None, group=f"notify.recipient.{channel}", key=lambda group, request: f"{app_id}:{recipient_id}",
+        rate=settings.NOTIFY_RATE_LIMIT, increment=True,
+    )
+    return bool(usage and usage["should_limit"])
+
+
+def _content(app_id: int, payload: dict, profile: dict) -> tuple[dict, dict | None]:
+    if payload.get("template"):
+        template = cache.load_template(app_id, payload["template"])
+        if template is None:
+            raise SendRejected("template_not_found", f"no template named {payload['template']!r}", status=404,
+                               fields={"template": ["not found"]})
+        try:
+            rendered = render_content(template, payload.get("data") or {}, profile)
+        except RenderError as exc:
+            raise SendRejected("template_error", str(exc), status=422, fields={"template": [str(exc)]}) from None
+        return rendered, template
+    return payload["content"], None
+
+
+def submit(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: str | None) -> Accepted:
+    """Accept one send request.
+
+    Args:
+        app_id: the calling app (from its API key).
+        api_key_id: the API key's id, kept on the notification for audit.
+        payload: the validated request (see ``notify.api.serializers.SendSerializer``).
+        idempotency_key: the ``Idempotency-Key`` header or ``event_id``; None for none.
+
+    Returns:
+        Accepted with the 202 body ``{"id", "event_id", "deliveries": [{"id", "channel", "to",
+        "status", "reason"}]}``.
+
+    Raises:
+        SendRejected: unknown recipient or template, unusable content, reused idempotency key with
+            another body. Nothing is written or queued in that case.
+    """
+    digest = request_hash(payload)
+    if idempotency_key:
+        earlier = _existing(app_id, idempotency_key, digest)
+        if earlier:
+            return earlier
+
+    profile = cache.load_profile(app_id, payload["recipient"])
+    if profile is None:
+        raise SendRejected("recipient_not_found", f"no recipient {payload['recipient']!r}", status=404,
+                           fields={"recipient": ["not found"]})
+    raw_content, template = _content(app_id, payload, profile)
+    content = check_content(raw_content)
+    category = payload.get("category") or (template or {}).get("category") or "general"
+
+    requested = payload.get("channels")
+    deliveries: list[Delivery] = []
+    summary: list[dict] = []
+    notification_id = uuid.uuid4()
+    now = timezone.now()
+
+    def add(channel: str, device_id: int | None, address: str, status: str, reason: str = "") -> None:
+        delivery = Delivery(id=uuid.uuid4(), notification_id=notification_id, channel=channel, device_id=device_id,
+                            address=address, status=status, reason=reason, created_at=now)
+        deliveries.append(delivery)
+        summary.append({"id": str(delivery.id), "channel": channel, "to": address or None,
+                        "status": status, "reason": reason or None})
+
+    for channel in requested or ALL_CHANNELS:
+        group = CHANNEL_GROUP[channel]
+        if group not in content:
+            if requested:
+                raise SendRejected("no_content_for_channel", f"no {group} content for channel {channel}",
+                                   status=422, fields={"channels": [f"{channel} has no {group} content"]})
+            continue
+        addresses = _addresses(channel, profile)
+        if not addresses:
+            if requested:
+                add(channel, None, "", DeliveryStatus.SUPPRESSED, "no_address" if channel in ("sms", "email") else "no_device")
+            continue
+        if not _opted_in(profile, channel, category):
+            for device_id, address in addresses:
+                add(channel, device_id, address, DeliveryStatus.SUPPRESSED, "opted_out")
+            continue
+        if _rate_limited(app_id, profile["id"], channel):
+            for device_id, address in addresses:
+                add(channel, device_id, address, DeliveryStatus.SUPPRESSED, "rate_limited")
+            continue
+        for device_id, address in addresses:
+            add(channel, device_id, address, DeliveryStatus.QUEUED)
+
+    if not deliveries:
+        raise SendRejected("no_channel", "the recipient has no address on any channel with content", status=422,
+                           fields={"recipient": ["no device, phone or email for this content"]})
+
+    ttl = payload.get("ttl") or settings.NOTIFY_DEFAULT_TTL
+    body = {"id": str(notification_id), "event_id": idempotency_key, "deliveries": summary}
+    notification = Notification(
+        id=notification_id, app_id=app_id, api_key_id=api_key_id, recipient_id=profile["id"],
+        idempotency_key=idempotency_key, request_hash=digest, category=category,
+        template_id=template["id"] if template else None, template_version=template["version"] if template else None,
+        data=payload.get("data") or {}, content=content, priority=payload.get("priority") or "normal",
+        ttl=ttl, expires_at=now + dt.timedelta(seconds=ttl), response=body,
+    )
+    to_publish = [(d.id, d.channel) for d in deliveries if d.status == DeliveryStatus.QUEUED]
+    try:
+        with transaction.atomic():
+            notification.save(force_insert=True)
+            Delivery.objects.bulk_create(deliveries)
+            transaction.on_commit(lambda: publish_deliveries(to_publish))
+    except IntegrityError:
+        # A concurrent request with the same key won the insert: answer with its response.
+        if idempotency_key:
+            earlier = _existing(app_id, idempotency_key, digest)
+            if earlier:
+                return earlier
+        raise
+    return Accepted(body)

@@ -1,0 +1,192 @@
+"""Start and stop the whole local stack as child processes: provider sandbox, API (gunicorn),
+one Celery worker pool per channel, the maintenance worker with beat (dispatcher), and Flower.
+
+Used by ``manage.py runstack`` (the quick start), by the end-to-end tests and by the benchmarks,
+so all three run the same processes the same way. Nothing here runs in production: there each
+process is started by the operator's supervisor (see docker-compose.yml).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+
+CHANNELS = ("apns", "fcm", "webpush", "sms", "email")
+PYTHON = sys.executable
+CELERY = str(Path(sys.executable).with_name("celery"))
+GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+
+
+@dataclass
+class StackConfig:
+    """Where the stack listens and what it uses.
+
+    Attributes:
+        env: extra environment for every child (database name, broker URL, ...).
+        api_port: the API's port on 127.0.0.1.
+        sandbox_port_base: the sandbox's first port (see sandbox/README.md).
+        sandbox_dir: where the sandbox keeps credentials and records.
+        log_dir: one log file per child.
+        concurrency: worker processes per channel.
+        flower_port: None to not start Flower.
+    """
+
+    env: dict[str, str] = field(default_factory=dict)
+    api_port: int = 8000
+    sandbox_port_base: int = 9400
+    sandbox_dir: Path = Path("var/sandbox")
+    log_dir: Path = Path("var/log")
+    concurrency: int = 2
+    api_workers: int = 2
+    flower_port: int | None = 5555
+    channels: tuple[str, ...] = CHANNELS
+
+
+class Stack:
+    """The running children. ``start()`` waits until each is ready; ``stop()`` ends them all."""
+
+    def __init__(self, config: StackConfig):
+        self.config = config
+        self.procs: dict[str, subprocess.Popen] = {}
+        config.log_dir.mkdir(parents=True, exist_ok=True)
+        config.sandbox_dir.mkdir(parents=True, exist_ok=True)
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "settings"),
+            "NOTIFY_SANDBOX_DIR": str(config.sandbox_dir.resolve()),
+            "NOTIFY_PUBLIC_URL": self.api_url,
+            "PYTHONUNBUFFERED": "1",
+            **config.env,
+        }
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.api_port}"
+
+    @property
+    def control_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.sandbox_port_base}"
+
+    # -- children -----------------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log = open(self.config.log_dir / f"{name}.log", "ab")
+        proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=settings.BASE_DIR, start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def start_sandbox(self) -> None:
+        self._spawn("sandbox", [PYTHON, "-m", "sandbox", "--dir", str(self.config.sandbox_dir.resolve()),
+                                "--port-base", str(self.config.sandbox_port_base)])
+        _wait_http(self.control_url + "/health", "sandbox", self.procs["sandbox"])
+
+    def start_api(self) -> None:
+        self._spawn("api", [GUNICORN, "notify.wsgi", "--bind", f"127.0.0.1:{self.config.api_port}",
+                            "--workers", str(self.config.api_workers), "--worker-class", "gthread",
+                            "--threads", "4", "--timeout", "30", "--graceful-timeout", "5"])
+        _wait_http(self.api_url + "/api/v1/schema", "api", self.procs["api"])
+
+    def spawn_worker(self, channel: str) -> None:
+        """Start the worker pool of one channel (``-Q <channel>``) without waiting for it."""
+        self._spawn(f"worker-{channel}", [
+            CELERY, "-A", "notify", "worker", "-Q", channel, "-n", f"{channel}@%h",
+            "-c", str(self.config.concurrency), "--prefetch-multiplier", "1", "-O", "fair",
+            "--without-gossip", "--without-mingle", "-l", "INFO"])
+
+    def start_worker(self, channel: str) -> None:
+        self.spawn_worker(channel)
+        self.wait_worker(channel)
+
+    def wait_worker(self, channel: str, timeout: float = 60) -> None:
+        _wait_log(self.config.log_dir / f"worker-{channel}.log", f"{channel}@", "ready.",
+                  proc=self.procs[f"worker-{channel}"], timeout=timeout)
+
+    def stop_worker(self, channel: str) -> None:
+        self._stop(f"worker-{channel}")
+
+    def start_maintenance(self) -> None:
+        self._spawn("maintenance", [CELERY, "-A", "notify", "worker", "-Q", "maintenance", "-n", "maintenance@%h",
+                                    "-c", "1", "--beat", "-s", str(self.config.log_dir / "celerybeat-schedule"),
+                                    "--without-gossip", "--without-mingle", "-l", "INFO"])
+        _wait_log(self.config.log_dir / "maintenance.log", "maintenance@", "ready.",
+                  proc=self.procs["maintenance"], timeout=60)
+
+    def start_flower(self) -> None:
+        if self.config.flower_port:
+            self._spawn("flower", [CELERY, "-A", "notify", "flower", f"--port={self.config.flower_port}",
+                                   "--address=127.0.0.1"])
+
+    def start(self) -> "Stack":
+        """Start every child in dependency order; raises RuntimeError naming the one that failed."""
+        for log in self.config.log_dir.glob("*.log"):
+            log.unlink()
+        try:
+            self.start_sandbox()
+            self.start_api()
+            for channel in self.config.channels:
+                self.spawn_worker(channel)
+            self.start_maintenance()
+            for channel in self.config.channels:
+                self.wait_worker(channel)
+            self.start_flower()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        except ProcessLookupError:
+            pass
+
+    def stop(self) -> None:
+        """Stop every child: workers first (they finish their task), the sandbox last."""
+        order = sorted(self.procs, key=lambda n: (n == "sandbox", n == "api"))
+        for name in order:
+            self._stop(name)
+
+
+def _wait_http(url: str, name: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status < 500:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{name} not ready after {timeout}s ({url})")
+
+
+def _wait_log(path: Path, node: str, word: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{path.stem} exited with {proc.returncode} before it was ready (see {path})")
+        try:
+            text = path.read_text(errors="replace")
+        except FileNotFoundError:
+            text = ""
+        if any(node in line and word in line for line in text.splitlines()):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{path.stem} not ready after {timeout}s (see {path})")

@@ -1,0 +1,43 @@
+"""Celery tasks. Thin on purpose: they carry ids and call the sending logic.
+
+One task per channel, named ``notify.deliver.<channel>`` and routed by that name to the
+channel's own queue (``celeryconfig.task_routes``), so each channel has its own worker pool.
+"""
+
+from celery.signals import worker_process_shutdown
+
+from channels.registry import close_all
+
+from . import delivery, publishing
+from .celery import app
+
+CHANNELS = ("apns", "fcm", "webpush", "sms", "email")
+
+
+def _deliver_task(channel: str):
+    @app.task(name=f"notify.deliver.{channel}", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+    def deliver(delivery_id: str) -> str:
+        return delivery.send(delivery_id)
+
+    deliver.__doc__ = f"Send one {channel} delivery by id (see notify.delivery.send)."
+    return deliver
+
+
+deliver_tasks = {channel: _deliver_task(channel) for channel in CHANNELS}
+
+
+@app.task(name="notify.maintenance.dispatch_due", ignore_result=True)
+def dispatch_due() -> int:
+    """Publish retries whose delay is over, sends whose worker died, and unpublished rows."""
+    return publishing.dispatch_due()
+
+
+@app.task(name="notify.maintenance.forget_idempotency_keys", ignore_result=True)
+def forget_idempotency_keys() -> int:
+    """Release idempotency keys past their retention window."""
+    return publishing.forget_idempotency_keys()
+
+
+@worker_process_shutdown.connect
+def _close_clients(**kwargs):
+    close_all()

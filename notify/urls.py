@@ -1,0 +1,11 @@
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("notify.api.urls")),
+    path("webhooks/", include("notify.webhooks.urls")),
+]
+
+handler404 = "notify.api.errors.json_404"
+handler500 = "notify.api.errors.json_500"

@@ -1,0 +1,298 @@
+"""Throw-away provider credentials, generated once per sandbox directory and reused.
+
+What is created under ``<dir>`` (all keys are fresh random keys, never real ones):
+
+- ``apns_AuthKey_<KEYID>.p8``: APNs token-auth key, EC P-256, PKCS#8 PEM (Apple's ``.p8`` format),
+  with a 10-character key id and team id;
+- ``fcm-service-account.json``: a Google service-account file in the real shape (``type``,
+  ``project_id``, ``private_key_id``, ``private_key`` RSA-2048 PEM, ``client_email``, ``token_uri``
+  …). ``token_uri`` points at the sandbox FCM port ``/token`` and is rewritten on every start, so
+  the port base may change between runs;
+- ``vapid_private.pem``: the demo application server's VAPID key (EC P-256, PKCS#8 PEM);
+- ``credentials.json``: ids and secrets (Twilio account SID/auth token, SES access keys, …).
+
+:func:`ensure_credentials` returns a :class:`Credentials`; :func:`sandbox_json` and
+:func:`sandbox_env` render the two files of the contract (sandbox/README.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from .certs import TlsFiles, ensure_tls
+from .ports import HOST, Ports
+
+APNS_TOPIC = "com.example.notify"
+FCM_PROJECT_ID = "notify-sandbox"
+VAPID_SUBJECT = "mailto:ops@example.com"
+TWILIO_FROM = "+15005550006"
+SES_REGION = "us-east-1"
+SES_FROM = "notify@example.com"
+SES_VERIFIED_DOMAIN = "example.com"
+FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+
+_UPPER_ALNUM = string.ascii_uppercase + string.digits
+
+
+def b64url(data: bytes) -> str:
+    """Unpadded base64url, the encoding of Web Push keys and JWT parts."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    """Decode base64url with or without padding. Raises ``ValueError`` on bad input."""
+    text = text.strip()
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _rand(alphabet: str, n: int) -> str:
+    return "".join(secrets.choice(alphabet) for _ in range(n))
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def _pkcs8(key) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def ec_public_raw(public_key) -> bytes:
+    """Uncompressed SEC1 point (65 bytes) of an EC P-256 public key."""
+    return public_key.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+
+
+@dataclass
+class Credentials:
+    """Everything the provider emulators need to check what clients send.
+
+    Public keys are kept as ``cryptography`` objects so that verification needs no parsing per
+    request.
+    """
+
+    directory: Path
+    tls: TlsFiles
+    ports: Ports
+    apns_key_file: Path
+    apns_key_id: str
+    apns_team_id: str
+    apns_topic: str
+    apns_public_key: Any
+    fcm_service_account_file: Path
+    fcm_project_id: str
+    fcm_client_email: str
+    fcm_private_key_id: str
+    fcm_public_key: Any
+    fcm_token_uri: str
+    vapid_private_key_file: Path
+    vapid_public_key: str
+    vapid_subject: str
+    twilio_account_sid: str
+    twilio_auth_token: str
+    twilio_from: str
+    twilio_messaging_service_sid: str
+    ses_region: str
+    ses_access_key_id: str
+    ses_secret_access_key: str
+    ses_from: str
+
+
+def _new_secrets() -> dict[str, str]:
+    return {
+        "apns_key_id": _rand(_UPPER_ALNUM, 10),
+        "apns_team_id": _rand(_UPPER_ALNUM, 10),
+        "fcm_private_key_id": secrets.token_hex(20),
+        "fcm_client_id": str(secrets.randbelow(9 * 10**20) + 10**20),
+        "twilio_account_sid": "AC" + secrets.token_hex(16),
+        "twilio_auth_token": secrets.token_hex(16),
+        "twilio_messaging_service_sid": "MG" + secrets.token_hex(16),
+        "ses_access_key_id": "AKIA" + _rand(_UPPER_ALNUM, 16),
+        "ses_secret_access_key": _rand(string.ascii_letters + string.digits + "+/", 40),
+    }
+
+
+def ensure_credentials(directory: Path | str, ports: Ports) -> Credentials:
+    """Create (once) or load the sandbox credentials in ``directory``.
+
+    Args:
+        directory: sandbox directory (created if missing).
+        ports: the port layout of this run; only ``token_uri`` in the FCM service-account file
+            depends on it.
+
+    Returns:
+        :class:`Credentials` with absolute paths.
+    """
+    directory = Path(directory).resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    tls = ensure_tls(directory)
+
+    meta_file = directory / "credentials.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    for k, v in _new_secrets().items():
+        meta.setdefault(k, v)
+
+    # APNs .p8 key
+    apns_key_file = directory / f"apns_AuthKey_{meta['apns_key_id']}.p8"
+    if apns_key_file.exists():
+        apns_key = serialization.load_pem_private_key(apns_key_file.read_bytes(), None)
+    else:
+        apns_key = ec.generate_private_key(ec.SECP256R1())
+        _write_private(apns_key_file, _pkcs8(apns_key))
+
+    # FCM service account
+    sa_file = directory / "fcm-service-account.json"
+    project_id = FCM_PROJECT_ID
+    client_email = f"firebase-adminsdk-sbx@{project_id}.iam.gserviceaccount.com"
+    token_uri = f"{ports.https(ports.fcm)}/token"
+    if sa_file.exists():
+        sa = json.loads(sa_file.read_text())
+        fcm_key = serialization.load_pem_private_key(sa["private_key"].encode(), None)
+    else:
+        fcm_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        sa = {
+            "type": "service_account",
+            "project_id": project_id,
+            "private_key_id": meta["fcm_private_key_id"],
+            "private_key": _pkcs8(fcm_key).decode(),
+            "client_email": client_email,
+            "client_id": meta["fcm_client_id"],
+            "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+            "token_uri": token_uri,
+            "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
+            "client_x509_cert_url": "https://www.googleapis.com/robot/v1/metadata/x509/"
+            + client_email.replace("@", "%40"),
+            "universe_domain": "googleapis.com",
+        }
+    if sa.get("token_uri") != token_uri or not sa_file.exists():
+        sa["token_uri"] = token_uri
+        _write_private(sa_file, (json.dumps(sa, indent=2) + "\n").encode())
+
+    # VAPID key of the demo application server
+    vapid_file = directory / "vapid_private.pem"
+    if vapid_file.exists():
+        vapid_key = serialization.load_pem_private_key(vapid_file.read_bytes(), None)
+    else:
+        vapid_key = ec.generate_private_key(ec.SECP256R1())
+        _write_private(vapid_file, _pkcs8(vapid_key))
+
+    if not meta_file.exists() or json.loads(meta_file.read_text()) != meta:
+        _write_private(meta_file, (json.dumps(meta, indent=2) + "\n").encode())
+
+    return Credentials(
+        directory=directory,
+        tls=tls,
+        ports=ports,
+        apns_key_file=apns_key_file,
+        apns_key_id=meta["apns_key_id"],
+        apns_team_id=meta["apns_team_id"],
+        apns_topic=APNS_TOPIC,
+        apns_public_key=apns_key.public_key(),
+        fcm_service_account_file=sa_file,
+        fcm_project_id=sa["project_id"],
+        fcm_client_email=sa["client_email"],
+        fcm_private_key_id=sa["private_key_id"],
+        fcm_public_key=fcm_key.public_key(),
+        fcm_token_uri=token_uri,
+        vapid_private_key_file=vapid_file,
+        vapid_public_key=b64url(ec_public_raw(vapid_key.public_key())),
+        vapid_subject=VAPID_SUBJECT,
+        twilio_account_sid=meta["twilio_account_sid"],
+        twilio_auth_token=meta["twilio_auth_token"],
+        twilio_from=TWILIO_FROM,
+        twilio_messaging_service_sid=meta["twilio_messaging_service_sid"],
+        ses_region=SES_REGION,
+        ses_access_key_id=meta["ses_access_key_id"],
+        ses_secret_access_key=meta["ses_secret_access_key"],
+        ses_from=SES_FROM,
+    )
+
+
+def sandbox_json(c: Credentials) -> dict[str, Any]:
+    """The ``sandbox.json`` document (shape fixed by sandbox/README.md)."""
+    p = c.ports
+    return {
+        "control_url": f"http://{HOST}:{p.control}",
+        "ca_file": str(c.tls.ca_file),
+        "apns": {
+            "url": p.https(p.apns), "key_file": str(c.apns_key_file), "key_id": c.apns_key_id,
+            "team_id": c.apns_team_id, "topic": c.apns_topic,
+        },
+        "fcm": {
+            "url": p.https(p.fcm), "service_account_file": str(c.fcm_service_account_file),
+            "project_id": c.fcm_project_id,
+        },
+        "webpush": {
+            "url": p.https(p.webpush), "vapid_private_key_file": str(c.vapid_private_key_file),
+            "vapid_public_key": c.vapid_public_key, "vapid_subject": c.vapid_subject,
+        },
+        "twilio": {
+            "url": p.https(p.twilio), "account_sid": c.twilio_account_sid,
+            "auth_token": c.twilio_auth_token, "from_number": c.twilio_from,
+            "messaging_service_sid": c.twilio_messaging_service_sid,
+        },
+        "ses": {
+            "url": p.https(p.ses), "region": c.ses_region, "access_key_id": c.ses_access_key_id,
+            "secret_access_key": c.ses_secret_access_key, "from_address": c.ses_from,
+        },
+        "smtp": {"host": HOST, "port": p.smtp},
+    }
+
+
+def sandbox_env(c: Credentials) -> str:
+    """The ``sandbox.env`` text: ``KEY=value`` lines with the contract's variable names."""
+    doc = sandbox_json(c)
+    pairs = [
+        ("NOTIFY_PROVIDER_CA_FILE", doc["ca_file"]),
+        ("NOTIFY_APNS_URL", doc["apns"]["url"]),
+        ("NOTIFY_APNS_KEY_FILE", doc["apns"]["key_file"]),
+        ("NOTIFY_APNS_KEY_ID", doc["apns"]["key_id"]),
+        ("NOTIFY_APNS_TEAM_ID", doc["apns"]["team_id"]),
+        ("NOTIFY_APNS_TOPIC", doc["apns"]["topic"]),
+        ("NOTIFY_FCM_URL", doc["fcm"]["url"]),
+        ("NOTIFY_FCM_SERVICE_ACCOUNT_FILE", doc["fcm"]["service_account_file"]),
+        ("NOTIFY_FCM_PROJECT_ID", doc["fcm"]["project_id"]),
+        ("NOTIFY_VAPID_PRIVATE_KEY_FILE", doc["webpush"]["vapid_private_key_file"]),
+        ("NOTIFY_VAPID_PUBLIC_KEY", doc["webpush"]["vapid_public_key"]),
+        ("NOTIFY_VAPID_SUBJECT", doc["webpush"]["vapid_subject"]),
+        ("NOTIFY_TWILIO_URL", doc["twilio"]["url"]),
+        ("NOTIFY_TWILIO_ACCOUNT_SID", doc["twilio"]["account_sid"]),
+        ("NOTIFY_TWILIO_AUTH_TOKEN", doc["twilio"]["auth_token"]),
+        ("NOTIFY_TWILIO_FROM", doc["twilio"]["from_number"]),
+        ("NOTIFY_TWILIO_MESSAGING_SERVICE_SID", doc["twilio"]["messaging_service_sid"]),
+        ("AWS_ENDPOINT_URL_SESV2", doc["ses"]["url"]),
+        ("NOTIFY_SES_REGION", doc["ses"]["region"]),
+        ("NOTIFY_SES_ACCESS_KEY_ID", doc["ses"]["access_key_id"]),
+        ("NOTIFY_SES_SECRET_ACCESS_KEY", doc["ses"]["secret_access_key"]),
+        ("NOTIFY_SES_FROM", doc["ses"]["from_address"]),
+        ("NOTIFY_SMTP_HOST", doc["smtp"]["host"]),
+        ("NOTIFY_SMTP_PORT", str(doc["smtp"]["port"])),
+        ("NOTIFY_SANDBOX_CONTROL_URL", doc["control_url"]),
+    ]
+    return "".join(f"{k}={v}\n" for k, v in pairs)
+
+
+def write_sandbox_files(c: Credentials) -> Path:
+    """Write ``sandbox.json`` and ``sandbox.env`` atomically; return the ``sandbox.json`` path."""
+    out = c.directory / "sandbox.json"
+    for path, text in ((out, json.dumps(sandbox_json(c), indent=2) + "\n"),
+                       (c.directory / "sandbox.env", sandbox_env(c))):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        _write_private(tmp, text.encode())
+        os.replace(tmp, path)
+    return out

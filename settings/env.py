@@ -1,0 +1,39 @@
+"""Typed readers for environment variables (one place, so every setting parses alike)."""
+
+import os
+
+
+def env(name: str, default: str = "") -> str:
+    """Return ``$name`` or ``default`` (empty values count as unset)."""
+    value = os.environ.get(name, "")
+    return value if value != "" else default
+
+
+def env_int(name: str, default: int) -> int:
+    """Return ``$name`` as an int; ValueError names the variable if it is not one."""
+    raw = env(name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def env_float(name: str, default: float) -> float:
+    """Return ``$name`` as a float; ValueError names the variable if it is not one."""
+    raw = env(name, str(default))
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """Return ``$name`` as a bool: 1/true/yes/on are true, 0/false/no/off are false."""
+    raw = env(name, "").lower()
+    if raw == "":
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{name} must be a boolean, got {raw!r}")
