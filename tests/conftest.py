@@ -1,0 +1,99 @@
+"""Shared fixtures. Everything runs against the real PostgreSQL, RabbitMQ and Redis (started by
+scripts/services.sh) and, for stack tests, the real provider sandbox and Celery workers."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+
+from notify import demo
+from notify.stack import Stack, StackConfig
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _queues_declared():
+    """Declare the durable queues of the test vhost (workers declare them too)."""
+    _purge_queues()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    cache.clear()
+    yield
+
+
+@pytest.fixture
+def app_key(db):
+    """(App, raw API key) with the demo template."""
+    return demo.create_app("tests")
+
+
+@pytest.fixture
+def api(app_key):
+    """A DRF test client authenticated as the test app."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {app_key[1]}")
+    return client
+
+
+@pytest.fixture(scope="module")
+def stack(django_db_setup, django_db_blocker, tmp_path_factory):
+    """The whole system as child processes on the test database and the test vhost."""
+    db_name = settings.DATABASES["default"]["NAME"]
+    config = StackConfig(
+        env={"DJANGO_SETTINGS_MODULE": "settings.test", "NOTIFY_DB_NAME": db_name},
+        api_port=int(os.environ["NOTIFY_TEST_API_PORT"]),
+        sandbox_port_base=int(os.environ["NOTIFY_TEST_SANDBOX_PORT_BASE"]),
+        sandbox_dir=Path(settings.NOTIFY_SANDBOX_DIR),
+        log_dir=tmp_path_factory.mktemp("stack-logs"),
+        concurrency=2, api_workers=2, flower_port=None,
+    )
+    running = Stack(config)
+    _purge_queues()
+    running.start()
+    from notify import channel_config
+
+    channel_config.reset()
+    yield running
+    running.stop()
+
+
+def _purge_queues() -> None:
+    from notify.celery import app
+
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for queue in app.conf.task_queues:
+            queue.bind(channel).declare()
+            queue.bind(channel).purge()
+
+
+@pytest.fixture
+def control(stack):
+    """The sandbox's control API, with records and faults cleared for each test."""
+    from sandbox.client import SandboxControl
+
+    ctl = SandboxControl(stack.control_url)
+    ctl.clear()
+    ctl.clear_faults()
+    yield ctl
+    ctl.clear_faults()
+
+
+def wait_until(predicate, timeout: float = 30, interval: float = 0.1, message: str = "condition"):
+    """Poll ``predicate`` until it returns a truthy value; AssertionError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)

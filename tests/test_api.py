@@ -1,0 +1,235 @@
+"""The REST API in-process (Django test client) against the real PostgreSQL, Redis and RabbitMQ:
+acceptance, suppression, and every bad input answered 4xx with nothing written or queued."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import pytest
+
+from notify import demo
+from notify.models import Delivery, Notification, Preference, Recipient
+
+from tests.helpers import browser_subscription, db_counts, queue_depths
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+USER = "user-42"
+
+
+@pytest.fixture
+def recipient(api):
+    r = api.put(f"/api/v1/recipients/{USER}", {"name": "Ana Müller", "locale": "de-DE", "timezone": "Europe/Berlin",
+                                               "email": "ana@example.com", "phone": "+4915123456789"}, format="json")
+    assert r.status_code == 201, r.content
+    for device in ({"platform": "ios", "token": secrets.token_hex(32)},
+                   {"platform": "android", "token": demo.fcm_token()},
+                   {"platform": "web", "subscription": browser_subscription()}):
+        r = api.post(f"/api/v1/recipients/{USER}/devices", device, format="json")
+        assert r.status_code == 201, r.content
+    return USER
+
+
+def _send(api, body, **headers):
+    return api.post("/api/v1/notifications", body, format="json", **headers)
+
+
+def test_send_queues_one_delivery_per_channel_and_publishes_after_commit(api, recipient):
+    before = queue_depths()
+    r = _send(api, {"recipient": recipient, "template": "order-shipped", "data": {"name": "Ana", "order": "7"}})
+    assert r.status_code == 202, r.content
+    body = r.json()
+    assert sorted(d["channel"] for d in body["deliveries"]) == ["apns", "email", "fcm", "sms", "webpush"]
+    assert all(d["status"] == "queued" for d in body["deliveries"])
+    after = queue_depths()
+    assert {c: after[c] - before[c] for c in after} == {c: 1 for c in after}
+    assert Delivery.objects.filter(notification_id=body["id"], published_at__isnull=False).count() == 5
+    rendered = Notification.objects.get(id=body["id"]).content
+    assert rendered["push"]["title"].startswith("Ana님") and rendered["sms"]["body"].endswith("📦")
+
+
+def test_opt_out_suppresses_that_channel_and_queues_nothing_for_it(api, recipient):
+    r = api.put(f"/api/v1/recipients/{recipient}/preferences",
+                {"preferences": [{"channel": "sms", "enabled": False}]}, format="json")
+    assert r.status_code == 200, r.content
+    before = queue_depths()
+    r = _send(api, {"recipient": recipient, "template": "order-shipped", "data": {"name": "Ana", "order": "8"}})
+    assert r.status_code == 202
+    sms = [d for d in r.json()["deliveries"] if d["channel"] == "sms"]
+    assert sms == [{"id": sms[0]["id"], "channel": "sms", "to": "+4915123456789", "status": "suppressed",
+                    "reason": "opted_out"}]
+    after = queue_depths()
+    assert after["sms"] == before["sms"] and after["email"] == before["email"] + 1
+
+
+def test_opt_out_by_category_only_affects_that_category(api, recipient):
+    api.put(f"/api/v1/recipients/{recipient}/preferences",
+            {"preferences": [{"channel": "push", "category": "marketing", "enabled": False}]}, format="json")
+    content = {"push": {"title": "Sale", "body": "50% off"}}
+    r1 = _send(api, {"recipient": recipient, "content": content, "category": "marketing"})
+    r2 = _send(api, {"recipient": recipient, "content": content, "category": "orders"})
+    assert {d["status"] for d in r1.json()["deliveries"]} == {"suppressed"}
+    assert {d["status"] for d in r2.json()["deliveries"]} == {"queued"}
+
+
+def test_preference_change_takes_effect_on_the_next_send_despite_the_cache(api, recipient):
+    content = {"email": {"subject": "Hi", "text": "Hello"}}
+    assert _send(api, {"recipient": recipient, "content": content}).json()["deliveries"][0]["status"] == "queued"
+    Preference.objects.create(recipient=Recipient.objects.get(external_id=recipient), channel="email", enabled=False,
+                              source="admin")
+    assert _send(api, {"recipient": recipient, "content": content}).json()["deliveries"][0]["reason"] == "opted_out"
+
+
+def test_explicit_channel_without_address_is_suppressed_with_reason(api):
+    api.put("/api/v1/recipients/no-phone", {"email": "x@example.com"}, format="json")
+    r = _send(api, {"recipient": "no-phone", "content": {"sms": {"body": "hi"}, "email": {"subject": "s", "text": "t"}},
+                    "channels": ["sms", "email"]})
+    assert r.status_code == 202
+    assert [(d["channel"], d["status"], d["reason"]) for d in r.json()["deliveries"]] == [
+        ("sms", "suppressed", "no_address"), ("email", "queued", None)]
+
+
+def test_push_data_values_become_strings_by_the_documented_rule(api, recipient):
+    r = _send(api, {"recipient": recipient, "channels": ["fcm"], "content": {"push": {
+        "title": "t", "data": {"count": 3, "ok": True, "nested": {"a": [1, 2]}, "s": "x", "none": None}}}})
+    assert r.status_code == 202, r.content
+    data = Notification.objects.get(id=r.json()["id"]).content["push"]["data"]
+    assert data == {"count": "3", "ok": "true", "nested": '{"a":[1,2]}', "s": "x", "none": "null"}
+
+
+def test_rate_limit_per_recipient_and_channel_suppresses(api, recipient, settings):
+    settings.NOTIFY_RATE_LIMIT = "2/m"
+    statuses = [_send(api, {"recipient": recipient, "content": {"sms": {"body": "x"}}}).json()["deliveries"][0]
+                for _ in range(3)]
+    assert [d["status"] for d in statuses] == ["queued", "queued", "suppressed"]
+    assert statuses[2]["reason"] == "rate_limited"
+
+
+def test_read_notification_with_deliveries(api, recipient):
+    sent = _send(api, {"recipient": recipient, "content": {"email": {"subject": "s", "text": "t"}}}).json()
+    r = api.get(f"/api/v1/notifications/{sent['id']}")
+    assert r.status_code == 200
+    assert r.json()["deliveries"][0]["id"] == sent["deliveries"][0]["id"]
+    assert r.json()["recipient"] == recipient
+
+
+def test_device_removal_and_recipient_read(api, recipient):
+    devices = api.get(f"/api/v1/recipients/{recipient}/devices").json()
+    assert len(devices) == 3
+    assert api.delete(f"/api/v1/recipients/{recipient}/devices/{devices[0]['id']}").status_code == 204
+    assert len(api.get(f"/api/v1/recipients/{recipient}/devices").json()) == 2
+    assert api.get(f"/api/v1/recipients/{recipient}").json()["phone"] == "+4915123456789"
+
+
+# --- bad input: 4xx, machine-readable code, nothing written, nothing queued -------------------
+
+GOOD = {"recipient": USER, "content": {"sms": {"body": "hi"}}}
+
+BAD_SENDS = [
+    ("bad json", b'{"recipient": ', 400, "invalid_json"),
+    ("unknown recipient", {**GOOD, "recipient": "nobody"}, 404, "recipient_not_found"),
+    ("unknown template", {"recipient": USER, "template": "nope"}, 404, "template_not_found"),
+    ("wrong type", {**GOOD, "ttl": "soon"}, 400, "invalid_request"),
+    ("channels not a list", {**GOOD, "channels": "sms"}, 400, "invalid_request"),
+    ("unknown channel", {**GOOD, "channels": ["pager"]}, 400, "invalid_request"),
+    ("empty sms", {"recipient": USER, "content": {"sms": {"body": ""}}}, 400, "invalid_request"),
+    ("empty push", {"recipient": USER, "content": {"push": {"title": "", "body": ""}}}, 400, "empty_content"),
+    ("no content nor template", {"recipient": USER}, 400, "invalid_request"),
+    ("both content and template", {**GOOD, "template": "order-shipped"}, 400, "invalid_request"),
+    ("unknown field", {**GOOD, "colour": "red"}, 400, "invalid_request"),
+    ("push too large", {"recipient": USER, "content": {"push": {"title": "t", "body": "가" * 1400}}}, 422, "payload_too_large"),
+    ("reserved data key", {"recipient": USER, "content": {"push": {"title": "t", "data": {"google.x": "1"}}}}, 400, "reserved_data_key"),
+    ("channel without content", {**GOOD, "channels": ["email"]}, 422, "no_content_for_channel"),
+    ("body too large", {**GOOD, "pad": "x" * 70000}, 413, "body_too_large"),
+]
+
+
+@pytest.mark.parametrize("name,body,status,code", BAD_SENDS, ids=[b[0] for b in BAD_SENDS])
+def test_bad_send_is_4xx_and_changes_nothing(api, recipient, name, body, status, code):
+    before_db, before_q = db_counts(), queue_depths()
+    if isinstance(body, bytes):
+        r = api.generic("POST", "/api/v1/notifications", body, content_type="application/json")
+    else:
+        r = _send(api, body)
+    assert r.status_code == status, r.content
+    assert r.json()["error"]["code"] == code
+    assert db_counts() == before_db
+    assert queue_depths() == before_q
+
+
+@pytest.mark.parametrize("header,code", [(None, "missing_api_key"), ("Api-Key nope.nope", "invalid_api_key"),
+                                         ("Bearer abc", "invalid_api_key")])
+def test_missing_or_wrong_api_key_is_401(client, recipient, header, code):
+    before_db, before_q = db_counts(), queue_depths()
+    extra = {"HTTP_AUTHORIZATION": header} if header else {}
+    r = client.post("/api/v1/notifications", json.dumps(GOOD), content_type="application/json", **extra)
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == code
+    assert db_counts() == before_db and queue_depths() == before_q
+
+
+def test_revoked_api_key_is_401(client, app_key, recipient):
+    from notify.models import AppAPIKey
+
+    AppAPIKey.objects.filter(app=app_key[0]).update(revoked=True)
+    r = client.post("/api/v1/notifications", json.dumps(GOOD), content_type="application/json",
+                    HTTP_AUTHORIZATION=f"Api-Key {app_key[1]}")
+    assert r.status_code == 401
+
+
+BAD_RECIPIENTS = [
+    ({"phone": "010-1234-5678"}, "phone"),
+    ({"phone": "+82101234"}, "phone"),
+    ({"email": "not-an-email"}, "email"),
+    ({"email": "a@b@example.com"}, "email"),
+    ({"timezone": "Mars/Olympus"}, "timezone"),
+    ({"name": 12, "locale": ["x"]}, "locale"),
+]
+
+
+@pytest.mark.parametrize("body,field", BAD_RECIPIENTS)
+def test_bad_recipient_is_400_with_field_error(api, body, field):
+    before = db_counts()
+    r = api.put("/api/v1/recipients/bad-1", body, format="json")
+    assert r.status_code == 400, r.content
+    assert field in r.json()["error"]["fields"]
+    assert db_counts() == before
+
+
+def test_internationalised_email_and_phones_of_several_countries_are_accepted(api):
+    for i, (email, phone) in enumerate([("지우@example.com", "+821012345678"), ("josé@exämple.es", "+34612345678"),
+                                        ("user@example.jp", "+819012345678"), ("a.b@example.co.uk", "+447911123456")]):
+        r = api.put(f"/api/v1/recipients/intl-{i}", {"email": email, "phone": phone}, format="json")
+        assert r.status_code == 201, r.content
+        assert r.json()["phone"] == phone
+
+
+BAD_DEVICES = [
+    ({"platform": "ios", "token": "abc123"}, "token"),
+    ({"platform": "ios", "token": "z" * 64}, "token"),
+    ({"platform": "android", "token": "short"}, "token"),
+    ({"platform": "web", "subscription": {"endpoint": "http://insecure.example/x", "keys": {"p256dh": "a", "auth": "b"}}}, "non_field_errors"),
+    ({"platform": "web", "subscription": {"endpoint": "https://push.example/x", "keys": {"p256dh": "AAAA", "auth": "AAAA"}}}, "non_field_errors"),
+    ({"platform": "watch", "token": "x"}, "platform"),
+]
+
+
+@pytest.mark.parametrize("body,field", BAD_DEVICES)
+def test_bad_device_is_400_with_field_error(api, recipient, body, field):
+    before = db_counts()
+    r = api.post(f"/api/v1/recipients/{recipient}/devices", body, format="json")
+    assert r.status_code == 400, r.content
+    assert field in r.json()["error"]["fields"], r.json()
+    assert db_counts() == before
+
+
+def test_devices_of_another_app_are_invisible(api, recipient, db):
+    _, other_key = demo.create_app("other")
+    from rest_framework.test import APIClient
+
+    other = APIClient()
+    other.credentials(HTTP_AUTHORIZATION=f"Api-Key {other_key}")
+    assert other.get(f"/api/v1/recipients/{recipient}/devices").status_code == 404
+    r = other.post("/api/v1/notifications", GOOD, format="json")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "recipient_not_found"
