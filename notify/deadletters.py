@@ -56,3 +56,43 @@ def replay(delivery_ids: list[str] | None = None, channel: str | None = None) ->
             for i, _, a in items)
         transaction.on_commit(lambda: publish_deliveries([(i, c) for i, c, _ in items]))
     return len(items)
+
+
+def queue_depths() -> dict[str, int]:
+    """Messages waiting on each ``<channel>.dead`` queue."""
+    from .celery import app
+
+    depths = {}
+    with app.connection_for_write() as conn:
+        for queue in app.conf.task_queues:
+            if queue.name.endswith(".dead"):
+                depths[queue.name[:-5]] = queue.bind(conn.default_channel).queue_declare(passive=True).message_count
+    return depths
+
+
+def drain_queue_messages(channels: list[str], delivery_ids: list[str] | None = None) -> int:
+    """Remove from the dead-letter queues the messages of deliveries that are no longer
+    dead-lettered (replayed); messages of other deliveries go back to their queue."""
+    from .celery import app
+
+    removed = 0
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for name in channels:
+            held = []
+            while True:
+                message = channel.basic_get(f"{name}.dead", no_ack=False)
+                if message is None:
+                    break
+                body = message.decode() if hasattr(message, "decode") else message.body
+                delivery_id = body.get("delivery_id") if isinstance(body, dict) else None
+                wanted = delivery_ids is None or delivery_id in delivery_ids
+                still_dead = Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.DEAD_LETTERED).exists()
+                if wanted and not still_dead:
+                    message.ack()
+                    removed += 1
+                else:
+                    held.append(message)
+            for message in held:
+                message.reject(requeue=True)
+    return removed

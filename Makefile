@@ -1,0 +1,36 @@
+# The two quick-start commands are `make run` and `make test` (README.md).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: run test install services migrate bench-e2e bench-sandbox bench-faults
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+services:
+	bash scripts/services.sh
+
+migrate: install services
+	$(PY) manage.py migrate --noinput -v 0
+
+## Start sandbox, API, one worker pool per channel, dispatcher and Flower; send a demo notification.
+run: migrate
+	$(PY) manage.py runstack
+
+## Run the whole test suite against the real services and the provider sandbox.
+test: install services
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench-e2e: migrate
+	$(PY) bench/e2e.py
+
+bench-sandbox: install
+	$(PY) bench/sandbox_bench.py
+
+bench-faults: migrate
+	$(PY) bench/faults.py
