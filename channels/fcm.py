@@ -106,7 +106,7 @@ class FCMChannel(Channel):
         Raises:
             InvalidMessage: ``invalid_token`` (empty/not a string), ``invalid_data`` (a key or
                 value that is not a string, or an FCM-reserved key), ``collapse_id_too_long``,
-                ``payload_too_large`` (data + notification > 4096 UTF-8 bytes).
+                ``payload_too_large`` (see :func:`device_payload_size`; > 4096 UTF-8 bytes).
         """
         token = message.to
         if not isinstance(token, str) or not token.strip():
@@ -117,10 +117,6 @@ class FCMChannel(Channel):
         if content.get("url"):
             data.setdefault("url", _require_str("url", content["url"]))
         data["notify_delivery_id"] = message.delivery_id
-
-        size = len(json_bytes({"notification": notification, "data": data}))
-        if size > MAX_PAYLOAD_BYTES:
-            raise InvalidMessage("payload_too_large", f"{size} bytes > {MAX_PAYLOAD_BYTES}")
 
         high = message.priority == "high"
         collapse = message.collapse_key or message.delivery_id
@@ -140,6 +136,9 @@ class FCMChannel(Channel):
         if notification:
             body["notification"] = notification
             android["notification"] = {"tag": collapse}
+        size = device_payload_size(body)
+        if size > MAX_PAYLOAD_BYTES:
+            raise InvalidMessage("payload_too_large", f"{size} bytes > {MAX_PAYLOAD_BYTES}")
         return json_bytes({"message": body})
 
     def post(self, message: Message, payload: bytes) -> requests.Response:
@@ -185,6 +184,21 @@ class FCMChannel(Channel):
     def _drop_access_token(self) -> None:
         # Credentials.valid is False without a token: the next request fetches a new one.
         self.credentials.token = None
+
+
+def device_payload_size(message: Mapping[str, Any]) -> int:
+    """UTF-8 bytes of what one device receives: notification + data + its platform's part.
+
+    FCM's 4096-byte limit covers "the payload data, keys and values" of a message; the
+    platform blocks (``android.notification``, ``apns.payload``) travel with it, so the largest
+    per-platform total is what must fit.
+    """
+    base = (message.get("notification"), message.get("data"))
+    android = message.get("android") or {}
+    apns = message.get("apns") or {}
+    candidates = (base + (android.get("notification"), android.get("data")),
+                  base + (apns.get("payload"),))
+    return max(len(json_bytes([part for part in parts if part])) for parts in candidates)
 
 
 def _require_str(key: str, value: Any) -> str:

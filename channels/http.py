@@ -92,8 +92,9 @@ def retryless_session(config: Mapping[str, Any], session: requests.Session | Non
     """Prepare a requests session for one provider: no retries, a pool, ``ca_file`` trust.
 
     ``HTTPAdapter(max_retries=0)`` makes urllib3 give up after the first attempt, so Celery stays
-    the only retry layer. Note that requests lets ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``
-    override ``session.verify`` (``trust_env``); operators setting those get what they set.
+    the only retry layer. requests lets ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` override
+    ``session.verify`` while ``trust_env`` is on, so with an explicit ``ca_file`` the environment
+    is not consulted (the configured CA wins; proxies then come from configuration only).
 
     Args:
         config: the channel config (``ca_file``).
@@ -106,6 +107,8 @@ def retryless_session(config: Mapping[str, Any], session: requests.Session | Non
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     session.verify = verify_setting(config)
+    if ca_file(config):
+        session.trust_env = False
     return session
 
 

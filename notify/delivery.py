@@ -32,6 +32,7 @@ from .cache import forget_recipient
 from .channel_config import config_for
 from .deadletters import publish_dead_letter
 from .models import Device, Preference, Recipient
+from .unsubscribe import unsubscribe_url
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,8 @@ def _message(c: Claim) -> Message:
     base = settings.NOTIFY_PUBLIC_URL.rstrip("/")
     if c.channel == "sms":
         options["status_callback"] = f"{base}/webhooks/twilio/status?delivery_id={c.id}"
-    if c.channel == "email":
-        options["list_unsubscribe"] = f"{base}/unsubscribe/{c.id}"
+    if c.channel == "email" and (url := unsubscribe_url(c.id)):
+        options["list_unsubscribe"] = url
     return Message(
         delivery_id=str(c.id),
         to=c.subscription if c.channel == "webpush" and c.subscription else c.address,

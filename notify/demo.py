@@ -60,7 +60,7 @@ def sandbox_subscription(control_url: str) -> dict:
 def run_demo(api_url: str, control_url: str, key: str, out=print) -> dict:
     """Register the demo recipient through the API, send one notification, wait for every
     delivery to finish and print where each arrived. Returns the final notification."""
-    user = "demo-user-1"
+    user = f"demo-{secrets.token_hex(3)}"
     status, body = call(api_url, key, "PUT", f"/api/v1/recipients/{user}", {
         "name": "김지우", "locale": "ko-KR", "timezone": "Asia/Seoul",
         "email": "jiwoo.kim@example.com", "phone": "+821012345678"})

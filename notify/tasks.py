@@ -41,3 +41,12 @@ def forget_idempotency_keys() -> int:
 @worker_process_shutdown.connect
 def _close_clients(**kwargs):
     close_all()
+
+
+@app.task(name="notify.maintenance.noop", ignore_result=True)
+def noop(counter_key: str) -> None:
+    """Counts itself in Redis and does nothing else: the benchmark's baseline of what Celery and
+    RabbitMQ alone cost per task on this machine."""
+    from django_redis import get_redis_connection
+
+    get_redis_connection("default").incr(counter_key)

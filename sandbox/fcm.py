@@ -6,7 +6,8 @@ service-account flow (developers.google.com/identity/protocols/oauth2/service-ac
 
 - ``POST /token``: ``grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`` and ``assertion``, a
   JWT RS256-signed by the service-account key (header ``kid`` = ``private_key_id``; claims
-  ``iss`` = ``client_email``, ``aud`` = ``token_uri``, ``scope`` with
+  ``iss`` = ``client_email``, ``aud`` = ``token_uri`` (or Google's own token URI, which
+  google-auth always puts there), ``scope`` with
   ``.../auth/firebase.messaging`` or ``.../auth/cloud-platform``, ``iat``/``exp`` ≤ 1 h apart).
   Answers ``{"access_token", "expires_in": 3599, "token_type": "Bearer"}``; errors are OAuth2
   ``{"error": "invalid_grant", "error_description": ...}`` (400).
@@ -39,6 +40,7 @@ from starlette.responses import Response
 from .common import Exchange, ProviderApp, Reject, json_response
 from .jwtcache import JwtCache
 
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # google-auth's fixed assertion aud
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 ACCEPTED_SCOPES = {
     "https://www.googleapis.com/auth/firebase.messaging",
@@ -226,7 +228,7 @@ class FcmApp(ProviderApp):
             raise Reject(400, "invalid_grant", "Invalid JWT Signature.") from None
         if claims.get("iss") != self._email:
             raise Reject(400, "invalid_grant", "Invalid issuer: the service account is unknown.")
-        if claims.get("aud") != self._token_uri:
+        if claims.get("aud") not in (self._token_uri, GOOGLE_TOKEN_URI):
             raise Reject(400, "invalid_grant", "Invalid JWT: audience must be the token URI.")
         return claims
 

@@ -22,11 +22,11 @@ fi
 # rabbitmqctl answers only once the node has fully booted.
 for _ in $(seq 1 60); do rabbitmqctl -q await_startup >/dev/null 2>&1 && break; sleep 1; done
 
-for db in notify; do
+for db in notify notify_bench; do
   psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$db'" | grep -q 1 \
     || psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $db"
 done
-for vhost in notify_test; do
+for vhost in notify_test notify_bench; do
   rabbitmqctl -q list_vhosts | grep -qx "$vhost" || rabbitmqctl -q add_vhost "$vhost"
   rabbitmqctl -q set_permissions -p "$vhost" guest ".*" ".*" ".*" >/dev/null
 done

@@ -1,0 +1,120 @@
+#!/usr/bin/env python
+"""End-to-end throughput: notifications through the HTTP API to every channel's provider sandbox,
+next to a no-op Celery task's rate on the same broker and the same machine, in one run.
+
+    python bench/e2e.py [--notifications 400] [--concurrency 2]
+
+Prints deliveries/s end to end (first POST → last delivery final), the API's accept rate, the
+latency from accept to provider-accepted (p50/p95), and the no-op task rate. Everything runs on
+127.0.0.1 and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import secrets
+import statistics
+import time
+
+from _setup import reset_data, setup_django, stack_config
+
+FINAL = ("sent", "failed", "expired", "suppressed", "dead_lettered")
+
+
+def noop_rate(stack, count: int, processes: int) -> float:
+    """Publish ``count`` no-op tasks to their own queue, consumed by one pool of ``processes``."""
+    from django_redis import get_redis_connection
+
+    from notify.celery import app
+
+    from notify.stack import CELERY
+
+    stack._spawn("worker-noop", [CELERY, "-A", "notify", "worker",
+                                 "-Q", "bench_noop", "-n", "noop@%h", "-c", str(processes), "--prefetch-multiplier", "1",
+                                 "-O", "fair", "--without-gossip", "--without-mingle", "-l", "WARNING"])
+    redis = get_redis_connection("default")
+    key = f"bench:noop:{secrets.token_hex(4)}"
+    # Warm-up: wait until the pool consumes one.
+    app.send_task("notify.maintenance.noop", args=[key], queue="bench_noop")
+    deadline = time.monotonic() + 60
+    while int(redis.get(key) or 0) < 1:
+        if time.monotonic() > deadline:
+            raise RuntimeError("no-op worker did not start")
+        time.sleep(0.1)
+    start = time.monotonic()
+    with app.producer_or_acquire() as producer:
+        for _ in range(count):
+            app.send_task("notify.maintenance.noop", args=[key], queue="bench_noop", producer=producer)
+    while int(redis.get(key) or 0) < count + 1:
+        if time.monotonic() - start > 300:
+            raise RuntimeError("no-op tasks did not finish in 300 s")
+        time.sleep(0.05)
+    elapsed = time.monotonic() - start
+    stack._stop("worker-noop")
+    return count / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--notifications", type=int, default=400)
+    parser.add_argument("--recipients", type=int, default=50)
+    parser.add_argument("--clients", type=int, default=16, help="concurrent API callers")
+    parser.add_argument("--concurrency", type=int, default=2, help="worker processes per channel")
+    parser.add_argument("--noop-tasks", type=int, default=5000)
+    args = parser.parse_args()
+
+    setup_django("bench")
+    reset_data()
+    from notify import demo
+    from notify.models import Delivery
+    from notify.stack import Stack
+
+    stack = Stack(stack_config("bench", concurrency=args.concurrency)).start()
+    try:
+        _, key = demo.create_app("bench")
+        for i in range(args.recipients):
+            user = f"bench-{i}"
+            demo.call(stack.api_url, key, "PUT", f"/api/v1/recipients/{user}",
+                      {"name": "사용자", "email": f"user{i}@example.com", "phone": f"+8210{10000000 + i}"})
+            for device in ({"platform": "ios", "token": secrets.token_hex(32)},
+                           {"platform": "android", "token": demo.fcm_token()},
+                           {"platform": "web", "subscription": demo.sandbox_subscription(stack.control_url)}):
+                demo.call(stack.api_url, key, "POST", f"/api/v1/recipients/{user}/devices", device)
+
+        def send(i: int) -> int:
+            status, body = demo.call(stack.api_url, key, "POST", "/api/v1/notifications", {
+                "recipient": f"bench-{i % args.recipients}", "template": "order-shipped",
+                "data": {"name": "지우", "order": f"B-{i}"}}, headers={"Idempotency-Key": f"bench-{i}"})
+            assert status == 202, body
+            return len(body["deliveries"])
+
+        start = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
+            total = sum(pool.map(send, range(args.notifications)))
+        accepted_at = time.monotonic()
+        while Delivery.objects.exclude(status__in=FINAL).exists():
+            if time.monotonic() - start > 600:
+                raise RuntimeError("deliveries did not finish in 600 s")
+            time.sleep(0.1)
+        elapsed = time.monotonic() - start
+        rows = list(Delivery.objects.filter(status="sent").values_list("created_at", "sent_at"))
+        latencies = sorted((s - c).total_seconds() * 1000 for c, s in rows)
+        statuses = {s: Delivery.objects.filter(status=s).count() for s in FINAL}
+        e2e = total / elapsed
+        noop = noop_rate(stack, args.noop_tasks, processes=args.concurrency * 5)
+    finally:
+        stack.stop()
+
+    print(f"notifications           {args.notifications} ({total} deliveries, 5 channels, {args.clients} API clients)")
+    print(f"statuses                {statuses}")
+    print(f"API accept rate         {args.notifications / (accepted_at - start):8.1f} notifications/s")
+    print(f"end-to-end              {e2e:8.1f} deliveries/s  ({elapsed:.2f} s)")
+    print(f"accept→sent latency     p50 {statistics.median(latencies):.0f} ms, p95 {latencies[int(len(latencies) * 0.95) - 1]:.0f} ms")
+    print(f"no-op Celery task       {noop:8.1f} tasks/s  ({args.noop_tasks} tasks, {args.concurrency * 5} processes)")
+    print(f"ratio e2e / no-op       {e2e / noop:8.2f}")
+    print(f"target (daily mean)        185.0 deliveries/s -> {'OK' if e2e >= 185 else 'BELOW'}")
+
+
+if __name__ == "__main__":
+    main()
