@@ -34,7 +34,7 @@ def _compiled(template_id: int, version: int, field: str, source: str):
 
 
 def render_content(template: Mapping[str, Any], data: Mapping[str, Any], recipient: Mapping[str, Any]) -> dict:
-    """Render every string of ``template["content"]`` with ``data`` and ``recipient``.
+    """Render every string of ``template["content"]`` (nested ones too) with ``data`` and ``recipient``.
 
     Args:
         template: the cached template entry (``id``, ``version``, ``content``).
@@ -48,13 +48,13 @@ def render_content(template: Mapping[str, Any], data: Mapping[str, Any], recipie
         RenderError: a template string does not compile.
     """
     context = Context({**data, "data": data, "recipient": recipient})
-    rendered: dict[str, dict] = {}
-    for group, parts in template["content"].items():
-        rendered[group] = {}
-        for name, source in parts.items():
-            if isinstance(source, str):
-                compiled = _compiled(template["id"], template["version"], f"{group}.{name}", source)
-                rendered[group][name] = compiled.render(context).strip() if name != "html" else compiled.render(context)
-            else:
-                rendered[group][name] = source
-    return rendered
+
+    def render(value: Any, field: str) -> Any:
+        if isinstance(value, str):
+            text = _compiled(template["id"], template["version"], field, value).render(context)
+            return text if field == "email.html" else text.strip()
+        if isinstance(value, dict):  # e.g. push.data: its string values are templates too
+            return {key: render(item, f"{field}.{key}") for key, item in value.items()}
+        return value
+
+    return {group: render(parts, group) for group, parts in template["content"].items()}

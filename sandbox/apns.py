@@ -177,7 +177,7 @@ class ApnsApp(ProviderApp):
         if expiration is not None and not re.fullmatch(r"\d{1,12}", expiration.strip()):
             raise Reject(400, "BadExpirationDate")
         collapse_id = h.get("apns-collapse-id")
-        if collapse_id is not None and len(collapse_id.encode("utf-8")) > 64:
+        if collapse_id is not None and len(collapse_id.encode("latin-1", "replace")) > 64:
             raise Reject(400, "BadCollapseId")
         if not _TOKEN_RE.match(token):
             raise Reject(400, "BadDeviceToken")

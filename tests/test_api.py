@@ -47,6 +47,7 @@ def test_send_queues_one_delivery_per_channel_and_publishes_after_commit(api, re
     assert Delivery.objects.filter(notification_id=body["id"], published_at__isnull=False).count() == 5
     rendered = Notification.objects.get(id=body["id"]).content
     assert rendered["push"]["title"].startswith("Ana님") and rendered["sms"]["body"].endswith("📦")
+    assert rendered["push"]["data"] == {"order": "7"}
 
 
 def test_opt_out_suppresses_that_channel_and_queues_nothing_for_it(api, recipient):

@@ -73,11 +73,11 @@ def test_one_api_call_reaches_ios_android_desktop_sms_and_email(stack, key, cont
     apns = by_delivery(control.records("apns"))[ids["apns"]]
     assert apns["http_version"].startswith("2")
     assert apns["path"] == f"/3/device/{devices['ios']['token']}"
-    assert apns["headers"]["apns-topic"] == control.config["apns"]["topic"]
+    assert apns["headers"]["apns-topic"] == control.config()["apns"]["topic"]
     assert apns["headers"]["apns-id"] == ids["apns"]
     assert apns["headers"]["apns-priority"] == "10" and apns["headers"]["apns-push-type"] == "alert"
     claims = jwt.decode(apns["headers"]["authorization"].split()[1], options={"verify_signature": False})
-    assert claims["iss"] == control.config["apns"]["team_id"]
+    assert claims["iss"] == control.config()["apns"]["team_id"]
     assert apns["body"]["aps"]["alert"] == {"title": title, "body": "Order A-1042 ships today. 오늘 출발합니다!"}
 
     fcm = by_delivery(control.records("fcm"))[ids["fcm"]]
@@ -103,7 +103,7 @@ def test_one_api_call_reaches_ios_android_desktop_sms_and_email(stack, key, cont
     simple = email["body"]["Content"]["Simple"]
     assert simple["Subject"]["Data"] == "Your order A-1042 has shipped / 주문 발송 안내"
     assert "감사합니다 🙏" in simple["Body"]["Text"]["Data"]
-    assert email["body"]["FromEmailAddress"] == control.config["ses"]["from_address"]
+    assert email["body"]["FromEmailAddress"] == control.config()["ses"]["from_address"]
 
 
 def test_sms_to_several_countries_and_an_internationalised_email(stack, key, control):
