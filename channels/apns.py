@@ -129,6 +129,11 @@ class APNsChannel(Channel):
         self.topic = config["topic"]
         self.token = ProviderToken(require_file(config, "key_file"), config["key_id"],
                                    config["team_id"])
+        # httpx's sync HTTP/2 connection is not thread-safe: concurrent threads on one client
+        # interleave h2 state changes and the server answers GOAWAY PROTOCOL_ERROR (seen against
+        # the sandbox; encode/httpx#3324). Sends are serialised per instance; under Celery's
+        # prefork pool each process is single-threaded, so the lock is never contended there.
+        self._send_lock = threading.Lock()
         # http1=False: Apple only speaks HTTP/2; ALPN then offers h2 alone.
         self.client = httpx.Client(
             base_url=str(config["url"]).rstrip("/"),
@@ -198,8 +203,9 @@ class APNsChannel(Channel):
         """One HTTP/2 request (a new stream on the shared connection); any status returns."""
         body, headers = payload
         token = self.token.get()
-        response = self.client.post(f"/3/device/{message.to}", content=body,
-                                    headers={**headers, "authorization": f"bearer {token}"})
+        with self._send_lock:
+            response = self.client.post(f"/3/device/{message.to}", content=body,
+                                        headers={**headers, "authorization": f"bearer {token}"})
         return _Answer(response, token)
 
     def classify(self, answer: _Answer) -> Result:

@@ -107,7 +107,7 @@ class Channel:
     collapses_resends: ClassVar[bool] = False
 
     def __init__(self, config: Mapping[str, Any]):
-        """Keep ``config``; raise ChannelConfigurationError if a ``required_config`` key is empty."""
+        """Keep ``config``; ChannelConfigurationError if a ``required_config`` key is empty."""
         missing = [key for key in self.required_config if not config.get(key)]
         if missing:
             raise ChannelConfigurationError(

@@ -28,7 +28,7 @@ _LIMITS = {GSM7: (160, 153), UCS2: (70, 67)}
 
 
 def encoding_of(body: str) -> str:
-    """``"GSM-7"`` when every character is in the GSM-7 basic or extension table, else ``"UCS-2"``."""
+    """``"GSM-7"`` if every character is in the GSM-7 basic/extension tables, else ``"UCS-2"``."""
     return GSM7 if all(c in GSM7_BASIC or c in GSM7_EXTENSION for c in body) else UCS2
 
 

@@ -74,7 +74,7 @@ class VapidSigner:
         self.signed = 0
 
     def header_for(self, endpoint: str) -> str:
-        """The ``Authorization`` header value for ``endpoint``'s origin (``scheme://host[:port]``)."""
+        """The ``Authorization`` header value for ``endpoint``'s origin (``scheme://host:port``)."""
         parts = urlsplit(endpoint)
         origin = f"{parts.scheme}://{parts.netloc}"
         now = time.time()

@@ -172,6 +172,16 @@ def _record(c: Claim, status: str, result: Result | None, reason: str, delay: fl
             time.sleep(1)
 
 
+def _maybe_delivered(result: Result) -> bool:
+    """True when no answer arrived although the provider may have acted on the request: a read
+    timeout. A connect timeout (the request was never sent) is safe to retry; ``Channel.deliver``
+    puts the exception's type name first in ``raw["error"]`` (requests ``ConnectTimeout``,
+    httpx ``ConnectTimeout``, botocore ``ConnectTimeoutError``)."""
+    if result.reason != "timeout":
+        return False
+    return not str(result.raw.get("error", "")).startswith("ConnectTimeout")
+
+
 def _after_failure(c: Claim, result: Result) -> None:
     from channels.twilio_sms import is_opt_out
 
@@ -221,6 +231,12 @@ def send(delivery_id: str) -> str:
     if result.outcome == Outcome.SENT:
         _record(c, "sent", result, "", duration=duration)
         return "sent"
+    if result.outcome == Outcome.RETRY and policy["on_unknown_outcome"] == "fail" and _maybe_delivered(result):
+        # The request reached the provider and no answer came back: it may have been delivered.
+        # Resending could show the message twice on a channel that does not collapse resends,
+        # so this is the same unknown outcome as a worker dying mid-send: fail visibly.
+        _record(c, "failed", result, f"outcome_unknown:{result.reason}", duration=duration)
+        return "failed"
     if result.outcome == Outcome.RETRY:
         delay = retry_delay(c.attempt, result, policy)
         if c.attempt >= policy["max_attempts"] or c.age + delay > policy["max_age"]:
@@ -230,6 +246,8 @@ def send(delivery_id: str) -> str:
             return "dead_lettered"
         _record(c, "retrying", result, result.reason or str(result.status), delay=delay, duration=duration)
         return "retrying"
-    _record(c, "failed", result, result.reason or str(result.status), duration=duration)
+    # Side effects first: whoever sees the delivery failed also sees the device deactivated or
+    # the opt-out recorded (both are idempotent if the outcome write must be repeated).
     _after_failure(c, result)
+    _record(c, "failed", result, result.reason or str(result.status), duration=duration)
     return "failed"

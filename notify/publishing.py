@@ -74,7 +74,7 @@ SELECT id, channel FROM moved
 _UNPUBLISHED_SQL = """
 SELECT id, channel FROM notify_delivery
 WHERE status = 'queued' AND (
-      (published_at IS NULL AND created_at < now() - make_interval(secs => %s))
+      (published_at IS NULL AND updated_at < now() - make_interval(secs => %s))
    OR (published_at < now() - make_interval(secs => %s)))
 ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED
 """

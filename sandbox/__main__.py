@@ -28,10 +28,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     delays = (args.callback_delay, args.callback_delay + 0.1)
+    profile_to = os.environ.get("NOTIFY_SANDBOX_PROFILE")  # cProfile stats file, for perf work
+    profiler = None
+    if profile_to:
+        import cProfile
+        profiler = cProfile.Profile()
+        profiler.enable()
     try:
         return asyncio.run(run(args.dir, args.port_base, callback_delays=delays))
     except KeyboardInterrupt:
         return 0
+    finally:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile_to)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ import secrets
 import time
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 from starlette.requests import Request
@@ -251,7 +251,7 @@ class TwilioApp(ProviderApp):
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
             self._http = httpx.AsyncClient(verify=False, timeout=10.0,
-                                           headers={"user-agent": "TwilioProxy/1.1"})
+                                           headers={"User-Agent": "TwilioProxy/1.1"})
         return self._http
 
     async def _progress(self, sid: str, callback: str | None, final: str,
@@ -309,9 +309,9 @@ class TwilioApp(ProviderApp):
         try:
             resp = await self._client().post(
                 url, content=urlencode(params).encode(),
-                headers={"content-type": "application/x-www-form-urlencoded",
-                         "x-twilio-signature": signature,
-                         "i-twilio-idempotency-token": secrets.token_hex(16)})
+                headers={"Content-Type": "application/x-www-form-urlencoded",
+                         "X-Twilio-Signature": signature,
+                         "I-Twilio-Idempotency-Token": secrets.token_hex(16)})
             entry["status"] = resp.status_code
             entry["response"] = resp.text[:2000]
         except httpx.HTTPError as exc:
@@ -348,8 +348,3 @@ class TwilioApp(ProviderApp):
             t.cancel()
         if self._http is not None:
             await self._http.aclose()
-
-
-def parse_form(raw: bytes) -> dict[str, str]:
-    """Form body → dict (last value wins)."""
-    return dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))

@@ -44,15 +44,19 @@ def api(app_key):
 
 
 @pytest.fixture(scope="module")
-def stack(django_db_setup, django_db_blocker, tmp_path_factory):
-    """The whole system as child processes on the test database and the test vhost."""
+def stack(request, django_db_setup, django_db_blocker, tmp_path_factory):
+    """The whole system as child processes on the test database and the test vhost.
+
+    A test module may set ``STACK_ENV`` (a dict) for its workers, e.g. a small retry budget.
+    """
     db_name = settings.DATABASES["default"]["NAME"]
     config = StackConfig(
-        env={"DJANGO_SETTINGS_MODULE": "settings.test", "NOTIFY_DB_NAME": db_name},
+        env={"DJANGO_SETTINGS_MODULE": "settings.test", "NOTIFY_DB_NAME": db_name,
+             **getattr(request.module, "STACK_ENV", {})},
         api_port=int(os.environ["NOTIFY_TEST_API_PORT"]),
         sandbox_port_base=int(os.environ["NOTIFY_TEST_SANDBOX_PORT_BASE"]),
         sandbox_dir=Path(settings.NOTIFY_SANDBOX_DIR),
-        log_dir=tmp_path_factory.mktemp("stack-logs"),
+        log_dir=Path(settings.VAR_DIR) / "test-log" / request.module.__name__.rsplit(".", 1)[-1],
         concurrency=2, api_workers=2, flower_port=None,
     )
     running = Stack(config)

@@ -6,6 +6,16 @@ import secrets
 import uuid
 from typing import Any
 
+from channels.apns import APNsChannel
+from channels.fcm import FCMChannel
+from channels.ses_email import SESEmailChannel
+from channels.twilio_sms import TwilioSMSChannel
+from channels.webpush import WebPushChannel
+
+#: channel name (as in channels.registry) → adapter class
+CHANNEL_CLASSES = {"apns": APNsChannel, "fcm": FCMChannel, "webpush": WebPushChannel,
+                   "sms": TwilioSMSChannel, "email": SESEmailChannel}
+
 #: Korean + emoji: multi-byte UTF-8, UCS-2 SMS, surrogate pairs in UTF-16.
 KOREAN_TITLE = "주문하신 상품이 출발했어요 🚚"
 KOREAN_BODY = "안녕하세요 😀 내일 도착 예정입니다. 감사합니다 🙏"
@@ -31,3 +41,22 @@ def only_record(ctl, provider: str, delivery_id: str) -> dict[str, Any]:
     records = ctl.records(provider, delivery_id=delivery_id)
     assert len(records) == 1, records
     return records[0]
+
+
+def connections_opened(session, url: str) -> int:
+    """How many TCP connections a requests session's pools have opened (all hosts of the
+    adapter serving ``url``)."""
+    pools = session.get_adapter(url).poolmanager.pools
+    return sum(pools[key].num_connections for key in pools.keys())
+
+
+def other_vapid_public_key() -> str:
+    """A VAPID public key (URL-safe base64, uncompressed point) of some other server."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    point = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return base64.urlsafe_b64encode(point).rstrip(b"=").decode("ascii")

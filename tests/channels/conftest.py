@@ -20,6 +20,8 @@ from channels.ses_email import SESEmailChannel
 from channels.twilio_sms import TwilioSMSChannel
 from channels.webpush import WebPushChannel
 
+from .channel_support import CHANNEL_CLASSES
+
 PORT_BASE = int(os.environ.get("NOTIFY_TEST_CHANNELS_PORT_BASE", "19500"))
 
 
@@ -78,10 +80,6 @@ def configs(sandbox) -> dict[str, dict[str, Any]]:
     }
 
 
-_CLASSES = {"apns": APNsChannel, "fcm": FCMChannel, "webpush": WebPushChannel,
-            "sms": TwilioSMSChannel, "email": SESEmailChannel}
-
-
 @pytest.fixture
 def make_channel(configs) -> Callable[..., Any]:
     """``make_channel("apns", timeout=0.5)``: a fresh adapter with config overrides (closed
@@ -89,7 +87,7 @@ def make_channel(configs) -> Callable[..., Any]:
     built = []
 
     def make(name: str, **overrides: Any):
-        channel = _CLASSES[name]({**configs[name], **overrides})
+        channel = CHANNEL_CLASSES[name]({**configs[name], **overrides})
         built.append(channel)
         return channel
 

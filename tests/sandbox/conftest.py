@@ -150,11 +150,12 @@ def twilio_client(cfg, ca):
 
 
 # -- SES ---------------------------------------------------------------------------------------------
-def make_ses(cfg, ca, secret=None, key_id=None):
+def make_ses(cfg, ca, secret=None, key_id=None, config=None):
     s = cfg["ses"]
     return boto3.client("sesv2", endpoint_url=s["url"], region_name=s["region"],
                         aws_access_key_id=key_id or s["access_key_id"],
-                        aws_secret_access_key=secret or s["secret_access_key"], verify=ca)
+                        aws_secret_access_key=secret or s["secret_access_key"], verify=ca,
+                        config=config)
 
 
 @pytest.fixture(scope="session")
