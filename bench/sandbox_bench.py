@@ -6,7 +6,9 @@ Starts a sandbox in a temporary directory, then for each provider sends ``--coun
 from ``--threads`` threads over reused connections (APNs: one httpx HTTP/2 client per thread —
 httpcore's sync HTTP/2 connection must not be shared between threads; FCM: google-auth
 AuthorizedSession; Web Push: pywebpush; Twilio: twilio Client; SES: boto3 sesv2), bounded by
-``--max-seconds`` per provider, and prints accepted requests/s per provider and overall.
+``--max-seconds`` per provider, and prints accepted requests/s per provider and overall, plus the
+sandbox process's CPU time per request (client and server share the machine, so req/s is bounded
+by both; the CPU column shows the sandbox's own cost).
 Only 127.0.0.1 traffic.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -132,6 +135,15 @@ def make_senders(cfg: dict, control) -> dict:
             "ses": ses}
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User+system CPU seconds used so far by process ``pid`` (Linux ``/proc``), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def run_one(factory, count: int, threads: int, max_seconds: float) -> tuple[int, int, float]:
     """Send ``count`` messages from ``threads`` threads; returns (accepted, sent, seconds)."""
     senders = [factory() for _ in range(threads)]
@@ -178,13 +190,19 @@ def main() -> int:
         try:
             senders = make_senders(handle.config, handle.control)
             total_ok, total_time = 0, 0.0
-            print(f"{'provider':<10}{'accepted':>10}{'sent':>8}{'seconds':>10}{'req/s':>10}")
+            pid = handle.process.pid
+            print(f"{'provider':<10}{'accepted':>10}{'sent':>8}{'seconds':>10}{'req/s':>10}"
+                  f"{'sandbox CPU ms/req':>20}")
             for name in args.providers.split(","):
+                cpu0 = cpu_seconds(pid)
                 ok, sent, secs = run_one(senders[name], args.count, args.threads,
                                          args.max_seconds)
+                cpu1 = cpu_seconds(pid)
+                cpu = f"{(cpu1 - cpu0) * 1000 / max(sent, 1):.2f}" if cpu0 is not None else "?"
                 total_ok += ok
                 total_time += secs
-                print(f"{name:<10}{ok:>10}{sent:>8}{secs:>10.2f}{ok / secs:>10.1f}", flush=True)
+                print(f"{name:<10}{ok:>10}{sent:>8}{secs:>10.2f}{ok / secs:>10.1f}{cpu:>20}",
+                      flush=True)
             print(f"{'overall':<10}{total_ok:>10}{'':>8}{total_time:>10.2f}"
                   f"{total_ok / total_time:>10.1f}")
             recs = handle.control.records_page(since=None)

@@ -3,8 +3,9 @@
 Provider documentation: "Sending notification requests to APNs", "Establishing a token-based
 connection to APNs" and "Handling notification responses from APNs" (developer.apple.com).
 
-One :class:`httpx.Client` (HTTP/2 only, as Apple requires) lives for the whole worker process and
-multiplexes every send as a new stream on the same TLS connection. The provider token is signed
+One :class:`httpx.Client` (HTTP/2 only, as Apple requires) lives for the whole worker process;
+every send is a new stream on the same kept-open TLS connection (sends from several threads of
+one process are serialised: httpx's sync HTTP/2 is not thread-safe). The provider token is signed
 once and reused: Apple rejects tokens older than one hour and answers
 ``TooManyProviderTokenUpdates`` when a provider signs more often than every 20 minutes.
 """
@@ -38,6 +39,7 @@ DEAD_TOKEN_REASONS = frozenset({"Unregistered", "BadDeviceToken", "DeviceTokenNo
 #: Reason codes meaning our provider token is stale: re-sign, then retry.
 TOKEN_EXPIRED_REASONS = frozenset({"ExpiredProviderToken"})
 
+
 @dataclass(frozen=True)
 class _Answer:
     response: httpx.Response
@@ -67,7 +69,7 @@ class ProviderToken:
             raise ChannelConfigurationError(f"APNs key_file {key_file!r} is not an EC key")
         self._key_id = key_id
         self._team_id = team_id
-        self._max_age = max_age
+        self.max_age = max_age
         self._lock = threading.Lock()
         self._token: str | None = None
         self._issued_at = 0.0
@@ -76,7 +78,7 @@ class ProviderToken:
     def get(self) -> str:
         """The current token, signing a new one if none exists or it is older than ``max_age``."""
         with self._lock:
-            if self._token is None or time.time() - self._issued_at >= self._max_age:
+            if self._token is None or time.time() - self._issued_at >= self.max_age:
                 self._sign()
             return self._token  # type: ignore[return-value]
 
@@ -122,6 +124,7 @@ class APNsChannel(Channel):
     required_config = ("url", "key_file", "key_id", "team_id", "topic")
     transport_errors = (httpx.TransportError,)
     timeout_errors = (httpx.TimeoutException,)
+    unsent_errors = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
     collapses_resends = True
 
     def __init__(self, config: Mapping[str, Any]):

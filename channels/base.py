@@ -102,6 +102,10 @@ class Channel:
     #: A read timeout means the provider may have acted on the request; the resend is then only
     #: invisible to the user when ``collapses_resends`` is True.
     timeout_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    #: The subset of ``transport_errors`` raised before the request left this host (refused
+    #: connection, connect timeout, TLS handshake failure): a resend cannot duplicate anything.
+    #: Adapters whose library cannot tell by class override :meth:`request_unsent`.
+    unsent_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     #: True when the provider collapses a resend with the same collapse key / id on the device,
     #: so a resend after an unknown outcome (worker died mid-call) cannot show twice.
     collapses_resends: ClassVar[bool] = False
@@ -118,8 +122,10 @@ class Channel:
         """Send one message and classify the answer. Never raises for provider trouble.
 
         Returns:
-            Result: FAILED for content the provider refuses (before any call), RETRY for
-            transport errors, otherwise what ``classify`` says.
+            Result: FAILED for content the provider refuses (before any call); RETRY for
+            transport errors, with reason ``timeout`` or ``transport_error`` and
+            ``raw["maybe_delivered"]`` False only when the request certainly never left (see
+            :meth:`request_unsent`); otherwise what ``classify`` says.
         """
         try:
             payload = self.build_payload(message)
@@ -130,10 +136,15 @@ class Channel:
         except self.transport_errors as exc:
             reason = "timeout" if isinstance(exc, self.timeout_errors) else "transport_error"
             return Result(Outcome.RETRY, reason=reason,
-                          raw={"error": f"{type(exc).__name__}: {exc}"})
+                          raw={"error": f"{type(exc).__name__}: {exc}",
+                               "maybe_delivered": not self.request_unsent(exc)})
         except Exception as exc:  # noqa: BLE001 - adapters map their library's errors
             return self.classify_error(exc)
         return self.classify(answer)
+
+    def request_unsent(self, exc: BaseException) -> bool:
+        """True when transport error ``exc`` proves the provider never received the request."""
+        return isinstance(exc, self.unsent_errors)
 
     def build_payload(self, message: Message) -> Any:
         """Return the provider request body for ``message``; raise InvalidMessage if refused."""

@@ -29,8 +29,8 @@ from google.oauth2 import service_account
 
 from .base import Channel, Message, Outcome, Result
 from .errors import ChannelConfigurationError, InvalidMessage
-from .http import config_timeout, http_result, json_bytes, require_file, response_json, \
-    retryless_session
+from .http import RequestsTransport, config_timeout, http_result, json_bytes, require_file, \
+    response_json, retryless_session
 
 SCOPES = ("https://www.googleapis.com/auth/firebase.messaging",)
 #: FCM's limit for the data + notification payload of a message to a token, in UTF-8 bytes.
@@ -44,7 +44,7 @@ RESERVED_DATA_KEYS = frozenset({"from", "gcm", "message_type"})
 _FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 
 
-class FCMChannel(Channel):
+class FCMChannel(RequestsTransport, Channel):
     """FCM HTTP v1 sender (``POST {url}/v1/projects/{project_id}/messages:send``).
 
     Config keys:
@@ -75,8 +75,9 @@ class FCMChannel(Channel):
 
     name = "fcm"
     required_config = ("url", "service_account_file", "project_id")
-    transport_errors = (requests.RequestException, google.auth.exceptions.TransportError)
-    timeout_errors = (requests.Timeout,)
+    # google-auth wraps failures of the token request in its own TransportError
+    transport_errors = RequestsTransport.transport_errors + (
+        google.auth.exceptions.TransportError,)
     collapses_resends = True
 
     def __init__(self, config: Mapping[str, Any]):
@@ -173,8 +174,14 @@ class FCMChannel(Channel):
         """
         if isinstance(exc, google.auth.exceptions.RefreshError):
             return Result(Outcome.RETRY, reason="auth_refresh_failed",
-                          raw={"error": f"{type(exc).__name__}: {exc}"})
+                          raw={"error": f"{type(exc).__name__}: {exc}",
+                               "maybe_delivered": False})
         raise exc
+
+    def request_unsent(self, exc: BaseException) -> bool:
+        """A failed token fetch happens before the message POST: nothing was sent."""
+        return isinstance(exc, google.auth.exceptions.TransportError) or \
+            super().request_unsent(exc)
 
     def close(self) -> None:
         """Close the API and token sessions."""

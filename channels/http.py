@@ -21,6 +21,7 @@ import time
 from typing import Any, Collection, Mapping
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
 from .base import Outcome, Result
@@ -110,6 +111,35 @@ def retryless_session(config: Mapping[str, Any], session: requests.Session | Non
     if ca_file(config):
         session.trust_env = False
     return session
+
+
+def requests_unsent(exc: BaseException) -> bool:
+    """True when a requests exception was raised before the request was sent.
+
+    requests reports both "could not connect" and "connection dropped after sending" as
+    ``ConnectionError``; the wrapped urllib3 error tells them apart (``NewConnectionError``,
+    connect timeout or TLS handshake failure → never sent).
+    """
+    if isinstance(exc, (requests.ConnectTimeout, requests.exceptions.SSLError)):
+        return True
+    if isinstance(exc, requests.ConnectionError) and exc.args:
+        reason = getattr(exc.args[0], "reason", exc.args[0])
+        return isinstance(reason, (urllib3.exceptions.NewConnectionError,
+                                   urllib3.exceptions.ConnectTimeoutError,
+                                   urllib3.exceptions.SSLError))
+    return False
+
+
+class RequestsTransport:
+    """Mixin for adapters whose client library sends through ``requests``: which exceptions
+    are transport errors / timeouts, and which prove the request never left."""
+
+    transport_errors: tuple[type[BaseException], ...] = (requests.RequestException,)
+    timeout_errors: tuple[type[BaseException], ...] = (requests.Timeout,)
+
+    def request_unsent(self, exc: BaseException) -> bool:
+        """See :func:`requests_unsent`."""
+        return requests_unsent(exc)
 
 
 def parse_retry_after(value: Any, now: float | None = None) -> float | None:

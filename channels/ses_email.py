@@ -64,6 +64,8 @@ class SESEmailChannel(Channel):
     transport_errors = (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)
     timeout_errors = (botocore.exceptions.ConnectTimeoutError,
                       botocore.exceptions.ReadTimeoutError)
+    unsent_errors = (botocore.exceptions.EndpointConnectionError,
+                     botocore.exceptions.ConnectTimeoutError, botocore.exceptions.SSLError)
     collapses_resends = False  # a resend after a lost answer can deliver the mail twice
 
     def __init__(self, config: Mapping[str, Any]):

@@ -32,7 +32,7 @@ from twilio.rest import Client
 
 from .base import Channel, Message, Outcome, Result
 from .errors import ChannelConfigurationError, InvalidMessage
-from .http import config_timeout, http_result, retryless_session
+from .http import RequestsTransport, config_timeout, http_result, retryless_session
 
 #: Twilio's limit for ``Body`` (characters).
 MAX_BODY_CHARS = 1600
@@ -49,7 +49,7 @@ def is_opt_out(result: Result) -> bool:
     return result.outcome is Outcome.FAILED and result.reason in OPT_OUT_CODES
 
 
-class TwilioSMSChannel(Channel):
+class TwilioSMSChannel(RequestsTransport, Channel):
     """SMS sender through ``client.messages.create``.
 
     Config keys:
@@ -76,8 +76,6 @@ class TwilioSMSChannel(Channel):
 
     name = "sms"
     required_config = ("account_sid", "auth_token")
-    transport_errors = (requests.RequestException,)
-    timeout_errors = (requests.Timeout,)
     collapses_resends = False  # a resend after a lost answer can deliver the SMS twice
 
     def __init__(self, config: Mapping[str, Any]):

@@ -27,8 +27,8 @@ from pywebpush import WebPushException, WebPusher
 
 from .base import Channel, Message, Result
 from .errors import ChannelConfigurationError, InvalidMessage
-from .http import config_timeout, http_result, json_bytes, require_file, response_json, \
-    retryless_session
+from .http import RequestsTransport, config_timeout, http_result, json_bytes, require_file, \
+    response_json, retryless_session
 
 #: Push services must accept encrypted bodies up to this size (RFC 8030 §7.2).
 MAX_ENCRYPTED_BYTES = 4096
@@ -89,7 +89,7 @@ class VapidSigner:
             return cached[0]
 
 
-class WebPushChannel(Channel):
+class WebPushChannel(RequestsTransport, Channel):
     """Web Push sender: one encrypted POST to the subscription's endpoint.
 
     Config keys:
@@ -111,8 +111,6 @@ class WebPushChannel(Channel):
 
     name = "webpush"
     required_config = ("vapid_private_key_file", "vapid_subject")
-    transport_errors = (requests.RequestException,)
-    timeout_errors = (requests.Timeout,)
     collapses_resends = True
 
     def __init__(self, config: Mapping[str, Any]):

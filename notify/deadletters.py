@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from django.db import transaction
+from django.utils import timezone
 
 from .models import Delivery, DeliveryLog, DeliveryStatus
 
@@ -50,7 +51,8 @@ def replay(delivery_ids: list[str] | None = None, channel: str | None = None) ->
             rows = rows.filter(channel=channel)
         items = list(rows.values_list("id", "channel", "attempts"))
         Delivery.objects.filter(id__in=[i for i, _, _ in items]).update(
-            status=DeliveryStatus.QUEUED, attempts=0, published_at=None, reason="replayed", unknown_outcome=False)
+            status=DeliveryStatus.QUEUED, attempts=0, published_at=timezone.now(), reason="replayed",
+            unknown_outcome=False)
         DeliveryLog.objects.bulk_create(
             DeliveryLog(delivery_id=i, from_status="dead_lettered", to_status="queued", attempt=a, reason="replayed")
             for i, _, a in items)

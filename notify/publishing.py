@@ -30,25 +30,28 @@ def task_name(channel: str) -> str:
 
 
 def publish_deliveries(items: Iterable[tuple[uuid.UUID, str]]) -> int:
-    """Publish one task per ``(delivery id, channel)`` and mark them published.
+    """Publish one task per ``(delivery id, channel)``; returns how many were published.
 
-    Never raises for a broker failure: what was not published keeps ``published_at`` NULL and
-    the dispatcher publishes it later. Returns how many were published.
+    Callers have already set ``published_at`` (optimistically, in the same write that made the
+    rows due), so success costs no query. Never raises for a broker failure: what could not be
+    published gets ``published_at`` NULL again and the dispatcher publishes it later.
     """
     from .celery import app
 
-    published: list[uuid.UUID] = []
+    items = list(items)
+    published = 0
     try:
         with app.producer_or_acquire() as producer:
             for delivery_id, channel in items:
                 app.send_task(task_name(channel), args=[str(delivery_id)], producer=producer,
                               retry=True, retry_policy=_PUBLISH_RETRY)
-                published.append(delivery_id)
+                published += 1
     except Exception:  # noqa: BLE001 - any broker trouble: leave the rest to the dispatcher
-        log.exception("publish failed after %d of the deliveries; the dispatcher will publish the rest", len(published))
-    if published:
-        Delivery.objects.filter(id__in=published).update(published_at=timezone.now())
-    return len(published)
+        log.exception("publish failed after %d of %d deliveries; the dispatcher will publish the rest",
+                      published, len(items))
+        Delivery.objects.filter(id__in=[i for i, _ in items[published:]]).update(
+            published_at=None, updated_at=timezone.now())
+    return published
 
 
 _DUE_SQL = """
@@ -59,7 +62,7 @@ WITH due AS (
     ORDER BY next_attempt_at NULLS FIRST
     LIMIT %s FOR UPDATE SKIP LOCKED
 ), moved AS (
-    UPDATE notify_delivery d SET status = 'queued', published_at = NULL, updated_at = now(),
+    UPDATE notify_delivery d SET status = 'queued', published_at = now(), updated_at = now(),
            lease_until = NULL, unknown_outcome = d.unknown_outcome OR due.old_status = 'sending'
     FROM due WHERE d.id = due.id
     RETURNING d.id, d.channel, d.attempts, due.old_status
@@ -72,11 +75,13 @@ SELECT id, channel FROM moved
 """
 
 _UNPUBLISHED_SQL = """
-SELECT id, channel FROM notify_delivery
-WHERE status = 'queued' AND (
-      (published_at IS NULL AND updated_at < now() - make_interval(secs => %s))
-   OR (published_at < now() - make_interval(secs => %s)))
-ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED
+UPDATE notify_delivery SET published_at = now() WHERE id IN (
+    SELECT id FROM notify_delivery
+    WHERE status = 'queued' AND (
+          (published_at IS NULL AND updated_at < now() - make_interval(secs => %s))
+       OR (published_at < now() - make_interval(secs => %s)))
+    ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED)
+RETURNING id, channel
 """
 
 
@@ -86,8 +91,9 @@ def dispatch_due(batch: int = 1000) -> int:
     - ``retrying`` whose ``next_attempt_at`` passed → ``queued`` and published;
     - ``sending`` whose lease ran out (the worker died mid-send) → ``queued`` with
       ``unknown_outcome`` set, so the worker applies the channel's unknown-outcome policy;
-    - ``queued`` never published (broker down at accept time) or published long ago and never
-      claimed (message lost in the broker) → published again.
+    - ``queued`` whose publish failed (broker down at accept time) or published long ago and
+      never claimed (message lost in the broker, or the API died between commit and publish)
+      → published again.
 
     Safe to run in several processes at once (``FOR UPDATE SKIP LOCKED``). Returns the count.
     """

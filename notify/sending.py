@@ -17,13 +17,13 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from django_ratelimit.core import get_usage
 
 from . import cache
 from .content import CHANNEL_GROUP, check_content
 from .errors import SendRejected
 from .models import Delivery, DeliveryStatus, Notification
 from .publishing import publish_deliveries
+from .ratelimit import over_limit
 from .rendering import RenderError, render_content
 
 ALL_CHANNELS = ("apns", "fcm", "webpush", "sms", "email")
@@ -69,14 +69,6 @@ def _opted_in(profile: dict, channel: str, category: str) -> bool:
         if key in prefs:
             return prefs[key]
     return True
-
-
-def _rate_limited(app_id: int, recipient_id: int, channel: str) -> bool:
-    usage = get_usage(
-        None, group=f"notify.recipient.{channel}", key=lambda group, request: f"{app_id}:{recipient_id}",
-        rate=settings.NOTIFY_RATE_LIMIT, increment=True,
-    )
-    return bool(usage and usage["should_limit"])
 
 
 def _content(app_id: int, payload: dict, profile: dict) -> tuple[dict, dict | None]:
@@ -125,14 +117,18 @@ def submit(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: 
     category = payload.get("category") or (template or {}).get("category") or "general"
 
     requested = payload.get("channels")
+    allowed: list[tuple[str, list]] = []
     deliveries: list[Delivery] = []
     summary: list[dict] = []
     notification_id = uuid.uuid4()
     now = timezone.now()
 
     def add(channel: str, device_id: int | None, address: str, status: str, reason: str = "") -> None:
+        # published_at is set optimistically: publish_deliveries clears it for whatever it could
+        # not publish, and the dispatcher re-publishes those (one UPDATE saved per request).
         delivery = Delivery(id=uuid.uuid4(), notification_id=notification_id, channel=channel, device_id=device_id,
-                            address=address, status=status, reason=reason, created_at=now)
+                            address=address, status=status, reason=reason, created_at=now,
+                            published_at=now if status == DeliveryStatus.QUEUED else None)
         deliveries.append(delivery)
         summary.append({"id": str(delivery.id), "channel": channel, "to": address or None,
                         "status": status, "reason": reason or None})
@@ -153,12 +149,15 @@ def submit(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: 
             for device_id, address in addresses:
                 add(channel, device_id, address, DeliveryStatus.SUPPRESSED, "opted_out")
             continue
-        if _rate_limited(app_id, profile["id"], channel):
-            for device_id, address in addresses:
-                add(channel, device_id, address, DeliveryStatus.SUPPRESSED, "rate_limited")
-            continue
+        allowed.append((channel, addresses))
+
+    limited = over_limit(app_id, profile["id"], [channel for channel, _ in allowed])
+    for channel, addresses in allowed:
         for device_id, address in addresses:
-            add(channel, device_id, address, DeliveryStatus.QUEUED)
+            if channel in limited:
+                add(channel, device_id, address, DeliveryStatus.SUPPRESSED, "rate_limited")
+            else:
+                add(channel, device_id, address, DeliveryStatus.QUEUED)
 
     if not deliveries:
         raise SendRejected("no_channel", "the recipient has no address on any channel with content", status=422,

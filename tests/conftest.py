@@ -15,20 +15,20 @@ from notify import demo
 from notify.stack import Stack, StackConfig
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def _queues_declared():
     """Declare the durable queues of the test vhost (workers declare them too)."""
     _purge_queues()
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def _fresh_cache():
     cache.clear()
     yield
 
 
 @pytest.fixture
-def app_key(db):
+def app_key(db, _fresh_cache, _queues_declared):
     """(App, raw API key) with the demo template."""
     return demo.create_app("tests")
 

@@ -194,6 +194,7 @@ def test_latency_beyond_timeout_is_transport_retry(make_channel, ctl):
     ctl.add_fault(provider="fcm", latency_ms=1500, count=1)
     result = channel.deliver(push(fcm_token()))
     assert (result.outcome, result.reason, result.status) == (Outcome.RETRY, "timeout", 0)
+    assert result.raw["maybe_delivered"] is True
     assert channel.deliver(push(fcm_token())).outcome is Outcome.SENT
 
 
@@ -207,3 +208,17 @@ def test_unreachable_token_endpoint_is_transport_retry(make_channel, ctl, tmp_pa
     result = make_channel("fcm", service_account_file=str(path), timeout=1).deliver(
         push(fcm_token()))
     assert (result.outcome, result.reason) == (Outcome.RETRY, "transport_error")
+    assert result.raw["maybe_delivered"] is False  # no access token, so no message POST
+
+
+def test_refused_token_grant_is_retry_auth_refresh_failed(make_channel, ctl, tmp_path, configs):
+    import json
+
+    account = json.loads(open(configs["fcm"]["service_account_file"]).read())
+    account["client_email"] = "someone-else@notify-sandbox.iam.gserviceaccount.com"
+    path = tmp_path / "sa.json"
+    path.write_text(json.dumps(account))
+    result = make_channel("fcm", service_account_file=str(path)).deliver(push(fcm_token()))
+    assert (result.outcome, result.reason) == (Outcome.RETRY, "auth_refresh_failed")
+    assert "invalid_grant" in result.raw["error"] and result.raw["maybe_delivered"] is False
+    assert len(token_requests(ctl)) == 1 and send_requests(ctl) == []

@@ -91,3 +91,37 @@ def test_topic_for():
 def test_with_query():
     assert with_query("https://h/cb?a=1&delivery_id=old", delivery_id="x") == \
         "https://h/cb?a=1&delivery_id=x"
+
+
+def test_requests_unsent_tells_refused_from_dropped_after_send():
+    """A refused connection never sent anything; a connection the server drops after reading
+    the request may have been acted on (the unknown-outcome case)."""
+    import socket
+    import threading
+
+    import requests
+
+    from channels.http import requests_unsent, retryless_session
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+
+    def read_then_hang_up():
+        conn, _ = server.accept()
+        conn.recv(65536)
+        conn.close()
+
+    thread = threading.Thread(target=read_then_hang_up, daemon=True)
+    thread.start()
+    session = retryless_session({})
+    with pytest.raises(requests.ConnectionError) as dropped:
+        session.post(f"http://127.0.0.1:{port}/x", data=b"hello", timeout=5)
+    thread.join(5)
+    server.close()
+    assert requests_unsent(dropped.value) is False
+
+    with pytest.raises(requests.ConnectionError) as refused:
+        session.post(f"http://127.0.0.1:{port}/x", data=b"hello", timeout=5)
+    assert requests_unsent(refused.value) is True

@@ -115,6 +115,7 @@ def test_latency_beyond_timeout_is_transport_retry(make_channel, ctl):
     ctl.add_fault(provider="ses", latency_ms=1500, count=1)
     result = channel.deliver(mail())
     assert (result.outcome, result.reason, result.status) == (Outcome.RETRY, "timeout", 0)
+    assert result.raw["maybe_delivered"] is True
     assert not SESEmailChannel.collapses_resends
     assert channel.deliver(mail()).outcome is Outcome.SENT
 
@@ -123,6 +124,7 @@ def test_connection_refused_is_transport_retry(make_channel):
     channel = make_channel("email", endpoint_url="https://127.0.0.1:9", timeout=1)
     result = channel.deliver(mail())
     assert (result.outcome, result.reason) == (Outcome.RETRY, "transport_error")
+    assert result.raw["maybe_delivered"] is False
 
 
 def test_endpoint_from_environment(configs, ctl, monkeypatch):

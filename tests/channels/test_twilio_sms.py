@@ -125,6 +125,7 @@ def test_latency_beyond_timeout_is_transport_retry(make_channel, ctl):
     ctl.add_fault(provider="twilio", latency_ms=1500, count=1)
     result = channel.deliver(sms_message())
     assert (result.outcome, result.reason, result.status) == (Outcome.RETRY, "timeout", 0)
+    assert result.raw["maybe_delivered"] is True
     assert not TwilioSMSChannel.collapses_resends  # a resend here may text twice
     assert channel.deliver(sms_message()).outcome is Outcome.SENT
 
@@ -133,6 +134,7 @@ def test_connection_refused_is_transport_retry(make_channel):
     channel = make_channel("sms", url="https://127.0.0.1:9", timeout=1)
     result = channel.deliver(sms_message())
     assert (result.outcome, result.reason) == (Outcome.RETRY, "transport_error")
+    assert result.raw["maybe_delivered"] is False
 
 
 @pytest.mark.parametrize("body, to, reason", [
