@@ -34,8 +34,10 @@ task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 task_time_limit = 120
 task_soft_time_limit = 90
-worker_send_task_events = True
-task_send_sent_event = True
+# Task events cost one extra publish per task state; Flower switches them on in the workers
+# while it runs (enable_events), so they are off unless someone is watching.
+worker_send_task_events = os.environ.get("NOTIFY_TASK_EVENTS", "") == "1"
+task_send_sent_event = False
 
 _direct = Exchange("notify", type="direct", durable=True)
 _dead = Exchange("notify.dead", type="direct", durable=True)

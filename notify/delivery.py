@@ -173,13 +173,11 @@ def _record(c: Claim, status: str, result: Result | None, reason: str, delay: fl
 
 
 def _maybe_delivered(result: Result) -> bool:
-    """True when no answer arrived although the provider may have acted on the request: a read
-    timeout. A connect timeout (the request was never sent) is safe to retry; ``Channel.deliver``
-    puts the exception's type name first in ``raw["error"]`` (requests ``ConnectTimeout``,
-    httpx ``ConnectTimeout``, botocore ``ConnectTimeoutError``)."""
-    if result.reason != "timeout":
-        return False
-    return not str(result.raw.get("error", "")).startswith("ConnectTimeout")
+    """True when the request may have reached the provider although no answer came back (read
+    timeout, connection dropped after sending). The adapters set ``raw["maybe_delivered"]`` on
+    every transport RETRY; it is False only when the request certainly never left (refused
+    connection, connect timeout, TLS failure)."""
+    return bool(result.raw.get("maybe_delivered"))
 
 
 def _after_failure(c: Claim, result: Result) -> None:

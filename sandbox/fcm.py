@@ -201,7 +201,7 @@ class FcmApp(ProviderApp):
         status = GOOGLE_STATUS.get(rej.status, "UNKNOWN")
         if rej.details is not None:
             details = rej.details
-        elif rej.reason and rej.reason != status or rej.status in (400, 404, 429, 500, 503):
+        elif (rej.reason and rej.reason != status) or rej.status in (400, 404, 429, 500, 503):
             details = [{"@type": FCM_ERROR, "errorCode": rej.reason or status}]
         else:
             details = []

@@ -157,8 +157,11 @@ class TwilioApp(ProviderApp):
             items = [i for i in items if i["to"] == q["To"]]
         if q.get("From"):
             items = [i for i in items if i["from"] == q["From"]]
-        size = max(1, min(int(q.get("PageSize", 50) or 50), 1000))
-        page = int(q.get("Page", 0) or 0)
+        try:
+            size = max(1, min(int(q.get("PageSize", 50) or 50), 1000))
+            page = max(0, int(q.get("Page", 0) or 0))
+        except ValueError:
+            raise _err(400, 20001, "PageSize and Page must be integers") from None
         chunk = items[page * size:(page + 1) * size]
         uri = f"/{API_VERSION}/Accounts/{self._sid}/Messages.json"
         more = (page + 1) * size < len(items)
