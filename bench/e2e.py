@@ -17,6 +17,7 @@ import secrets
 import statistics
 import time
 
+import cpu
 from _setup import reset_data, setup_django, stack_config
 
 FINAL = ("sent", "failed", "expired", "suppressed", "dead_lettered")
@@ -89,6 +90,7 @@ def main() -> None:
             assert status == 202, body
             return len(body["deliveries"])
 
+        cpu_before = cpu.snapshot(stack)
         start = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
             total = sum(pool.map(send, range(args.notifications)))
@@ -98,6 +100,7 @@ def main() -> None:
                 raise RuntimeError("deliveries did not finish in 600 s")
             time.sleep(0.1)
         elapsed = time.monotonic() - start
+        cpu_after = cpu.snapshot(stack)
         rows = list(Delivery.objects.filter(status="sent").values_list("created_at", "sent_at"))
         latencies = sorted((s - c).total_seconds() * 1000 for c, s in rows)
         statuses = {s: Delivery.objects.filter(status=s).count() for s in FINAL}
@@ -113,6 +116,8 @@ def main() -> None:
     print(f"accept→sent latency     p50 {statistics.median(latencies):.0f} ms, p95 {latencies[int(len(latencies) * 0.95) - 1]:.0f} ms")
     print(f"no-op Celery task       {noop:8.1f} tasks/s  ({args.noop_tasks} tasks, {args.concurrency * 5} processes)")
     print(f"ratio e2e / no-op       {e2e / noop:8.2f}")
+    print(f"CPU per component during the end-to-end phase (2 cores = {2 * elapsed:.1f} CPU-s available):")
+    print(cpu.report(cpu_before, cpu_after, total, "delivery"))
     print(f"target (daily mean)        185.0 deliveries/s -> {'OK' if e2e >= 185 else 'BELOW'}")
 
 

@@ -43,7 +43,9 @@ def publish_deliveries(items: Iterable[tuple[uuid.UUID, str]]) -> int:
     try:
         with app.producer_or_acquire() as producer:
             for delivery_id, channel in items:
+                # argsrepr given: Celery would otherwise saferepr() the arguments of every message.
                 app.send_task(task_name(channel), args=[str(delivery_id)], producer=producer,
+                              argsrepr=f"['{delivery_id}']", kwargsrepr="{}",
                               retry=True, retry_policy=_PUBLISH_RETRY)
                 published += 1
     except Exception:  # noqa: BLE001 - any broker trouble: leave the rest to the dispatcher

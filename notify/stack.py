@@ -37,6 +37,7 @@ class StackConfig:
         log_dir: one log file per child.
         concurrency: worker processes per channel.
         flower_port: None to not start Flower.
+        worker_log_level: the channel workers' log level.
     """
 
     env: dict[str, str] = field(default_factory=dict)
@@ -48,6 +49,7 @@ class StackConfig:
     api_workers: int = 2
     flower_port: int | None = 5555
     channels: tuple[str, ...] = CHANNELS
+    worker_log_level: str = os.environ.get("NOTIFY_WORKER_LOG_LEVEL", "INFO")
 
 
 class Stack:
@@ -99,7 +101,7 @@ class Stack:
         self._spawn(f"worker-{channel}", [
             CELERY, "-A", "notify", "worker", "-Q", channel, "-n", f"{channel}@%h",
             "-c", str(self.config.concurrency), "--prefetch-multiplier", "1", "-O", "fair",
-            "--without-gossip", "--without-mingle", "-l", "INFO"])
+            "--without-gossip", "--without-mingle", "-l", self.config.worker_log_level])
 
     def start_worker(self, channel: str) -> None:
         self.spawn_worker(channel)

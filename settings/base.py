@@ -127,4 +127,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("NOTIFY_LOG_LEVEL", "INFO")},
+    # Client libraries that log every request at INFO: that is a log line per message on the
+    # workers' hot path.
+    "loggers": {name: {"level": env("NOTIFY_CLIENT_LOG_LEVEL", "WARNING")}
+                for name in ("twilio.http_client", "httpx", "httpcore", "botocore", "urllib3", "google.auth")},
 }
