@@ -312,8 +312,30 @@ def restart_rabbitmq(down: float) -> None:
     say("fault: RabbitMQ started again")
 
 
-def restart_postgres(down: float) -> None:
-    """Stop PostgreSQL (fast: open transactions roll back), wait ``down`` s, start it."""
+def restart_pool(stack, channel: str) -> None:
+    """Start a stopped channel pool again and wait until it consumes (its log says ready)."""
+    log = stack.config.log_dir / f"worker-{channel}.log"
+    seen = log.stat().st_size if log.exists() else 0  # the log keeps the first start's "ready."
+    stack.spawn_worker(channel)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        with open(log, "rb") as fh:
+            fh.seek(seen)
+            if b"ready." in fh.read():
+                say(f"fault: {channel} worker pool started again")
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{channel} worker pool not ready after 90s")
+
+
+def restart_postgres(stack, down: float, backlog_for: float) -> None:
+    """Restart PostgreSQL while a worker pool works through a backlog: the email pool is
+    stopped for ``backlog_for`` s, started again, and the database stops as it consumes, so
+    claims meet the outage. Stop is fast (open transactions roll back); down ``down`` s."""
+    stack.stop_worker("email")
+    say(f"fault: email worker pool stopped for {backlog_for:g}s (backlog for the database restart)")
+    time.sleep(backlog_for)
+    restart_pool(stack, "email")
     say("fault: PostgreSQL stop -m fast")
     run(pg_cluster() + ["stop", "-m", "fast"], timeout=120)
     time.sleep(down)
@@ -361,7 +383,7 @@ def fault_plan(stack, ctl, skip: set[str], hold: float) -> list[tuple[str, Calla
         ("rabbitmq", lambda: restart_rabbitmq(down=3)),
         # Killing an SMS worker while Twilio stalls catches it mid-send (unknown outcome).
         ("stall", lambda: provider_faults(ctl, hold, stall, during=lambda: kill_worker(stack, "sms"))),
-        ("postgres", lambda: restart_postgres(down=3)),
+        ("postgres", lambda: restart_postgres(stack, down=3, backlog_for=hold)),
         ("after_accept", lambda: provider_faults(ctl, hold, [
             {"provider": "apns", "status": 503, "after_accept": True, "rate": 0.3},
             {"provider": "webpush", "status": 503, "after_accept": True, "rate": 0.3}])),
@@ -372,9 +394,11 @@ def fault_plan(stack, ctl, skip: set[str], hold: float) -> list[tuple[str, Calla
 class FaultScheduler(threading.Thread):
     """Applies the plan in turn, ``pause`` seconds apart; records errors instead of dying."""
 
-    def __init__(self, plan: list[tuple[str, Callable[[], None]]], pause: float, delay: float):
+    def __init__(self, plan: list[tuple[str, Callable[[], None]]], pause: float, delay: float,
+                 recover: Callable[[], None]):
         super().__init__(name="faults", daemon=True)
         self.plan = plan
+        self.recover = recover
         self.pause = pause
         self.delay = delay
         self.errors: list[str] = []
@@ -392,9 +416,17 @@ class FaultScheduler(threading.Thread):
             except Exception as exc:  # noqa: BLE001 - report, restore services, go on
                 self.errors.append(f"{name}: {type(exc).__name__}: {exc}")
                 say(f"fault {name} failed: {exc}")
-                ensure_services_up()
+                self.recover()
             if index < len(self.plan) - 1 and self.stopping.wait(self.pause):
                 return
+
+
+def recover(stack) -> None:
+    """Undo what a failed fault may have left behind: a service or a worker pool down."""
+    ensure_services_up()
+    for channel in stack.config.channels:
+        if f"worker-{channel}" not in stack.procs:
+            restart_pool(stack, channel)
 
 
 # -- results -----------------------------------------------------------------------------------
@@ -560,7 +592,7 @@ def main() -> int:
         say(f"{len(users)} recipients with mixed channels")
 
         plan = fault_plan(stack, ctl, args.skip, args.hold)
-        scheduler = FaultScheduler(plan, pause=args.pause, delay=2)
+        scheduler = FaultScheduler(plan, pause=args.pause, delay=2, recover=lambda: recover(stack))
         duration = args.duration if args.duration is not None else 2 + len(plan) * (args.pause + args.hold)
         say(f"sending {args.notifications} notifications over >= {duration:.0f}s "
             f"with faults {[name for name, _ in plan]}")

@@ -97,14 +97,49 @@ class Claim:
     age: float
 
 
-def claim(delivery_id: str) -> Claim | None:
-    """Take the delivery ``queued → sending`` with a lease; None if it is not ours to send."""
+#: Seconds a worker waits out a database outage before claiming (then the task fails, and the
+#: dispatcher's stale-publish sweep is the only way back) and before recording an outcome.
+CLAIM_PATIENCE = 60
+RECORD_PATIENCE = 120
+
+
+def _through_outage(what: str, patience: float, fn):
+    """Return ``fn()``, retrying on a fresh connection while the database is unreachable
+    (restart, failover) for up to ``patience`` seconds; then the error propagates."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return fn()
+        except (OperationalError, InterfaceError):
+            if time.monotonic() > deadline:
+                raise
+            log.warning("database unavailable while %s; retrying", what)
+            close_old_connections()
+            connection.close()
+            time.sleep(1)
+
+
+def _claim_row(delivery_id: str) -> tuple[list[str], tuple] | None:
     with connection.cursor() as cursor:
         cursor.execute(_CLAIM_SQL, [settings.NOTIFY_SEND_LEASE, delivery_id])
         row = cursor.fetchone()
-        if row is None:
-            return None
-        names = [c.name for c in cursor.description]
+        return None if row is None else ([c.name for c in cursor.description], row)
+
+
+def claim(delivery_id: str) -> Claim | None:
+    """Take the delivery ``queued → sending`` with a lease; None if it is not ours to send.
+
+    A database outage is waited out (``CLAIM_PATIENCE``): failing here would end the task and
+    acknowledge its message while the row stays ``queued`` and already published, which the
+    dispatcher only publishes again after ``NOTIFY_REPUBLISH_STALE_AFTER`` (15 minutes). The
+    claim is one autocommit statement, so a retry either finds the row still ``queued`` or, if
+    the lost answer was a commit, finds it ``sending`` and leaves it to the lease.
+    """
+    found = _through_outage(f"claiming delivery {delivery_id}", CLAIM_PATIENCE,
+                            lambda: _claim_row(delivery_id))
+    if found is None:
+        return None
+    names, row = found
     values = dict(zip(names, row))
     values["attempt"] = values.pop("attempts")
     for key in ("content", "subscription"):
@@ -153,23 +188,16 @@ def _record(c: Claim, status: str, result: Result | None, reason: str, delay: fl
         "answer": json.dumps(dict(result.raw), default=str)[:8000] if result else None,
         "duration": duration,
     }
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(_RECORD_SQL, params)
-                if cursor.fetchone() is None:
-                    log.warning("delivery %s changed hands before its outcome %s was recorded", c.id, status)
-            return
-        except (OperationalError, InterfaceError):
-            # The provider has answered: losing that answer would cause a resend. Wait the
-            # database out (restart, failover) instead of giving up.
-            if time.monotonic() > deadline:
-                raise
-            log.warning("database unavailable while recording delivery %s; retrying", c.id)
-            close_old_connections()
-            connection.close()
-            time.sleep(1)
+
+    def write() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(_RECORD_SQL, params)
+            if cursor.fetchone() is None:
+                log.warning("delivery %s changed hands before its outcome %s was recorded", c.id, status)
+
+    # The provider has answered: losing that answer would cause a resend. Wait the database out
+    # (restart, failover) instead of giving up.
+    _through_outage(f"recording delivery {c.id}", RECORD_PATIENCE, write)
 
 
 def _maybe_delivered(result: Result) -> bool:

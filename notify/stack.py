@@ -47,9 +47,13 @@ class StackConfig:
     log_dir: Path = Path("var/log")
     concurrency: int = 2
     api_workers: int = 2
+    api_threads: int = 8
     flower_port: int | None = 5555
     channels: tuple[str, ...] = CHANNELS
     worker_log_level: str = os.environ.get("NOTIFY_WORKER_LOG_LEVEL", "INFO")
+    #: Celery pool of the channel workers: ``prefork`` (a process per concurrent send) or
+    #: ``threads`` (one process, sends overlap while waiting on the provider).
+    worker_pool: str = os.environ.get("NOTIFY_WORKER_POOL", "prefork")
 
 
 class Stack:
@@ -93,14 +97,14 @@ class Stack:
     def start_api(self) -> None:
         self._spawn("api", [GUNICORN, "notify.wsgi", "--bind", f"127.0.0.1:{self.config.api_port}",
                             "--workers", str(self.config.api_workers), "--worker-class", "gthread",
-                            "--threads", "4", "--timeout", "30", "--graceful-timeout", "5"])
+                            "--threads", str(self.config.api_threads), "--timeout", "30", "--graceful-timeout", "5"])
         _wait_http(self.api_url + "/api/v1/schema", "api", self.procs["api"])
 
     def spawn_worker(self, channel: str) -> None:
         """Start the worker pool of one channel (``-Q <channel>``) without waiting for it."""
         self._spawn(f"worker-{channel}", [
             CELERY, "-A", "notify", "worker", "-Q", channel, "-n", f"{channel}@%h",
-            "-c", str(self.config.concurrency), "--prefetch-multiplier", "1", "-O", "fair",
+            "-P", self.config.worker_pool, "-c", str(self.config.concurrency), "--prefetch-multiplier", "1", "-O", "fair",
             "--without-gossip", "--without-mingle", "-l", self.config.worker_log_level])
 
     def start_worker(self, channel: str) -> None:
