@@ -329,18 +329,20 @@ def restart_pool(stack, channel: str) -> None:
 
 
 def restart_postgres(stack, down: float, backlog_for: float) -> None:
-    """Restart PostgreSQL while a worker pool works through a backlog: the email pool is
-    stopped for ``backlog_for`` s, started again, and the database stops as it consumes, so
-    claims meet the outage. Stop is fast (open transactions roll back); down ``down`` s."""
-    stack.stop_worker("email")
-    say(f"fault: email worker pool stopped for {backlog_for:g}s (backlog for the database restart)")
+    """Restart PostgreSQL while a worker pool meets a backlog: the email pool is stopped for
+    ``backlog_for`` s, the database is stopped (fast: open transactions roll back), the pool
+    starts again and claims during the outage, and ``down`` s later the database starts."""
+    stack.stop_worker("email")  # SIGTERM to its process group, as a supervisor stop does
+    say(f"fault: email worker pool stopped for {backlog_for:g}s (a backlog for the database restart)")
     time.sleep(backlog_for)
-    restart_pool(stack, "email")
     say("fault: PostgreSQL stop -m fast")
     run(pg_cluster() + ["stop", "-m", "fast"], timeout=120)
-    time.sleep(down)
-    run(pg_cluster() + ["start"], timeout=120)
-    wait_port(5432)
+    try:
+        restart_pool(stack, "email")
+        time.sleep(down)
+    finally:
+        run(pg_cluster() + ["start"], timeout=120)
+        wait_port(5432)
     say("fault: PostgreSQL started again")
 
 
@@ -383,7 +385,7 @@ def fault_plan(stack, ctl, skip: set[str], hold: float) -> list[tuple[str, Calla
         ("rabbitmq", lambda: restart_rabbitmq(down=3)),
         # Killing an SMS worker while Twilio stalls catches it mid-send (unknown outcome).
         ("stall", lambda: provider_faults(ctl, hold, stall, during=lambda: kill_worker(stack, "sms"))),
-        ("postgres", lambda: restart_postgres(stack, down=3, backlog_for=hold)),
+        ("postgres", lambda: restart_postgres(stack, down=2, backlog_for=hold)),
         ("after_accept", lambda: provider_faults(ctl, hold, [
             {"provider": "apns", "status": 503, "after_accept": True, "rate": 0.3},
             {"provider": "webpush", "status": 503, "after_accept": True, "rate": 0.3}])),

@@ -7,3 +7,4 @@ class NotifyConfig(AppConfig):
 
     def ready(self):
         from . import cache  # noqa: F401  (connects the invalidation signals)
+        from .api import schema  # noqa: F401  (registers the OpenAPI auth extension)

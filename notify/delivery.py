@@ -28,6 +28,7 @@ from django.db import OperationalError, InterfaceError, close_old_connections, c
 from channels.base import Message, Outcome, Result
 from channels.registry import get_channel
 
+from . import breaker
 from .cache import forget_recipient
 from .channel_config import config_for
 from .deadletters import publish_dead_letter
@@ -59,6 +60,7 @@ SELECT * FROM claimed
 _RECORD_SQL = """
 WITH updated AS (
     UPDATE notify_delivery SET status = %(status)s, reason = %(reason)s, updated_at = now(),
+        attempts = attempts - %(refund)s,
         provider_message_id = COALESCE(%(message_id)s, provider_message_id),
         last_error = %(error)s, lease_until = NULL, unknown_outcome = false,
         next_attempt_at = now() + make_interval(secs => %(delay)s),
@@ -180,8 +182,13 @@ def _message(c: Claim) -> Message:
 
 
 def _record(c: Claim, status: str, result: Result | None, reason: str, delay: float = 0.0,
-            duration: float | None = None, error: str = "") -> None:
+            duration: float | None = None, error: str = "", refund: bool = False) -> None:
+    """Write the outcome of attempt ``c.attempt`` and its log row in one statement.
+
+    ``refund`` gives the attempt back (the provider was not called), so waiting out an open
+    circuit does not spend the delivery's retry budget."""
     params = {
+        "refund": 1 if refund else 0,
         "id": c.id, "attempt": c.attempt, "status": status, "reason": reason[:128], "delay": delay,
         "message_id": result.provider_message_id if result else None, "error": error[:2000],
         "provider_status": result.status if result and result.status else None,
@@ -249,6 +256,13 @@ def send(delivery_id: str) -> str:
         _record(c, "failed", None, "outcome_unknown")
         return "failed"
 
+    paused_until = breaker.open_until(c.channel)
+    if paused_until:
+        # The provider is failing for everyone: wait with the others instead of adding a call.
+        delay = paused_until - time.time() + random.uniform(0, 1)
+        _record(c, "retrying", None, "circuit_open", delay=delay, refund=True)
+        return "retrying"
+
     channel = get_channel(c.channel, config_for)
     started = time.monotonic()
     result = channel.deliver(_message(c))
@@ -256,6 +270,7 @@ def send(delivery_id: str) -> str:
 
     if result.outcome == Outcome.SENT:
         _record(c, "sent", result, "", duration=duration)
+        breaker.record_success(c.channel)
         return "sent"
     if result.outcome == Outcome.RETRY and policy["on_unknown_outcome"] == "fail" and _maybe_delivered(result):
         # The request reached the provider and no answer came back: it may have been delivered.
@@ -264,6 +279,7 @@ def send(delivery_id: str) -> str:
         _record(c, "failed", result, f"outcome_unknown:{result.reason}", duration=duration)
         return "failed"
     if result.outcome == Outcome.RETRY:
+        breaker.record_failure(c.channel)
         delay = retry_delay(c.attempt, result, policy)
         if c.attempt >= policy["max_attempts"] or c.age + delay > policy["max_age"]:
             reason = f"retries_exhausted:{result.reason or result.status}"

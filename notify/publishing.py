@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from . import breaker
 from .models import Delivery, DeliveryStatus
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def publish_deliveries(items: Iterable[tuple[uuid.UUID, str]]) -> int:
 _DUE_SQL = """
 WITH due AS (
     SELECT id, status AS old_status FROM notify_delivery
-    WHERE (status = 'retrying' AND next_attempt_at <= now())
+    WHERE (status = 'retrying' AND next_attempt_at <= now() AND NOT channel = ANY(%s))
        OR (status = 'sending' AND lease_until < now())
     ORDER BY next_attempt_at NULLS FIRST
     LIMIT %s FOR UPDATE SKIP LOCKED
@@ -90,7 +91,8 @@ RETURNING id, channel
 def dispatch_due(batch: int = 1000) -> int:
     """Publish every delivery that is due and not on a queue.
 
-    - ``retrying`` whose ``next_attempt_at`` passed → ``queued`` and published;
+    - ``retrying`` whose ``next_attempt_at`` passed → ``queued`` and published, unless the
+      channel's circuit breaker is open (notify.breaker);
     - ``sending`` whose lease ran out (the worker died mid-send) → ``queued`` with
       ``unknown_outcome`` set, so the worker applies the channel's unknown-outcome policy;
     - ``queued`` whose publish failed (broker down at accept time) or published long ago and
@@ -100,7 +102,7 @@ def dispatch_due(batch: int = 1000) -> int:
     Safe to run in several processes at once (``FOR UPDATE SKIP LOCKED``). Returns the count.
     """
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_DUE_SQL, [batch])
+        cursor.execute(_DUE_SQL, [breaker.open_channels(settings.NOTIFY_CHANNELS), batch])
         due = [(row[0], row[1]) for row in cursor.fetchall()]
         cursor.execute(_UNPUBLISHED_SQL, [settings.NOTIFY_REPUBLISH_AFTER, settings.NOTIFY_REPUBLISH_STALE_AFTER, batch])
         due += [(row[0], row[1]) for row in cursor.fetchall()]

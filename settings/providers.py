@@ -93,3 +93,11 @@ NOTIFY_REPUBLISH_AFTER = env_int("NOTIFY_REPUBLISH_AFTER", 5)
 #: A published delivery no worker claimed after this long (seconds) is published again (the
 #: broker lost it); long enough not to double-publish a normal backlog.
 NOTIFY_REPUBLISH_STALE_AFTER = env_int("NOTIFY_REPUBLISH_STALE_AFTER", 900)
+
+#: Circuit breaker per channel (notify.breaker): this many transient failures within ``window``
+#: seconds open the channel for ``cooldown`` seconds.
+NOTIFY_BREAKER = {
+    "threshold": env_int("NOTIFY_BREAKER_THRESHOLD", 20),
+    "window": env_int("NOTIFY_BREAKER_WINDOW", 30),
+    "cooldown": env_float("NOTIFY_BREAKER_COOLDOWN", 5.0),
+}

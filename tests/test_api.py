@@ -234,3 +234,16 @@ def test_devices_of_another_app_are_invisible(api, recipient, db):
     assert other.get(f"/api/v1/recipients/{recipient}/devices").status_code == 404
     r = other.post("/api/v1/notifications", GOOD, format="json")
     assert r.status_code == 404 and r.json()["error"]["code"] == "recipient_not_found"
+
+
+def test_openapi_schema_describes_every_endpoint(client, db):
+    import yaml
+
+    r = client.get("/api/v1/schema")
+    assert r.status_code == 200
+    schema = yaml.safe_load(r.content)
+    assert {"/api/v1/notifications", "/api/v1/notifications/{notification_id}", "/api/v1/recipients/{external_id}",
+            "/api/v1/recipients/{external_id}/devices", "/api/v1/recipients/{external_id}/preferences"} <= set(schema["paths"])
+    assert "ApiKeyAuth" in schema["components"]["securitySchemes"]
+    send = schema["paths"]["/api/v1/notifications"]["post"]
+    assert "202" in send["responses"] and "requestBody" in send

@@ -7,6 +7,8 @@ from django.db import transaction
 from django.shortcuts import get_object_or_404
 from django.utils.decorators import method_decorator
 from django_ratelimit.decorators import ratelimit
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers as drf_serializers
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,9 +23,26 @@ def _api_key_group(group, request):
     return request.META.get("HTTP_AUTHORIZATION", "")[:40]
 
 
+class AcceptedDelivery(drf_serializers.Serializer):
+    id = drf_serializers.UUIDField()
+    channel = drf_serializers.CharField()
+    to = drf_serializers.CharField(allow_null=True)
+    status = drf_serializers.ChoiceField(["queued", "suppressed"])
+    reason = drf_serializers.CharField(allow_null=True)
+
+
+class Accepted(drf_serializers.Serializer):
+    id = drf_serializers.UUIDField()
+    event_id = drf_serializers.CharField(allow_null=True)
+    deliveries = AcceptedDelivery(many=True)
+
+
 class NotificationListView(APIView):
     """``POST /api/v1/notifications``: accept one notification for one recipient (202)."""
 
+    @extend_schema(request=s.SendSerializer, responses={202: Accepted, 400: OpenApiResponse(description="invalid"),
+                                                        404: OpenApiResponse(description="unknown recipient or template"),
+                                                        409: OpenApiResponse(description="idempotency key reused")})
     @method_decorator(ratelimit(key=_api_key_group, rate=settings.NOTIFY_API_RATE_LIMIT, block=True))
     def post(self, request):
         serializer = s.SendSerializer(data=request.data)
@@ -50,6 +69,7 @@ def _jsonable(payload: dict) -> dict:
 class NotificationDetailView(APIView):
     """``GET /api/v1/notifications/<id>``: the notification with each delivery's status."""
 
+    @extend_schema(responses=s.NotificationOut)
     def get(self, request, notification_id):
         notification = get_object_or_404(
             Notification.objects.select_related("recipient").prefetch_related("deliveries"),
@@ -64,9 +84,11 @@ def _recipient(request, external_id) -> Recipient:
 class RecipientView(APIView):
     """``PUT /api/v1/recipients/<external_id>`` creates or updates; ``GET`` reads."""
 
+    @extend_schema(responses=s.RecipientSerializer)
     def get(self, request, external_id):
         return Response(s.RecipientSerializer(_recipient(request, external_id)).data)
 
+    @extend_schema(request=s.RecipientSerializer, responses=s.RecipientSerializer)
     def put(self, request, external_id):
         recipient = Recipient.objects.filter(app_id=request.user.app_id, external_id=external_id).first()
         serializer = s.RecipientSerializer(recipient, data=request.data, partial=recipient is not None)
@@ -79,10 +101,12 @@ class RecipientView(APIView):
 class DeviceListView(APIView):
     """``POST /api/v1/recipients/<external_id>/devices`` registers (or re-activates) a device."""
 
+    @extend_schema(responses=s.DeviceSerializer(many=True))
     def get(self, request, external_id):
         devices = Device.objects.filter(recipient=_recipient(request, external_id)).order_by("id")
         return Response(s.DeviceSerializer(devices, many=True).data)
 
+    @extend_schema(request=s.DeviceSerializer, responses=s.DeviceSerializer)
     def post(self, request, external_id):
         recipient = _recipient(request, external_id)
         serializer = s.DeviceSerializer(data=request.data)
@@ -98,6 +122,7 @@ class DeviceListView(APIView):
 class DeviceDetailView(APIView):
     """``DELETE /api/v1/recipients/<external_id>/devices/<id>`` removes a device."""
 
+    @extend_schema(responses={204: None})
     def delete(self, request, external_id, device_id):
         device = get_object_or_404(Device, id=device_id, recipient=_recipient(request, external_id))
         device.delete()
@@ -111,9 +136,11 @@ class PreferenceView(APIView):
     ``channel: "push"`` sets apns, fcm and webpush together.
     """
 
+    @extend_schema(responses=s.PreferenceListSerializer)
     def get(self, request, external_id):
         return Response({"preferences": s.preferences_out(_recipient(request, external_id))})
 
+    @extend_schema(request=s.PreferenceListSerializer, responses=s.PreferenceListSerializer)
     def put(self, request, external_id):
         recipient = _recipient(request, external_id)
         serializer = s.PreferenceListSerializer(data=request.data)

@@ -1,0 +1,82 @@
+"""Channel isolation under a provider outage: APNs answers 503 for 60 s; push deliveries retry
+with back-off and all complete after recovery, while email and SMS, on their own queues and
+worker pools, keep their undisturbed latency (p95 within 10%)."""
+
+from __future__ import annotations
+
+import secrets
+import statistics
+import time
+
+import pytest
+
+from notify import demo
+from notify.models import Delivery
+from tests.conftest import wait_until
+from tests.test_e2e import register
+
+pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
+
+STACK_ENV = {"NOTIFY_APNS_BACKOFF_MAX": "8", "NOTIFY_APNS_MAX_ATTEMPTS": "100"}
+OUTAGE = 60.0  # seconds
+RATE = 4.0  # notifications per second, each to apns + sms + email
+
+
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[18]
+
+
+def send_for(stack, key, users: list[str], seconds: float) -> list[str]:
+    """Send at a steady RATE for ``seconds``; returns the notification ids."""
+    ids, start, i = [], time.monotonic(), 0
+    while time.monotonic() - start < seconds:
+        status, body = demo.call(stack.api_url, key, "POST", "/api/v1/notifications", {
+            "recipient": users[i % len(users)], "channels": ["apns", "sms", "email"],
+            "content": {"push": {"title": "알림", "body": f"#{i}"}, "sms": {"body": f"#{i} 🙂"},
+                        "email": {"subject": f"#{i}", "text": "hello"}}})
+        assert status == 202, body
+        ids.append(body["id"])
+        i += 1
+        time.sleep(max(0.0, start + i / RATE - time.monotonic()))
+    return ids
+
+
+def latencies_ms(notification_ids: list[str], channels: tuple[str, ...]) -> list[float]:
+    rows = Delivery.objects.filter(notification_id__in=notification_ids, channel__in=channels)
+    assert all(r.status == "sent" for r in rows), {r.channel: r.status for r in rows if r.status != "sent"}
+    return [(r.sent_at - r.created_at).total_seconds() * 1000 for r in rows]
+
+
+def all_sent(notification_ids, channels):
+    return not Delivery.objects.filter(notification_id__in=notification_ids, channel__in=channels).exclude(
+        status="sent").exists()
+
+
+def test_apns_down_60s_does_not_slow_email_and_sms(stack, control, transactional_db):
+    key = demo.create_app("isolation")[1]
+    users = []
+    for i in range(10):
+        user = f"iso-{i}"
+        register(stack, key, control, user, phone=f"+8210{20000000 + i}", email=f"iso{i}@example.com",
+                 platforms=("ios",))
+        users.append(user)
+    send_for(stack, key, users, 5)  # warm every pool and connection
+
+    calm = send_for(stack, key, users, OUTAGE / 2)
+    wait_until(lambda: all_sent(calm, ("apns", "sms", "email")), timeout=60, message="undisturbed sends")
+
+    control.add_fault(provider="apns", status=503, reason="ServiceUnavailable")
+    outage_started = time.monotonic()
+    stormy = send_for(stack, key, users, OUTAGE)
+    wait_until(lambda: all_sent(stormy, ("sms", "email")), timeout=60, message="email and SMS during the outage")
+    assert not Delivery.objects.filter(notification_id__in=stormy, channel="apns", status="sent").exists()
+    control.clear_faults()
+    outage = time.monotonic() - outage_started
+    wait_until(lambda: all_sent(stormy, ("apns",)), timeout=60, message="push after recovery")
+
+    retried = Delivery.objects.filter(notification_id__in=stormy, channel="apns", attempts__gt=1).count()
+    assert retried == len(stormy) and outage >= OUTAGE
+    for channel in ("email", "sms"):
+        before, during = p95(latencies_ms(calm, (channel,))), p95(latencies_ms(stormy, (channel,)))
+        print(f"{channel}: p95 undisturbed {before:.0f} ms, during APNs outage {during:.0f} ms")
+        assert during <= before * 1.10, f"{channel} p95 went from {before:.0f} ms to {during:.0f} ms"
