@@ -34,9 +34,9 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any, Callable
 
 from _setup import ROOT, reset_data, setup_django, stack_config
@@ -175,7 +175,10 @@ class Api:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, _json(response.read())
         except urllib.error.HTTPError as exc:
-            return exc.code, _json(exc.read())
+            try:
+                return exc.code, _json(exc.read())
+            except OSError:  # the error body was cut off
+                return exc.code, None
         except (OSError, ValueError):  # refused, reset, timed out, truncated answer
             return 0, None
 
@@ -246,6 +249,7 @@ class Sent:
     accepted: dict[str, dict] = dataclasses.field(default_factory=dict)
     refused: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     retries: int = 0
+    answered: int = 0
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def delivery_ids(self, status: str | None = None) -> set[str]:
@@ -254,11 +258,11 @@ class Sent:
                 if status is None or d["status"] == status}
 
 
-def send_all(api: Api, users: list[str], count: int, clients: int, duration: float, run_id: str) -> Sent:
+def send_all(api: Api, users: list[str], count: int, clients: int, duration: float, run_id: str,
+             sent: Sent) -> Sent:
     """POST ``count`` notifications from ``clients`` threads, spread over at least ``duration``
     seconds so the faults meet live traffic; a transient failure is retried with the same
-    Idempotency-Key and only a 202 counts as accepted."""
-    sent = Sent()
+    Idempotency-Key and only a 202 counts as accepted. Fills and returns ``sent``."""
     start = time.monotonic()
     interval = duration / count if count else 0
 
@@ -270,13 +274,15 @@ def send_all(api: Api, users: list[str], count: int, clients: int, duration: flo
                                                     headers={"Idempotency-Key": f"{run_id}-{i}"})
         with sent.lock:
             sent.retries += retries
+            sent.answered += 1
+            done = sent.answered
             if status == 202 and answer:
                 sent.accepted[answer["id"]] = answer
             else:
                 code = (answer or {}).get("error", {}).get("code") if isinstance(answer, dict) else None
                 sent.refused[f"{status} {code or ''}".strip()] += 1
-        if (i + 1) % max(1, count // 10) == 0:
-            say(f"sender: {i + 1}/{count} requests answered")
+        if done % max(1, count // 10) == 0:
+            say(f"sender: {done}/{count} requests answered")
 
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         for future in [pool.submit(one, i) for i in range(count)]:
@@ -394,24 +400,29 @@ def fault_plan(stack, ctl, skip: set[str], hold: float) -> list[tuple[str, Calla
 
 
 class FaultScheduler(threading.Thread):
-    """Applies the plan in turn, ``pause`` seconds apart; records errors instead of dying."""
+    """Applies the plan in turn, spread over the sending (fault k of n once ``progress()``, the
+    fraction of requests answered, reaches k/n) and at least ``pause`` seconds apart; records
+    errors instead of dying."""
 
     def __init__(self, plan: list[tuple[str, Callable[[], None]]], pause: float, delay: float,
-                 recover: Callable[[], None]):
+                 progress: Callable[[], float], recover: Callable[[], None]):
         super().__init__(name="faults", daemon=True)
         self.plan = plan
-        self.recover = recover
         self.pause = pause
         self.delay = delay
+        self.progress = progress
+        self.recover = recover
         self.errors: list[str] = []
         self.applied: list[str] = []
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        """Run each fault after its pause (stops early when asked)."""
+        """Run each fault when its turn comes (stops early when asked)."""
         if self.stopping.wait(self.delay):
             return
         for index, (name, apply) in enumerate(self.plan):
+            if index and self._wait_turn(index):
+                return
             try:
                 apply()
                 self.applied.append(name)
@@ -419,8 +430,15 @@ class FaultScheduler(threading.Thread):
                 self.errors.append(f"{name}: {type(exc).__name__}: {exc}")
                 say(f"fault {name} failed: {exc}")
                 self.recover()
-            if index < len(self.plan) - 1 and self.stopping.wait(self.pause):
-                return
+
+    def _wait_turn(self, index: int) -> bool:
+        """Wait the pause, then until the sending is far enough; True when asked to stop."""
+        if self.stopping.wait(self.pause):
+            return True
+        while self.progress() < index / len(self.plan):
+            if self.stopping.wait(0.5):
+                return True
+        return False
 
 
 def recover(stack) -> None:
@@ -544,8 +562,8 @@ def summarise(sent: Sent, records: list[dict], elapsed: float, finished: bool) -
 # -- main --------------------------------------------------------------------------------------
 def parse_args() -> argparse.Namespace:
     """Command line options."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--notifications", type=int, default=10_000)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    parser.add_argument("--notifications", type=int, default=10_000, help="default 10,000")
     parser.add_argument("--quick", action="store_true", help="1,000 notifications, shorter pauses")
     parser.add_argument("--recipients", type=int, default=100)
     parser.add_argument("--clients", type=int, default=8, help="concurrent API callers")
@@ -559,6 +577,8 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.quick:
         args.notifications, args.pause = 1000, 5
+    if args.notifications < 1:
+        parser.error("--notifications must be at least 1")
     args.skip = {s for s in args.skip.split(",") if s}
     if args.skip - set(FAULTS):
         parser.error(f"--skip takes {','.join(FAULTS)}")
@@ -594,13 +614,15 @@ def main() -> int:
         say(f"{len(users)} recipients with mixed channels")
 
         plan = fault_plan(stack, ctl, args.skip, args.hold)
-        scheduler = FaultScheduler(plan, pause=args.pause, delay=2, recover=lambda: recover(stack))
+        sent = Sent()
+        scheduler = FaultScheduler(plan, pause=args.pause, delay=2, recover=lambda: recover(stack),
+                                   progress=lambda: sent.answered / args.notifications)
         duration = args.duration if args.duration is not None else 2 + len(plan) * (args.pause + args.hold)
         say(f"sending {args.notifications} notifications over >= {duration:.0f}s "
             f"with faults {[name for name, _ in plan]}")
         start = time.monotonic()
         scheduler.start()
-        sent = send_all(api, users, args.notifications, args.clients, duration, secrets.token_hex(4))
+        send_all(api, users, args.notifications, args.clients, duration, secrets.token_hex(4), sent)
         say(f"sending done: {len(sent.accepted)} accepted")
         scheduler.join(timeout=600)
         say("faults done" + (f" (errors: {scheduler.errors})" if scheduler.errors else ""))
@@ -625,3 +647,6 @@ if __name__ == "__main__":
         sys.exit(main())
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception:  # noqa: BLE001 - the run itself broke (stack did not start, ...)
+        traceback.print_exc()
+        sys.exit(2)

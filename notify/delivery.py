@@ -256,10 +256,10 @@ def send(delivery_id: str) -> str:
         _record(c, "failed", None, "outcome_unknown")
         return "failed"
 
-    paused_until = breaker.open_until(c.channel)
-    if paused_until:
+    if not breaker.may_call(c.channel):
         # The provider is failing for everyone: wait with the others instead of adding a call.
-        delay = paused_until - time.time() + random.uniform(0, 1)
+        # The dispatcher holds the channel's retries until a probe succeeds.
+        delay = breaker.cooldown() * random.uniform(1, 2)
         _record(c, "retrying", None, "circuit_open", delay=delay, refund=True)
         return "retrying"
 

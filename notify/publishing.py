@@ -57,13 +57,12 @@ def publish_deliveries(items: Iterable[tuple[uuid.UUID, str]]) -> int:
     return published
 
 
-_DUE_SQL = """
+_MOVE_DUE_SQL = """
 WITH due AS (
     SELECT id, status AS old_status FROM notify_delivery
-    WHERE (status = 'retrying' AND next_attempt_at <= now() AND NOT channel = ANY(%s))
-       OR (status = 'sending' AND lease_until < now())
+    WHERE {where}
     ORDER BY next_attempt_at NULLS FIRST
-    LIMIT %s FOR UPDATE SKIP LOCKED
+    LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 ), moved AS (
     UPDATE notify_delivery d SET status = 'queued', published_at = now(), updated_at = now(),
            lease_until = NULL, unknown_outcome = d.unknown_outcome OR due.old_status = 'sending'
@@ -76,6 +75,12 @@ WITH due AS (
 )
 SELECT id, channel FROM moved
 """
+#: Due retries of channels whose breaker is closed, and sends whose worker died.
+_DUE_SQL = _MOVE_DUE_SQL.format(where="""
+    (status = 'retrying' AND next_attempt_at <= now() AND NOT channel = ANY(%(held)s))
+    OR (status = 'sending' AND lease_until < now())""")
+#: One due retry of a half-open channel: the dispatcher's probe.
+_PROBE_SQL = _MOVE_DUE_SQL.format(where="status = 'retrying' AND next_attempt_at <= now() AND channel = %(channel)s")
 
 _UNPUBLISHED_SQL = """
 UPDATE notify_delivery SET published_at = now() WHERE id IN (
@@ -92,7 +97,8 @@ def dispatch_due(batch: int = 1000) -> int:
     """Publish every delivery that is due and not on a queue.
 
     - ``retrying`` whose ``next_attempt_at`` passed → ``queued`` and published, unless the
-      channel's circuit breaker is open (notify.breaker);
+      channel's circuit breaker is tripped (notify.breaker): then one per call while it is
+      half-open (the probe), and the rest once a probe succeeded;
     - ``sending`` whose lease ran out (the worker died mid-send) → ``queued`` with
       ``unknown_outcome`` set, so the worker applies the channel's unknown-outcome policy;
     - ``queued`` whose publish failed (broker down at accept time) or published long ago and
@@ -102,8 +108,13 @@ def dispatch_due(batch: int = 1000) -> int:
     Safe to run in several processes at once (``FOR UPDATE SKIP LOCKED``). Returns the count.
     """
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_DUE_SQL, [breaker.open_channels(settings.NOTIFY_CHANNELS), batch])
+        held = breaker.tripped_channels(settings.NOTIFY_CHANNELS)
+        cursor.execute(_DUE_SQL, {"held": held, "limit": batch})
         due = [(row[0], row[1]) for row in cursor.fetchall()]
+        for channel in held:
+            if breaker.state(channel) == breaker.HALF_OPEN:
+                cursor.execute(_PROBE_SQL, {"channel": channel, "limit": 1})
+                due += [(row[0], row[1]) for row in cursor.fetchall()]
         cursor.execute(_UNPUBLISHED_SQL, [settings.NOTIFY_REPUBLISH_AFTER, settings.NOTIFY_REPUBLISH_STALE_AFTER, batch])
         due += [(row[0], row[1]) for row in cursor.fetchall()]
     if due:

@@ -25,18 +25,6 @@ from .channel_support import CHANNEL_CLASSES
 PORT_BASE = int(os.environ.get("NOTIFY_TEST_CHANNELS_PORT_BASE", "19500"))
 
 
-# The adapters need neither RabbitMQ nor Redis: neutralise tests/conftest.py's autouse fixtures
-# (same names, nearer conftest) so `pytest tests/channels` runs with only the sandbox.
-@pytest.fixture(scope="session", autouse=True)
-def _queues_declared():
-    yield
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    yield
-
-
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory):
     """The running sandbox (:class:`sandbox.process.SandboxHandle`)."""

@@ -26,18 +26,6 @@ PORT_BASE = 19400
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 
 
-# These tests need neither RabbitMQ nor Redis nor Django: neutralise tests/conftest.py's autouse
-# fixtures (same names, nearer conftest) so `pytest tests/sandbox` runs with only the sandbox.
-@pytest.fixture(scope="session", autouse=True)
-def _queues_declared():
-    yield
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    yield
-
-
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory):
     handle = start_sandbox(tmp_path_factory.mktemp("sandbox"), PORT_BASE, timeout=60)
