@@ -2,7 +2,7 @@
 """End-to-end throughput: notifications through the HTTP API to every channel's provider sandbox,
 next to a no-op Celery task's rate on the same broker and the same machine, in one run.
 
-    python bench/e2e.py [--notifications 400] [--concurrency 2]
+    python bench/e2e.py [--notifications 400] [--concurrency 2] [--batch 1]
 
 Prints deliveries/s end to end (first POST → last delivery final), the API's accept rate, the
 latency from accept to provider-accepted (p50/p95), and the no-op task rate. Everything runs on
@@ -63,6 +63,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16, help="concurrent API callers")
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes per channel")
     parser.add_argument("--noop-tasks", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=1,
+                        help="notifications per API call (1: POST /notifications; more: /notifications/batch)")
     args = parser.parse_args()
 
     setup_django("bench")
@@ -83,17 +85,24 @@ def main() -> None:
                            {"platform": "web", "subscription": demo.sandbox_subscription(stack.control_url)}):
                 demo.call(stack.api_url, key, "POST", f"/api/v1/recipients/{user}/devices", device)
 
-        def send(i: int) -> int:
-            status, body = demo.call(stack.api_url, key, "POST", "/api/v1/notifications", {
-                "recipient": f"bench-{i % args.recipients}", "template": "order-shipped",
-                "data": {"name": "지우", "order": f"B-{i}"}}, headers={"Idempotency-Key": f"bench-{i}"})
+        def item(i: int) -> dict:
+            return {"recipient": f"bench-{i % args.recipients}", "template": "order-shipped",
+                    "data": {"name": "지우", "order": f"B-{i}"}, "event_id": f"bench-{i}"}
+
+        def send(first: int) -> int:
+            if args.batch == 1:
+                status, body = demo.call(stack.api_url, key, "POST", "/api/v1/notifications", item(first))
+                assert status == 202, body
+                return len(body["deliveries"])
+            items = [item(i) for i in range(first, min(first + args.batch, args.notifications))]
+            status, body = demo.call(stack.api_url, key, "POST", "/api/v1/notifications/batch", {"notifications": items})
             assert status == 202, body
-            return len(body["deliveries"])
+            return sum(len(n["deliveries"]) for n in body["notifications"])
 
         cpu_before = cpu.snapshot(stack)
         start = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
-            total = sum(pool.map(send, range(args.notifications)))
+            total = sum(pool.map(send, range(0, args.notifications, args.batch)))
         accepted_at = time.monotonic()
         while Delivery.objects.exclude(status__in=FINAL).exists():
             if time.monotonic() - start > 600:
@@ -109,7 +118,8 @@ def main() -> None:
     finally:
         stack.stop()
 
-    print(f"notifications           {args.notifications} ({total} deliveries, 5 channels, {args.clients} API clients)")
+    mode = "single sends" if args.batch == 1 else f"batches of {args.batch}"
+    print(f"notifications           {args.notifications} ({total} deliveries, 5 channels, {args.clients} API clients, {mode})")
     print(f"statuses                {statuses}")
     print(f"API accept rate         {args.notifications / (accepted_at - start):8.1f} notifications/s")
     print(f"end-to-end              {e2e:8.1f} deliveries/s  ({elapsed:.2f} s)")

@@ -85,29 +85,26 @@ def _content(app_id: int, payload: dict, profile: dict) -> tuple[dict, dict | No
     return payload["content"], None
 
 
-def submit(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: str | None) -> Accepted:
-    """Accept one send request.
+@dataclass
+class Planned:
+    """A send request turned into rows, not yet written."""
 
-    Args:
-        app_id: the calling app (from its API key).
-        api_key_id: the API key's id, kept on the notification for audit.
-        payload: the validated request (see ``notify.api.serializers.SendSerializer``).
-        idempotency_key: the ``Idempotency-Key`` header or ``event_id``; None for none.
+    notification: Notification
+    deliveries: list[Delivery]
+    body: dict
 
-    Returns:
-        Accepted with the 202 body ``{"id", "event_id", "deliveries": [{"id", "channel", "to",
-        "status", "reason"}]}``.
+    @property
+    def to_publish(self) -> list[tuple[uuid.UUID, str]]:
+        return [(d.id, d.channel) for d in self.deliveries if d.status == DeliveryStatus.QUEUED]
+
+
+def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: str | None) -> Planned:
+    """Validate one send request against the recipient, preferences, rate limits and templates,
+    and build its notification and delivery rows (nothing is written).
 
     Raises:
-        SendRejected: unknown recipient or template, unusable content, reused idempotency key with
-            another body. Nothing is written or queued in that case.
+        SendRejected: unknown recipient or template, unusable content.
     """
-    digest = request_hash(payload)
-    if idempotency_key:
-        earlier = _existing(app_id, idempotency_key, digest)
-        if earlier:
-            return earlier
-
     profile = cache.load_profile(app_id, payload["recipient"])
     if profile is None:
         raise SendRejected("recipient_not_found", f"no recipient {payload['recipient']!r}", status=404,
@@ -167,17 +164,49 @@ def submit(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: 
     body = {"id": str(notification_id), "event_id": idempotency_key, "deliveries": summary}
     notification = Notification(
         id=notification_id, app_id=app_id, api_key_id=api_key_id, recipient_id=profile["id"],
-        idempotency_key=idempotency_key, request_hash=digest, category=category,
+        idempotency_key=idempotency_key, request_hash=request_hash(payload), category=category,
         template_id=template["id"] if template else None, template_version=template["version"] if template else None,
         data=payload.get("data") or {}, content=content, priority=payload.get("priority") or "normal",
         ttl=ttl, expires_at=now + dt.timedelta(seconds=ttl), response=body,
     )
-    to_publish = [(d.id, d.channel) for d in deliveries if d.status == DeliveryStatus.QUEUED]
+    return Planned(notification, deliveries, body)
+
+
+def write(planned: list[Planned]) -> None:
+    """Insert the notifications and deliveries in one transaction and publish the queued
+    deliveries once it has committed. Raises IntegrityError on an idempotency-key race."""
+    with transaction.atomic():
+        Notification.objects.bulk_create([p.notification for p in planned])
+        Delivery.objects.bulk_create([d for p in planned for d in p.deliveries])
+        to_publish = [item for p in planned for item in p.to_publish]
+        transaction.on_commit(lambda: publish_deliveries(to_publish))
+
+
+def submit(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: str | None) -> Accepted:
+    """Accept one send request.
+
+    Args:
+        app_id: the calling app (from its API key).
+        api_key_id: the API key's id, kept on the notification for audit.
+        payload: the validated request (see ``notify.api.serializers.SendSerializer``).
+        idempotency_key: the ``Idempotency-Key`` header or ``event_id``; None for none.
+
+    Returns:
+        Accepted with the 202 body ``{"id", "event_id", "deliveries": [{"id", "channel", "to",
+        "status", "reason"}]}``.
+
+    Raises:
+        SendRejected: unknown recipient or template, unusable content, reused idempotency key with
+            another body. Nothing is written or queued in that case.
+    """
+    digest = request_hash(payload)
+    if idempotency_key:
+        earlier = _existing(app_id, idempotency_key, digest)
+        if earlier:
+            return earlier
+    planned = plan(app_id, api_key_id, payload, idempotency_key)
     try:
-        with transaction.atomic():
-            notification.save(force_insert=True)
-            Delivery.objects.bulk_create(deliveries)
-            transaction.on_commit(lambda: publish_deliveries(to_publish))
+        write([planned])
     except IntegrityError:
         # A concurrent request with the same key won the insert: answer with its response.
         if idempotency_key:
@@ -185,4 +214,63 @@ def submit(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: 
             if earlier:
                 return earlier
         raise
-    return Accepted(body)
+    return Accepted(planned.body)
+
+
+class BatchRejected(SendRejected):
+    """Some items of a batch are refused; ``items`` maps the item's index to its error body."""
+
+    def __init__(self, items: dict[int, dict]):
+        super().__init__("batch_rejected", f"{len(items)} notification(s) of the batch are refused; nothing was sent",
+                         status=400)
+        self.items = items
+
+
+def submit_batch(app_id: int, api_key_id: str | None, items: list[tuple[dict, str | None]]) -> list[Accepted]:
+    """Accept many send requests at once: all or none.
+
+    One query finds earlier idempotency keys, each new item is planned, and all rows are written
+    in one transaction with one publishing session (the per-request costs of a single send are
+    paid once per batch).
+
+    Args:
+        items: ``(payload, idempotency_key)`` pairs, as for :func:`submit`.
+    Returns:
+        One Accepted per item, in order (replays of earlier keys included).
+    Raises:
+        BatchRejected: one or more items are invalid (duplicate key in the batch, key reused with
+            another body, unknown recipient, ...); nothing is written or queued.
+    """
+    for _ in range(2):  # a second pass only after losing an idempotency-key race
+        keys = [key for _, key in items if key]
+        earlier = {row["idempotency_key"]: row for row in Notification.objects.filter(
+            app_id=app_id, idempotency_key__in=keys).values("idempotency_key", "request_hash", "response")}
+        results: list[Accepted | None] = []
+        planned: list[Planned] = []
+        errors: dict[int, dict] = {}
+        seen: set[str] = set()
+        for index, (payload, key) in enumerate(items):
+            try:
+                if key and key in seen:
+                    raise SendRejected("duplicate_idempotency_key", "the same key twice in one batch")
+                seen.add(key) if key else None
+                if key in earlier:
+                    if earlier[key]["request_hash"] != request_hash(payload):
+                        raise SendRejected("idempotency_key_reused",
+                                           "this Idempotency-Key was used with a different request body", status=409)
+                    results.append(Accepted(earlier[key]["response"], replayed=True))
+                    continue
+                planned.append(plan(app_id, api_key_id, payload, key))
+                results.append(Accepted(planned[-1].body))
+            except SendRejected as exc:
+                errors[index] = {"code": exc.code, "message": str(exc), "fields": exc.fields}
+                results.append(None)
+        if errors:
+            raise BatchRejected(errors)
+        try:
+            if planned:
+                write(planned)
+            return results  # type: ignore[return-value]
+        except IntegrityError:
+            continue
+    raise SendRejected("conflict", "idempotency keys of this batch are being used concurrently; retry", status=409)

@@ -1,14 +1,17 @@
-"""Throw-away TLS material: a local CA and one server certificate for 127.0.0.1 / localhost.
+"""Throw-away TLS material: a local CA and one server certificate for 127.0.0.1 / localhost
+(plus the ``--public-host`` name when it is another one).
 
 The CA is written to ``<dir>/ca.pem``; clients verify the sandbox's HTTPS ports against it
 (``httpx.Client(verify=ca)``, ``requests`` ``session.verify = ca`` / ``REQUESTS_CA_BUNDLE``,
-``boto3 ... verify=ca``). Files are created once and reused on later starts.
+``boto3 ... verify=ca``). Files are created once and reused on later starts; only the server
+certificate is re-issued (by the same CA) when it lacks the public host's SAN.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import ipaddress
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .ports import HOST, normalize_host
+
+log = logging.getLogger("sandbox.certs")
 
 
 @dataclass(frozen=True)
@@ -48,25 +55,52 @@ def _pem_key(key) -> bytes:
     )
 
 
-def ensure_tls(directory: Path) -> TlsFiles:
-    """Create (once) the CA and the server certificate under ``directory``.
+def _san_entry(host: str) -> x509.GeneralName:
+    """``host`` as a SAN entry: ``IPAddress`` for an IP literal, else ``DNSName``."""
+    host = normalize_host(host)
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
 
-    The server certificate has SANs ``127.0.0.1``, ``::1`` and ``localhost``, EKU serverAuth,
-    subject/authority key identifiers (strict X.509 verifiers need them) and is valid for ten
-    years. Existing files are reused untouched.
 
-    Returns:
-        :class:`TlsFiles` with absolute paths.
-    """
-    directory = Path(directory).resolve()
-    files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
-    if files.ca_file.exists() and files.cert_file.exists() and files.key_file.exists():
-        return files
+def _default_sans() -> list[x509.GeneralName]:
+    return [
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
 
+
+def _same_name(a: x509.GeneralName, b: x509.GeneralName) -> bool:
+    if isinstance(a, x509.DNSName) and isinstance(b, x509.DNSName):
+        return a.value.lower().rstrip(".") == b.value.lower().rstrip(".")
+    return type(a) is type(b) and a.value == b.value
+
+
+def _with(sans: list[x509.GeneralName], extra: x509.GeneralName) -> list[x509.GeneralName]:
+    """``sans`` plus ``extra`` at the end unless already present."""
+    if any(_same_name(s, extra) for s in sans):
+        return list(sans)
+    return [*sans, extra]
+
+
+def _cert_sans(cert_file: Path) -> list[x509.GeneralName] | None:
+    """SAN entries of the first certificate in ``cert_file``; None when unreadable."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+        return list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return None
+
+
+def _validity() -> tuple[_dt.datetime, _dt.datetime]:
     now = _dt.datetime.now(_dt.timezone.utc)
-    start = now - _dt.timedelta(days=1)
-    end = now + _dt.timedelta(days=3650)
+    return now - _dt.timedelta(days=1), now + _dt.timedelta(days=3650)
 
+
+def _new_ca() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    start, end = _validity()
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "notify provider sandbox"),
@@ -93,24 +127,23 @@ def ensure_tls(directory: Path) -> TlsFiles:
         .add_extension(ca_ski, critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+    return ca_cert, ca_key
 
+
+def _new_server_cert(ca_cert: x509.Certificate, ca_key, sans: list[x509.GeneralName]
+                     ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    start, end = _validity()
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
+        .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(end)
-        .add_extension(
-            x509.SubjectAlternativeName([
-                x509.DNSName("localhost"),
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                x509.IPAddress(ipaddress.ip_address("::1")),
-            ]),
-            critical=False,
-        )
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -127,11 +160,55 @@ def ensure_tls(directory: Path) -> TlsFiles:
         )
         .sign(ca_key, hashes.SHA256())
     )
+    return cert, key
+
+
+def _write_server(files: TlsFiles, cert: x509.Certificate, key, ca_pem: bytes) -> None:
+    _write_private(files.key_file, _pem_key(key))
+    files.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + ca_pem)
+
+
+def ensure_tls(directory: Path, public_host: str = HOST) -> TlsFiles:
+    """Create (once) the CA and the server certificate under ``directory``.
+
+    The server certificate has SANs ``localhost``, ``127.0.0.1`` and ``::1`` (plus
+    ``public_host`` as a DNS name or IP address when it is none of these), EKU serverAuth,
+    subject/authority key identifiers (strict X.509 verifiers need them) and is valid for ten
+    years. Existing files are reused untouched when the server certificate already names
+    ``public_host``; otherwise a new server key and certificate are issued by the existing CA
+    (``ca.pem`` / ``ca-key.pem`` are kept, so clients that trust the CA keep working) with the
+    old certificate's SANs plus ``public_host``. Only if the CA key is missing is everything
+    created anew.
+
+    Returns:
+        :class:`TlsFiles` with absolute paths.
+    """
+    directory = Path(directory).resolve()
+    files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
+    wanted = _san_entry(public_host)
+    ca_key_file = directory / "ca-key.pem"
+    if files.ca_file.exists() and files.cert_file.exists() and files.key_file.exists():
+        current = _cert_sans(files.cert_file)
+        if current is not None and any(_same_name(s, wanted) for s in current):
+            return files
+        if ca_key_file.exists():
+            ca_pem = files.ca_file.read_bytes()
+            ca_cert = x509.load_pem_x509_certificate(ca_pem)
+            ca_key = serialization.load_pem_private_key(ca_key_file.read_bytes(), None)
+            sans = _with(current if current else _default_sans(), wanted)
+            cert, key = _new_server_cert(ca_cert, ca_key, sans)
+            _write_server(files, cert, key, ca_pem)
+            log.info("re-issued %s with SAN %s (CA kept)", files.cert_file, wanted.value)
+            return files
+        log.warning("%s lacks SAN %s and %s is missing: creating a new CA",
+                    files.cert_file, wanted.value, ca_key_file)
+
+    ca_cert, ca_key = _new_ca()
+    cert, key = _new_server_cert(ca_cert, ca_key, _with(_default_sans(), wanted))
 
     directory.mkdir(parents=True, exist_ok=True)
     ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
-    _write_private(directory / "ca-key.pem", _pem_key(ca_key))
-    _write_private(files.key_file, _pem_key(key))
-    files.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + ca_pem)
+    _write_private(ca_key_file, _pem_key(ca_key))
+    _write_server(files, cert, key, ca_pem)
     files.ca_file.write_bytes(ca_pem)
     return files

@@ -6,8 +6,8 @@ What is created under ``<dir>`` (all keys are fresh random keys, never real ones
   with a 10-character key id and team id;
 - ``fcm-service-account.json``: a Google service-account file in the real shape (``type``,
   ``project_id``, ``private_key_id``, ``private_key`` RSA-2048 PEM, ``client_email``, ``token_uri``
-  …). ``token_uri`` points at the sandbox FCM port ``/token`` and is rewritten on every start, so
-  the port base may change between runs;
+  …). ``token_uri`` points at the sandbox FCM port ``/token`` (on ``--public-host``) and is rewritten on
+  every start, so the port base and public host may change between runs;
 - ``vapid_private.pem``: the demo application server's VAPID key (EC P-256, PKCS#8 PEM);
 - ``credentials.json``: ids and secrets (Twilio account SID/auth token, SES access keys, …).
 
@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .certs import TlsFiles, ensure_tls
-from .ports import HOST, Ports
+from .ports import Ports
 
 APNS_TOPIC = "com.example.notify"
 FCM_PROJECT_ID = "notify-sandbox"
@@ -132,15 +132,16 @@ def ensure_credentials(directory: Path | str, ports: Ports) -> Credentials:
 
     Args:
         directory: sandbox directory (created if missing).
-        ports: the port layout of this run; only ``token_uri`` in the FCM service-account file
-            depends on it.
+        ports: the port layout and public host of this run; only ``token_uri`` in the FCM
+            service-account file and the server certificate's SANs (see
+            :func:`~sandbox.certs.ensure_tls`) depend on it.
 
     Returns:
         :class:`Credentials` with absolute paths.
     """
     directory = Path(directory).resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    tls = ensure_tls(directory)
+    tls = ensure_tls(directory, ports.public_host)
 
     meta_file = directory / "credentials.json"
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
@@ -227,7 +228,7 @@ def sandbox_json(c: Credentials) -> dict[str, Any]:
     """The ``sandbox.json`` document (shape fixed by sandbox/README.md)."""
     p = c.ports
     return {
-        "control_url": f"http://{HOST}:{p.control}",
+        "control_url": p.http(p.control),
         "ca_file": str(c.tls.ca_file),
         "apns": {
             "url": p.https(p.apns), "key_file": str(c.apns_key_file), "key_id": c.apns_key_id,
@@ -250,7 +251,7 @@ def sandbox_json(c: Credentials) -> dict[str, Any]:
             "url": p.https(p.ses), "region": c.ses_region, "access_key_id": c.ses_access_key_id,
             "secret_access_key": c.ses_secret_access_key, "from_address": c.ses_from,
         },
-        "smtp": {"host": HOST, "port": p.smtp},
+        "smtp": {"host": p.public_host, "port": p.smtp},
     }
 
 

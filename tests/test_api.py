@@ -247,3 +247,44 @@ def test_openapi_schema_describes_every_endpoint(client, db):
     assert "ApiKeyAuth" in schema["components"]["securitySchemes"]
     send = schema["paths"]["/api/v1/notifications"]["post"]
     assert "202" in send["responses"] and "requestBody" in send
+
+
+def test_unknown_nested_field_is_rejected(api, recipient):
+    before_db, before_q = db_counts(), queue_depths()
+    r = _send(api, {"recipient": recipient, "content": {"sms": {"body": "hi", "bodyy": "typo"}}})
+    assert r.status_code == 400 and "content.sms.bodyy" in r.json()["error"]["fields"]
+    assert db_counts() == before_db and queue_depths() == before_q
+
+
+def test_batch_accepts_all_items_in_one_call(api, recipient):
+    before = queue_depths()
+    items = [{"recipient": recipient, "content": {"sms": {"body": f"#{i}"}}, "event_id": f"b-{i}"} for i in range(3)]
+    r = api.post("/api/v1/notifications/batch", {"notifications": items}, format="json")
+    assert r.status_code == 202, r.content
+    bodies = r.json()["notifications"]
+    assert [b["event_id"] for b in bodies] == ["b-0", "b-1", "b-2"]
+    assert queue_depths()["sms"] == before["sms"] + 3
+    again = api.post("/api/v1/notifications/batch", {"notifications": items}, format="json")
+    assert again.json()["notifications"] == bodies
+    assert Notification.objects.filter(idempotency_key__startswith="b-").count() == 3
+    assert queue_depths()["sms"] == before["sms"] + 3
+
+
+@pytest.mark.parametrize("bad_item,code", [
+    ({"recipient": "nobody", "content": {"sms": {"body": "x"}}}, "recipient_not_found"),
+    ({"recipient": USER, "content": {"sms": {"body": "x"}}, "event_id": "dup"}, "duplicate_idempotency_key"),
+])
+def test_batch_with_one_bad_item_writes_and_queues_nothing(api, recipient, bad_item, code):
+    before_db, before_q = db_counts(), queue_depths()
+    items = [{"recipient": recipient, "content": {"sms": {"body": "ok"}}, "event_id": "dup"}, bad_item]
+    r = api.post("/api/v1/notifications/batch", {"notifications": items}, format="json")
+    assert r.status_code == 400, r.content
+    assert r.json()["error"]["code"] == "batch_rejected"
+    assert r.json()["error"]["items"]["1"]["code"] == code
+    assert db_counts() == before_db and queue_depths() == before_q
+
+
+def test_batch_with_invalid_fields_is_400_with_item_paths(api, recipient):
+    r = api.post("/api/v1/notifications/batch", {"notifications": [{"recipient": recipient, "ttl": "x",
+                                                                     "content": {"sms": {"body": "x"}}}]}, format="json")
+    assert r.status_code == 400 and "notifications.0.ttl" in r.json()["error"]["fields"]

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from ..errors import SendRejected
+from ..sending import BatchRejected
 
 _CODES = {
     exceptions.ParseError: "invalid_json",
@@ -47,6 +48,10 @@ def _flatten(detail, prefix: str = "") -> dict:
 
 def exception_handler(exc, context):
     """DRF exception handler producing the shape above; SendRejected carries its own status."""
+    if isinstance(exc, BatchRejected):
+        body = error_body(exc.code, str(exc))
+        body["error"]["items"] = {str(index): item for index, item in exc.items.items()}
+        return Response(body, status=exc.status)
     if isinstance(exc, SendRejected):
         return Response(error_body(exc.code, str(exc), exc.fields), status=exc.status)
     if isinstance(exc, Ratelimited):

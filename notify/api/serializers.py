@@ -14,11 +14,13 @@ CHANNEL_CHOICES = [c.value for c in Channel]
 class StrictSerializer(serializers.Serializer):
     """Rejects unknown fields, so a typo is a 400 and not a silently ignored option."""
 
-    def validate(self, attrs):
-        unknown = set(getattr(self, "initial_data", {}) or {}) - set(self.fields)
-        if unknown:
-            raise serializers.ValidationError({name: ["unknown field"] for name in sorted(unknown)})
-        return attrs
+    def to_internal_value(self, data):
+        # Checked here rather than in validate() so nested and listed serializers check too.
+        if isinstance(data, dict):
+            unknown = set(data) - set(self.fields)
+            if unknown:
+                raise serializers.ValidationError({name: ["unknown field"] for name in sorted(unknown)})
+        return super().to_internal_value(data)
 
 
 class PushContent(StrictSerializer):
@@ -62,12 +64,18 @@ class SendSerializer(StrictSerializer):
     event_id = serializers.CharField(max_length=255, required=False)
 
     def validate(self, attrs):
-        attrs = super().validate(attrs)
         if bool(attrs.get("template")) == bool(attrs.get("content")):
             raise serializers.ValidationError({"template": ["give either template (with data) or content"]})
         if "channels" in attrs and len(set(attrs["channels"])) != len(attrs["channels"]):
             raise serializers.ValidationError({"channels": ["duplicate channel"]})
         return attrs
+
+
+class BatchSerializer(StrictSerializer):
+    """``POST /api/v1/notifications/batch``: up to 500 send requests, each with its own
+    ``event_id`` as idempotency key."""
+
+    notifications = SendSerializer(many=True, allow_empty=False, max_length=500)
 
 
 class RecipientSerializer(serializers.ModelSerializer):

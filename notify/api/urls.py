@@ -5,6 +5,7 @@ from . import views
 
 urlpatterns = [
     path("notifications", views.NotificationListView.as_view(), name="notifications"),
+    path("notifications/batch", views.NotificationBatchView.as_view(), name="notifications-batch"),
     path("notifications/<uuid:notification_id>", views.NotificationDetailView.as_view(), name="notification"),
     path("recipients/<str:external_id>", views.RecipientView.as_view(), name="recipient"),
     path("recipients/<str:external_id>/devices", views.DeviceListView.as_view(), name="devices"),

@@ -59,7 +59,28 @@ class NotificationListView(APIView):
         return Response(accepted.body, status=status.HTTP_202_ACCEPTED, headers=headers)
 
 
-def _jsonable(payload: dict) -> dict:
+class Batch(drf_serializers.Serializer):
+    notifications = Accepted(many=True)
+
+
+class NotificationBatchView(APIView):
+    """``POST /api/v1/notifications/batch``: accept up to 500 notifications in one call, all or
+    none (202, or 400 ``batch_rejected`` with the refused items by index)."""
+
+    @extend_schema(request=s.BatchSerializer, responses={202: Batch, 400: OpenApiResponse(description="refused items")})
+    @method_decorator(ratelimit(key=_api_key_group, rate=settings.NOTIFY_API_RATE_LIMIT, block=True))
+    def post(self, request):
+        serializer = s.BatchSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        items = []
+        for item in _jsonable(serializer.validated_data["notifications"]):
+            key = item.pop("event_id", None)
+            items.append((item, key))
+        accepted = sending.submit_batch(request.user.app_id, request.user.key_id, items)
+        return Response({"notifications": [a.body for a in accepted]}, status=status.HTTP_202_ACCEPTED)
+
+
+def _jsonable(payload):
     """Validated data → plain JSON types (nested serializers give OrderedDicts)."""
     import json
 
