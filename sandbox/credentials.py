@@ -6,8 +6,8 @@ What is created under ``<dir>`` (all keys are fresh random keys, never real ones
   with a 10-character key id and team id;
 - ``fcm-service-account.json``: a Google service-account file in the real shape (``type``,
   ``project_id``, ``private_key_id``, ``private_key`` RSA-2048 PEM, ``client_email``, ``token_uri``
-  …). ``token_uri`` points at the sandbox FCM port ``/token`` (on ``--public-host``) and is rewritten on
-  every start, so the port base and public host may change between runs;
+  …). ``token_uri`` points at the sandbox FCM port ``/token`` (on ``--public-host``) and is
+  rewritten on every start, so the port base and public host may change between runs;
 - ``vapid_private.pem``: the demo application server's VAPID key (EC P-256, PKCS#8 PEM);
 - ``credentials.json``: ids and secrets (Twilio account SID/auth token, SES access keys, …).
 

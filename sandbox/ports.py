@@ -32,15 +32,6 @@ def normalize_host(host: str) -> str:
     return text.lower()
 
 
-def is_ip(host: str) -> bool:
-    """True when ``host`` (brackets allowed) is an IPv4/IPv6 address literal."""
-    try:
-        ipaddress.ip_address(host.strip().strip("[]"))
-        return True
-    except ValueError:
-        return False
-
-
 def url_host(host: str) -> str:
     """``host`` as written in a URL authority: IPv6 literals in brackets."""
     if ":" in host and not host.startswith("["):

@@ -18,7 +18,7 @@ from .apns import ApnsApp
 from .control import build_control_app
 from .credentials import ensure_credentials, write_sandbox_files
 from .fcm import FcmApp
-from .ports import HOST, Ports
+from .ports import HOST, Ports, connect_host, url_host
 from .ses import SesApp
 from .smtp import start_smtp
 from .state import SandboxState
@@ -28,9 +28,10 @@ from .webpush import WebPushApp
 log = logging.getLogger("sandbox")
 
 
-def _config(port: int, tls: bool, creds, alpn: list[str] | None = None) -> Config:
+def _config(port: int, tls: bool, creds, alpn: list[str] | None = None,
+            host: str = HOST) -> Config:
     cfg = Config()
-    cfg.bind = [f"{HOST}:{port}"]
+    cfg.bind = [f"{url_host(host)}:{port}"]
     cfg.accesslog = None
     cfg.errorlog = logging.getLogger("hypercorn.error")
     cfg.keep_alive_timeout = 600
@@ -57,9 +58,9 @@ async def _serve(app, cfg: Config, stop: asyncio.Event) -> None:
         # hypercorn's own cleanup can trip over the cancellation; nothing left to do then
 
 
-def _port_open(port: int) -> bool:
+def _port_open(port: int, host: str = HOST) -> bool:
     try:
-        with socket.create_connection((HOST, port), timeout=0.2):
+        with socket.create_connection((connect_host(host), port), timeout=0.2):
             return True
     except OSError:
         return False
@@ -67,16 +68,21 @@ def _port_open(port: int) -> bool:
 
 async def run(directory: str | Path, port_base: int,
               callback_delays: tuple[float, float] = (0.05, 0.15),
-              ready_timeout: float = 30.0) -> int:
+              ready_timeout: float = 30.0, host: str = HOST, public_host: str = HOST,
+              callback_hosts: tuple[str, ...] = ()) -> int:
     """Start every service, print ``sandbox ready <dir>/sandbox.json`` once all ports accept
-    connections, and serve until SIGTERM/SIGINT. Returns the process exit code."""
-    ports = Ports(port_base)
-    busy = [p for p in ports.all() if _port_open(p)]
+    connections, and serve until SIGTERM/SIGINT. Returns the process exit code.
+
+    ``host`` is the bind address of every port, ``public_host`` the host name written into the
+    advertised URLs (and the server certificate), ``callback_hosts`` the hosts Twilio callbacks
+    may reach besides loopback."""
+    ports = Ports(port_base, public_host)
+    busy = [p for p in ports.all() if _port_open(p, host)]
     if busy:
         print(f"sandbox: ports already in use: {busy}", file=sys.stderr, flush=True)
         return 2
     creds = ensure_credentials(directory, ports)
-    state = SandboxState(creds, callback_delays=callback_delays)
+    state = SandboxState(creds, callback_delays=callback_delays, callback_hosts=callback_hosts)
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -87,14 +93,14 @@ async def run(directory: str | Path, port_base: int,
     await loop.run_in_executor(None, ses.start)
     twilio = TwilioApp(state)
     apps = [
-        (build_control_app(state), _config(ports.control, False, creds)),
-        (ApnsApp(state), _config(ports.apns, True, creds, alpn=["h2"])),
-        (FcmApp(state), _config(ports.fcm, True, creds)),
-        (WebPushApp(state), _config(ports.webpush, True, creds)),
-        (twilio, _config(ports.twilio, True, creds)),
-        (ses, _config(ports.ses, True, creds)),
+        (build_control_app(state), _config(ports.control, False, creds, host=host)),
+        (ApnsApp(state), _config(ports.apns, True, creds, alpn=["h2"], host=host)),
+        (FcmApp(state), _config(ports.fcm, True, creds, host=host)),
+        (WebPushApp(state), _config(ports.webpush, True, creds, host=host)),
+        (twilio, _config(ports.twilio, True, creds, host=host)),
+        (ses, _config(ports.ses, True, creds, host=host)),
     ]
-    smtp = await loop.run_in_executor(None, start_smtp, state, HOST, ports.smtp)
+    smtp = await loop.run_in_executor(None, start_smtp, state, host, ports.smtp)
     servers = [asyncio.create_task(_serve(app, cfg, stop)) for app, cfg in apps]
 
     async def flusher() -> None:
@@ -114,7 +120,7 @@ async def run(directory: str | Path, port_base: int,
                 code = 1
                 stop.set()
                 break
-            if all(await asyncio.gather(*(loop.run_in_executor(None, _port_open, p)
+            if all(await asyncio.gather(*(loop.run_in_executor(None, _port_open, p, host)
                                           for p in ports.all()))):
                 out = write_sandbox_files(creds)
                 print(f"sandbox ready {out}", flush=True)

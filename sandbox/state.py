@@ -10,12 +10,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .credentials import Credentials, b64url, b64url_decode, ec_public_raw
 from .faults import FaultStore
+from .ports import normalize_host
 from .records import RecordStore
 
 DEAD_TOKEN_PROVIDERS = ("apns", "fcm", "webpush")
@@ -120,9 +121,12 @@ class SandboxState:
         creds: :class:`~sandbox.credentials.Credentials` (keys, ids, ports).
         records / faults / dead / subscriptions: the stores.
         callback_delays: seconds before Twilio's ``sent`` and ``delivered`` callbacks.
+        callback_hosts: host names / IPs (normalized) that Twilio callbacks may be POSTed to
+            besides loopback (``--callback-hosts``).
     """
 
-    def __init__(self, creds: Credentials, callback_delays: tuple[float, float] = (0.05, 0.15)):
+    def __init__(self, creds: Credentials, callback_delays: tuple[float, float] = (0.05, 0.15),
+                 callback_hosts: Iterable[str] = ()):
         self.creds = creds
         self.ports = creds.ports
         self.records = RecordStore(creds.directory / "records")
@@ -130,6 +134,7 @@ class SandboxState:
         self.dead = DeadTokens()
         self.subscriptions = Subscriptions(creds.directory)
         self.callback_delays = callback_delays
+        self.callback_hosts: frozenset[str] = frozenset(normalize_host(h) for h in callback_hosts)
         self.opted_out: set[str] = set()  # Twilio numbers that answered STOP
         self.twilio = None  # set by the Twilio app (message store for GET)
         self.started = time.time()

@@ -18,7 +18,9 @@ twilio.com/docs/usage/webhooks/webhooks-security:
 - Status callbacks: when ``StatusCallback`` is given, ``sent`` then ``delivered`` are POSTed to it
   (form-encoded ``MessageSid``, ``MessageStatus``, ``SmsSid``, ``SmsStatus``, ``To``, ``From``,
   ``AccountSid``, ``ApiVersion`` …) with ``X-Twilio-Signature`` computed by
-  ``twilio.request_validator.RequestValidator``. Only loopback callback URLs are called.
+  ``twilio.request_validator.RequestValidator``. Only loopback callback URLs and hosts listed
+  in ``--callback-hosts`` are called; any other URL is refused (never called) and the attempt's
+  ``error`` says why (``GET /twilio/messages`` → ``callbacks``).
 - ``GET .../Messages.json`` (filters ``To``, ``From``; ``PageSize``) and
   ``GET .../Messages/<sid>.json``.
 
@@ -45,6 +47,7 @@ from twilio.request_validator import RequestValidator
 
 from .common import Exchange, ProviderApp, Reject, json_response
 from .faults import Applied
+from .ports import normalize_host
 from .sms_segments import sms_info
 
 log = logging.getLogger("sandbox.twilio")
@@ -298,15 +301,20 @@ class TwilioApp(ProviderApp):
         """POST ``params`` form-encoded to ``url`` signed like Twilio (``X-Twilio-Signature``).
 
         Returns and keeps a log entry ``{"kind", "sid", "url", "params", "status", "error"}``.
-        Only loopback hosts are called (``error`` says so otherwise).
+        Only loopback hosts and the ``--callback-hosts`` allowlist are called (``error`` says so
+        otherwise).
         """
         entry: dict[str, Any] = {"kind": kind, "sid": sid, "url": url, "params": params,
                                  "status": None, "error": None, "time": time.time()}
         self.callbacks.append(entry)
         if len(self.callbacks) > 10_000:
             del self.callbacks[:1000]
-        if urlsplit(url).hostname not in _LOOPBACK:
-            entry["error"] = "only loopback callback URLs are called by the sandbox"
+        if not self._callback_allowed(url):
+            allowed = self.state.callback_hosts
+            entry["error"] = (
+                f"only loopback and --callback-hosts ({', '.join(sorted(allowed))}) callback "
+                f"URLs are called by the sandbox" if allowed
+                else "only loopback callback URLs are called by the sandbox")
             return entry
         signature = self._validator.compute_signature(url, params)
         try:
@@ -320,6 +328,19 @@ class TwilioApp(ProviderApp):
         except httpx.HTTPError as exc:
             entry["error"] = f"{type(exc).__name__}: {exc}"
         return entry
+
+    def _callback_allowed(self, url: str) -> bool:
+        """Loopback, or a host of the ``--callback-hosts`` allowlist (exact host match; any
+        port and scheme). A URL ``urlsplit`` cannot parse raises ``ValueError``, as before."""
+        host = urlsplit(url).hostname
+        if host in _LOOPBACK:
+            return True
+        if not host or not self.state.callback_hosts:
+            return False
+        try:
+            return normalize_host(host) in self.state.callback_hosts
+        except ValueError:
+            return False
 
     async def inbound(self, sender: str, body: str, url: str, to: str | None = None
                       ) -> dict[str, Any]:

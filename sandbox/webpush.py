@@ -2,7 +2,7 @@
 
 Subscriptions are created through the control API (``POST /webpush/subscriptions``), like a
 browser's ``pushManager.subscribe()``: a P-256 key pair and a 16-byte auth secret; the endpoint is
-``https://127.0.0.1:<port+3>/wp/<id>``.
+``https://<public host>:<port+3>/wp/<id>`` (``--public-host``, default 127.0.0.1).
 
 ``POST /wp/<id>`` rules:
 
