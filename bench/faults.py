@@ -46,7 +46,6 @@ API_PORT = 18300
 SANDBOX_PORT_BASE = 19900
 FINAL = ("sent", "failed", "expired", "suppressed", "dead_lettered")
 PENDING = ("queued", "sending", "retrying")
-CHANNELS = ("apns", "fcm", "webpush", "sms", "email")
 #: The sandbox provider that receives each channel's requests.
 PROVIDER = {"apns": "apns", "fcm": "fcm", "webpush": "webpush", "sms": "twilio", "email": "ses"}
 #: Recipient profiles, used in turn: which addresses a recipient has (mixed channels).

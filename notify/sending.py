@@ -18,10 +18,10 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import cache
+from . import breaker, cache
 from .content import CHANNEL_GROUP, check_content
 from .errors import SendRejected
-from .models import Delivery, DeliveryStatus, Notification
+from .models import Delivery, DeliveryLog, DeliveryStatus, Notification
 from .publishing import publish_deliveries
 from .ratelimit import over_limit
 from .rendering import RenderError, render_content
@@ -150,9 +150,15 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
 
     limited = over_limit(app_id, profile["id"], [channel for channel, _ in allowed])
     for channel, addresses in allowed:
+        held = breaker.state(channel) != breaker.CLOSED
         for device_id, address in addresses:
             if channel in limited:
                 add(channel, device_id, address, DeliveryStatus.SUPPRESSED, "rate_limited")
+            elif held:
+                # The provider is failing for everyone right now: park the delivery for the
+                # dispatcher instead of queueing a task that could only be rescheduled.
+                add(channel, device_id, address, DeliveryStatus.RETRYING, "circuit_open")
+                deliveries[-1].next_attempt_at = now + dt.timedelta(seconds=breaker.cooldown())
             else:
                 add(channel, device_id, address, DeliveryStatus.QUEUED)
 
@@ -178,6 +184,10 @@ def write(planned: list[Planned]) -> None:
     with transaction.atomic():
         Notification.objects.bulk_create([p.notification for p in planned])
         Delivery.objects.bulk_create([d for p in planned for d in p.deliveries])
+        parked = [d for p in planned for d in p.deliveries if d.status == DeliveryStatus.RETRYING]
+        if parked:
+            DeliveryLog.objects.bulk_create(DeliveryLog(delivery_id=d.id, from_status="", to_status="retrying",
+                                                        reason=d.reason) for d in parked)
         to_publish = [item for p in planned for item in p.to_publish]
         transaction.on_commit(lambda: publish_deliveries(to_publish))
 

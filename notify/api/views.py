@@ -27,7 +27,7 @@ class AcceptedDelivery(drf_serializers.Serializer):
     id = drf_serializers.UUIDField()
     channel = drf_serializers.CharField()
     to = drf_serializers.CharField(allow_null=True)
-    status = drf_serializers.ChoiceField(["queued", "suppressed"])
+    status = drf_serializers.ChoiceField(["queued", "retrying", "suppressed"])
     reason = drf_serializers.CharField(allow_null=True)
 
 
