@@ -32,8 +32,10 @@ enable_utc = True
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
-task_time_limit = 120
-task_soft_time_limit = 90
+# Above the longest a send may legitimately take: claim patience (60 s) + provider timeout +
+# outcome patience (120 s) while the database restarts.
+task_time_limit = 300
+task_soft_time_limit = 240
 # Task events cost one extra publish per task state; Flower switches them on in the workers
 # while it runs (enable_events), so they are off unless someone is watching.
 worker_send_task_events = os.environ.get("NOTIFY_TASK_EVENTS", "") == "1"

@@ -451,17 +451,9 @@ def recover(stack) -> None:
 # -- results -----------------------------------------------------------------------------------
 def db_retry(fn: Callable[[], Any], timeout: float = 120) -> Any:
     """Run a query, waiting out a database restart (this process's connection breaks too)."""
-    from django.db import InterfaceError, OperationalError, connection
+    from notify.dbretry import through_outage
 
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return fn()
-        except (OperationalError, InterfaceError):
-            if time.monotonic() > deadline:
-                raise
-            connection.close()
-            time.sleep(1)
+    return through_outage("reading results", timeout, fn)
 
 
 def wait_final(timeout: float) -> bool:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import OperationalError, InterfaceError, close_old_connections, connection
+from django.db import connection
 
 from channels.base import Message, Outcome, Result
 from channels.registry import get_channel
@@ -31,6 +31,7 @@ from channels.registry import get_channel
 from . import breaker
 from .cache import forget_recipient
 from .channel_config import config_for
+from .dbretry import through_outage
 from .deadletters import publish_dead_letter
 from .models import Device, Preference, Recipient
 from .unsubscribe import unsubscribe_url
@@ -105,22 +106,6 @@ CLAIM_PATIENCE = 60
 RECORD_PATIENCE = 120
 
 
-def _through_outage(what: str, patience: float, fn):
-    """Return ``fn()``, retrying on a fresh connection while the database is unreachable
-    (restart, failover) for up to ``patience`` seconds; then the error propagates."""
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            return fn()
-        except (OperationalError, InterfaceError):
-            if time.monotonic() > deadline:
-                raise
-            log.warning("database unavailable while %s; retrying", what)
-            close_old_connections()
-            connection.close()
-            time.sleep(1)
-
-
 def _claim_row(delivery_id: str) -> tuple[list[str], tuple] | None:
     with connection.cursor() as cursor:
         cursor.execute(_CLAIM_SQL, [settings.NOTIFY_SEND_LEASE, delivery_id])
@@ -137,7 +122,7 @@ def claim(delivery_id: str) -> Claim | None:
     claim is one autocommit statement, so a retry either finds the row still ``queued`` or, if
     the lost answer was a commit, finds it ``sending`` and leaves it to the lease.
     """
-    found = _through_outage(f"claiming delivery {delivery_id}", CLAIM_PATIENCE,
+    found = through_outage(f"claiming delivery {delivery_id}", CLAIM_PATIENCE,
                             lambda: _claim_row(delivery_id))
     if found is None:
         return None
@@ -204,7 +189,7 @@ def _record(c: Claim, status: str, result: Result | None, reason: str, delay: fl
 
     # The provider has answered: losing that answer would cause a resend. Wait the database out
     # (restart, failover) instead of giving up.
-    _through_outage(f"recording delivery {c.id}", RECORD_PATIENCE, write)
+    through_outage(f"recording delivery {c.id}", RECORD_PATIENCE, write)
 
 
 def _maybe_delivered(result: Result) -> bool:

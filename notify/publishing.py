@@ -18,7 +18,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from . import breaker
-from .models import Delivery, DeliveryStatus
+from .models import Delivery
 
 log = logging.getLogger(__name__)
 

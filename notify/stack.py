@@ -163,8 +163,11 @@ class Stack:
         if proc is None or proc.poll() is not None:
             return
         try:
-            os.killpg(proc.pid, sig)
+            # The main process first: a Celery worker then shuts down warm and lets its pool
+            # finish the sends in flight (signalling the whole group would kill them mid-send).
+            os.kill(proc.pid, sig)
             proc.wait(timeout)
+            os.killpg(proc.pid, signal.SIGKILL)  # anything the child left behind
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)

@@ -4,7 +4,9 @@ One task per channel, named ``notify.deliver.<channel>`` and routed by that name
 channel's own queue (``celeryconfig.task_routes``), so each channel has its own worker pool.
 """
 
+from celery.exceptions import Reject
 from celery.signals import worker_process_shutdown
+from django.db import InterfaceError, OperationalError
 
 from channels.registry import close_all
 
@@ -17,7 +19,12 @@ CHANNELS = ("apns", "fcm", "webpush", "sms", "email")
 def _deliver_task(channel: str):
     @app.task(name=f"notify.deliver.{channel}", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
     def deliver(delivery_id: str) -> str:
-        return delivery.send(delivery_id)
+        try:
+            return delivery.send(delivery_id)
+        except (OperationalError, InterfaceError) as exc:
+            # The database stayed away longer than the send waits: put the message back rather
+            # than acknowledge a delivery nobody has claimed or recorded.
+            raise Reject(exc, requeue=True) from exc
 
     deliver.__doc__ = f"Send one {channel} delivery by id (see notify.delivery.send)."
     return deliver

@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 
-from notify.models import Delivery, DeliveryLog, Notification, Preference, Recipient, Template
+from notify.models import Delivery, DeliveryLog, Notification, Recipient, Template
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -4,7 +4,6 @@ worker pools, keep their undisturbed latency (p95 within 10%)."""
 
 from __future__ import annotations
 
-import secrets
 import statistics
 import time
 
