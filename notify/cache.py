@@ -9,7 +9,7 @@ memory.
 from __future__ import annotations
 
 from django.core.cache import cache
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
 from .models import Device, Preference, Recipient, Template
@@ -87,11 +87,20 @@ def _recipient_changed(sender, instance: Recipient, **kwargs):
     forget_recipient(instance.app_id, instance.external_id)
 
 
+@receiver(pre_save, sender=Device)
+def _device_moving(sender, instance: Device, **kwargs):
+    # A token re-registered by another user moves the device: the previous owner's cached
+    # profile must forget it too, or that owner's next push would reach the new owner's phone.
+    if instance.pk:
+        instance._previous_recipient_id = Device.objects.filter(pk=instance.pk).values_list(
+            "recipient_id", flat=True).first()
+
+
 @receiver([post_save, post_delete], sender=Device)
 @receiver([post_save, post_delete], sender=Preference)
 def _recipient_part_changed(sender, instance, **kwargs):
-    recipient = Recipient.objects.filter(pk=instance.recipient_id).values("app_id", "external_id").first()
-    if recipient:
+    owners = {instance.recipient_id, getattr(instance, "_previous_recipient_id", None)} - {None}
+    for recipient in Recipient.objects.filter(pk__in=owners).values("app_id", "external_id"):
         forget_recipient(recipient["app_id"], recipient["external_id"])
 
 

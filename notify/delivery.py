@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from urllib.parse import urlsplit
 import random
 import time
 from dataclasses import dataclass
@@ -192,12 +193,26 @@ def _record(c: Claim, status: str, result: Result | None, reason: str, delay: fl
     through_outage(f"recording delivery {c.id}", RECORD_PATIENCE, write)
 
 
+#: HTTP answers that can come after the provider acted on the request (an internal error or a
+#: gateway that lost the answer). 429 and 503 say the request was refused before processing.
+AMBIGUOUS_STATUSES = frozenset({500, 502, 504})
+
+
 def _maybe_delivered(result: Result) -> bool:
-    """True when the request may have reached the provider although no answer came back (read
-    timeout, connection dropped after sending). The adapters set ``raw["maybe_delivered"]`` on
-    every transport RETRY; it is False only when the request certainly never left (refused
-    connection, connect timeout, TLS failure)."""
-    return bool(result.raw.get("maybe_delivered"))
+    """True when the provider may have delivered although the answer is a retry: no answer
+    after the request left (the adapters set ``raw["maybe_delivered"]``; False only when the
+    request certainly never left), or an ambiguous 5xx (:data:`AMBIGUOUS_STATUSES`)."""
+    return bool(result.raw.get("maybe_delivered")) or result.status in AMBIGUOUS_STATUSES
+
+
+def breaker_scope(c: Claim) -> str:
+    """What one circuit breaker covers: the provider for APNs, FCM, SMS and email; for Web Push
+    each push service (endpoint origin) on its own, since browsers use many and one that is down
+    must not hold back the others."""
+    if c.channel == "webpush":
+        url = urlsplit(c.address)
+        return f"webpush:{url.scheme}://{url.netloc}"
+    return c.channel
 
 
 def _after_failure(c: Claim, result: Result) -> None:
@@ -241,7 +256,8 @@ def send(delivery_id: str) -> str:
         _record(c, "failed", None, "outcome_unknown")
         return "failed"
 
-    if not breaker.may_call(c.channel):
+    scope = breaker_scope(c)
+    if not breaker.may_call(scope):
         # The provider is failing for everyone: wait with the others instead of adding a call.
         # The dispatcher holds the channel's retries until a probe succeeds.
         delay = breaker.cooldown() * random.uniform(1, 2)
@@ -255,16 +271,17 @@ def send(delivery_id: str) -> str:
 
     if result.outcome == Outcome.SENT:
         _record(c, "sent", result, "", duration=duration)
-        breaker.record_success(c.channel)
+        breaker.record_success(scope)
         return "sent"
     if result.outcome == Outcome.RETRY and policy["on_unknown_outcome"] == "fail" and _maybe_delivered(result):
         # The request reached the provider and no answer came back: it may have been delivered.
         # Resending could show the message twice on a channel that does not collapse resends,
         # so this is the same unknown outcome as a worker dying mid-send: fail visibly.
+        breaker.record_failure(scope)
         _record(c, "failed", result, f"outcome_unknown:{result.reason}", duration=duration)
         return "failed"
     if result.outcome == Outcome.RETRY:
-        breaker.record_failure(c.channel)
+        breaker.record_failure(scope)
         delay = retry_delay(c.attempt, result, policy)
         if c.attempt >= policy["max_attempts"] or c.age + delay > policy["max_age"]:
             reason = f"retries_exhausted:{result.reason or result.status}"

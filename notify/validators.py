@@ -4,13 +4,17 @@ internationalised allowed), APNs device tokens, FCM registration tokens, Web Pus
 from __future__ import annotations
 
 import base64
+import ipaddress
 import re
 import zoneinfo
 from urllib.parse import urlsplit
 
 import phonenumbers
+from django.conf import settings
 from email_validator import EmailNotValidError, validate_email
 from rest_framework import serializers
+
+from .channel_config import config_for
 
 _APNS_TOKEN = re.compile(r"^[0-9a-fA-F]{64}$")
 # FCM registration tokens are opaque; observed ones are ~150-180 chars of this alphabet.
@@ -31,9 +35,12 @@ def e164(value: str) -> str:
 
 
 def email_address(value: str) -> str:
-    """Return the normalised address; internationalised (SMTPUTF8) addresses are accepted."""
+    """Return the address as Amazon SES can send to it: an internationalised domain in its
+    ASCII (IDNA / punycode) form. Non-ASCII characters before the @ (SMTPUTF8) are refused,
+    since SES does not support them (SES Developer Guide, "Sending email": SES does not support
+    SMTPUTF8; domain names must be punycode)."""
     try:
-        return validate_email(value, check_deliverability=False, allow_smtputf8=True).normalized
+        return validate_email(value, check_deliverability=False, allow_smtputf8=False).ascii_email
     except EmailNotValidError as exc:
         raise serializers.ValidationError(str(exc)) from None
 
@@ -60,6 +67,28 @@ def _b64url_len(value: str, size: int, name: str) -> None:
         raise serializers.ValidationError(f"keys.{name} must decode to {size} bytes")
 
 
+def _public_push_host(url) -> bool:
+    """True unless the endpoint names a loopback, private, link-local or reserved address (or
+    ``localhost``): the workers POST to subscription endpoints, so a client must not be able to
+    point them at internal services. ``NOTIFY_WEBPUSH_PRIVATE_ENDPOINTS`` (``host:port`` list)
+    and the provider sandbox's own push service are the exceptions. Host names are not resolved
+    here; egress filtering at the network layer covers names that resolve inward."""
+    host = (url.hostname or "").lower()
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost" and not host.endswith(".localhost"):
+            return True
+    else:
+        if address.is_global:
+            return True
+    allowed = set(settings.NOTIFY_WEBPUSH_PRIVATE_ENDPOINTS)
+    sandbox_push = urlsplit(config_for("webpush").get("sandbox_push_url") or "")
+    if sandbox_push.netloc:
+        allowed.add(sandbox_push.netloc)
+    return url.netloc.lower() in allowed
+
+
 def webpush_subscription(value) -> dict:
     """A PushSubscription's JSON (W3C Push API): https ``endpoint``, ``keys.p256dh`` (65-byte
     uncompressed P-256 point, RFC 8291) and ``keys.auth`` (16 bytes)."""
@@ -68,6 +97,8 @@ def webpush_subscription(value) -> dict:
     endpoint = value.get("endpoint")
     if not isinstance(endpoint, str) or urlsplit(endpoint).scheme != "https" or not urlsplit(endpoint).netloc:
         raise serializers.ValidationError("subscription endpoint must be an https URL")
+    if not _public_push_host(urlsplit(endpoint)):
+        raise serializers.ValidationError("subscription endpoint must be a public push service")
     keys = value["keys"]
     _b64url_len(str(keys.get("p256dh", "")), 65, "p256dh")
     _b64url_len(str(keys.get("auth", "")), 16, "auth")

@@ -30,6 +30,9 @@ NOTIFY_CHANNEL_SETTINGS = {
         "timeout": ("NOTIFY_FCM_TIMEOUT", None, "10"),
     },
     "webpush": {
+        # Not a client setting: the sandbox's push service, whose private address subscriptions
+        # may use (notify.validators).
+        "sandbox_push_url": ("NOTIFY_SANDBOX_PUSH_URL", "webpush.url", None),
         "vapid_private_key_file": ("NOTIFY_VAPID_PRIVATE_KEY_FILE", "webpush.vapid_private_key_file", None),
         "vapid_public_key": ("NOTIFY_VAPID_PUBLIC_KEY", "webpush.vapid_public_key", None),
         "vapid_subject": ("NOTIFY_VAPID_SUBJECT", "webpush.vapid_subject", None),
@@ -88,6 +91,10 @@ NOTIFY_RETRY_POLICY = {
 #: A worker holds a delivery "sending" for at most this long (seconds) before another may take
 #: it over; must exceed the longest provider timeout.
 NOTIFY_SEND_LEASE = env_int("NOTIFY_SEND_LEASE", 60)
+#: ``host:port`` of Web Push services on private addresses that subscriptions may use (an
+#: on-premises push service); every other private, loopback or link-local endpoint is refused.
+NOTIFY_WEBPUSH_PRIVATE_ENDPOINTS = [h for h in env("NOTIFY_WEBPUSH_PRIVATE_ENDPOINTS", "").split(",") if h]
+
 #: A queued delivery whose publish failed is published again after this long (seconds).
 NOTIFY_REPUBLISH_AFTER = env_int("NOTIFY_REPUBLISH_AFTER", 5)
 #: A published delivery no worker claimed after this long (seconds) is published again (the

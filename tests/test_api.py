@@ -199,11 +199,19 @@ def test_bad_recipient_is_400_with_field_error(api, body, field):
 
 
 def test_internationalised_email_and_phones_of_several_countries_are_accepted(api):
-    for i, (email, phone) in enumerate([("지우@example.com", "+821012345678"), ("josé@exämple.es", "+34612345678"),
-                                        ("user@example.jp", "+819012345678"), ("a.b@example.co.uk", "+447911123456")]):
+    cases = [("jiwoo@예시.한국", "+821012345678", "jiwoo@xn--vv4b11d.xn--3e0b707e"),
+             ("jose@exämple.es", "+34612345678", "jose@xn--exmple-cua.es"),
+             ("user@example.jp", "+819012345678", "user@example.jp"),
+             ("a.b@example.co.uk", "+447911123456", "a.b@example.co.uk")]
+    for i, (email, phone, stored) in enumerate(cases):
         r = api.put(f"/api/v1/recipients/intl-{i}", {"email": email, "phone": phone}, format="json")
         assert r.status_code == 201, r.content
-        assert r.json()["phone"] == phone
+        assert (r.json()["phone"], r.json()["email"]) == (phone, stored)
+
+
+def test_non_ascii_local_part_is_refused_because_ses_cannot_send_it(api):
+    r = api.put("/api/v1/recipients/smtputf8", {"email": "지우@example.com"}, format="json")
+    assert r.status_code == 400 and "email" in r.json()["error"]["fields"]
 
 
 BAD_DEVICES = [
@@ -288,3 +296,36 @@ def test_batch_with_invalid_fields_is_400_with_item_paths(api, recipient):
     r = api.post("/api/v1/notifications/batch", {"notifications": [{"recipient": recipient, "ttl": "x",
                                                                      "content": {"sms": {"body": "x"}}}]}, format="json")
     assert r.status_code == 400 and "notifications.0.ttl" in r.json()["error"]["fields"]
+
+
+def test_device_moved_to_another_recipient_leaves_the_previous_owners_sends(api, recipient):
+    token = secrets.token_hex(32)
+    api.put("/api/v1/recipients/owner-a", {"name": "A"}, format="json")
+    api.put("/api/v1/recipients/owner-b", {"name": "B"}, format="json")
+    assert api.post("/api/v1/recipients/owner-a/devices", {"platform": "ios", "token": token}, format="json").status_code == 201
+    first = _send(api, {"recipient": "owner-a", "content": PUSH_ONLY}).json()
+    assert [d["to"] for d in first["deliveries"]] == [token]  # owner-a's profile is now cached
+    assert api.post("/api/v1/recipients/owner-b/devices", {"platform": "ios", "token": token}, format="json").status_code == 200
+    r = _send(api, {"recipient": "owner-a", "content": PUSH_ONLY})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "no_channel"
+    assert [d["to"] for d in _send(api, {"recipient": "owner-b", "content": PUSH_ONLY}).json()["deliveries"]] == [token]
+
+
+PUSH_ONLY = {"push": {"title": "for your eyes only"}}
+
+
+@pytest.mark.parametrize("endpoint", ["https://127.0.0.1:1/push/abc", "https://169.254.169.254/latest/meta-data",
+                                      "https://10.0.0.8/wp/1", "https://[::1]/wp/1", "https://localhost/wp/1"])
+def test_web_push_endpoint_on_an_internal_address_is_refused(api, recipient, endpoint):
+    before = db_counts()
+    r = api.post(f"/api/v1/recipients/{recipient}/devices",
+                 {"platform": "web", "subscription": browser_subscription(endpoint)}, format="json")
+    assert r.status_code == 400, r.content
+    assert db_counts() == before
+
+
+def test_web_push_endpoint_on_an_allowed_private_push_service_is_accepted(api, recipient, settings):
+    settings.NOTIFY_WEBPUSH_PRIVATE_ENDPOINTS = ["10.0.0.8:8443"]
+    r = api.post(f"/api/v1/recipients/{recipient}/devices",
+                 {"platform": "web", "subscription": browser_subscription("https://10.0.0.8:8443/wp/1")}, format="json")
+    assert r.status_code == 201, r.content

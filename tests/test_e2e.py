@@ -110,7 +110,7 @@ def test_sms_to_several_countries_and_an_internationalised_email(stack, key, con
     phones = ["+14155550123", "+447911123456", "+819012345678", "+34612345678"]
     notification_ids = []
     for i, phone in enumerate(phones):
-        register(stack, key, control, f"intl-{i}", phone=phone, email=f"josé{i}@exämple.es", platforms=())
+        register(stack, key, control, f"intl-{i}", phone=phone, email=f"jose{i}@exämple.es", platforms=())
         status, body = demo.call(stack.api_url, key, "POST", "/api/v1/notifications", {
             "recipient": f"intl-{i}", "content": {"sms": {"body": "Hello 👋 ¡hola! こんにちは"},
                                                   "email": {"subject": "Olá", "text": "Ça va? 🙂"}}})
@@ -121,6 +121,9 @@ def test_sms_to_several_countries_and_an_internationalised_email(stack, key, con
         assert {d["status"] for d in final["deliveries"]} == {"sent"}, final
     sent_to = {r["body"]["To"] for r in control.records("twilio") if r.get("accepted")}
     assert set(phones) <= sent_to
+    # The internationalised domain reaches SES in its punycode form, as SES requires.
+    mailed_to = {r["to"] for r in control.records("ses") if r.get("accepted")}
+    assert {f"jose{i}@xn--exmple-cua.es" for i in range(len(phones))} <= mailed_to
 
 
 def test_opted_out_channel_is_not_sent(stack, key, control):

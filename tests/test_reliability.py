@@ -24,6 +24,8 @@ STACK_ENV = {
     "NOTIFY_APNS_MAX_ATTEMPTS": "50",
     "NOTIFY_EMAIL_MAX_ATTEMPTS": "5",
     **{f"NOTIFY_{c}_BACKOFF_MAX": "2" for c in ("APNS", "FCM", "WEBPUSH", "SMS", "EMAIL")},
+    # A push service that is down (nothing listens there), for the per-origin breaker test.
+    "NOTIFY_WEBPUSH_PRIVATE_ENDPOINTS": "127.0.0.1:19699",
 }
 
 
@@ -274,3 +276,31 @@ def test_twilio_status_callbacks_are_verified_and_logged(stack, key, control):
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(forged, timeout=5)
     assert err.value.code == 400
+
+
+def test_sms_provider_500_after_accepting_fails_visibly_instead_of_sending_twice(stack, key, control):
+    register(stack, key, control, "sms500", phone="+821055554444", platforms=())
+    control.add_fault(provider="twilio", status=500, after_accept=True, count=1, to="+821055554444")
+    _, accepted = post(stack, key, {"recipient": "sms500", "content": {"sms": {"body": "한 번만"}}})
+    final = wait_final(stack, key, accepted["id"])
+    d = final["deliveries"][0]
+    assert (d["status"], d["attempts"]) == ("failed", 1)
+    assert Delivery.objects.get(id=d["id"]).reason.startswith("outcome_unknown")
+    assert len(control.inbox("twilio", to="+821055554444")) == 1
+
+
+def test_a_dead_web_push_service_does_not_hold_back_the_others(stack, key, control):
+    from tests.helpers import browser_subscription
+
+    register(stack, key, control, "dead-push", platforms=())
+    status, _ = demo.call(stack.api_url, key, "POST", "/api/v1/recipients/dead-push/devices",
+                          {"platform": "web", "subscription": browser_subscription("https://127.0.0.1:19699/wp/gone")})
+    assert status == 201
+    dead = [post(stack, key, {"recipient": "dead-push", "content": PUSH})[1]["id"] for _ in range(25)]
+    wait_until(lambda: DeliveryLog.objects.filter(delivery__notification_id__in=dead, reason="circuit_open").exists(),
+               timeout=30, message="the dead push service's breaker to trip")
+    register(stack, key, control, "live-push", platforms=("web",))
+    _, live = post(stack, key, {"recipient": "live-push", "content": PUSH})
+    final = wait_final(stack, key, live["id"], timeout=10)
+    assert final["deliveries"][0]["status"] == "sent"
+    assert not DeliveryLog.objects.filter(delivery__notification_id=live["id"], reason="circuit_open").exists()
