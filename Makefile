@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test install services migrate bench-e2e bench-sandbox bench-faults
+.PHONY: run test install services migrate reset bench-e2e bench-sandbox bench-faults
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,6 +25,13 @@ run: migrate
 ## Run the whole test suite against the real services and the provider sandbox.
 test: install services
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## Forget the local system's state: database `notify`, its queues, cache, sandbox and logs.
+reset: install services
+	psql -h 127.0.0.1 -U postgres -q -c "DROP DATABASE IF EXISTS notify" -c "CREATE DATABASE notify"
+	$(VENV)/bin/celery -A notify purge -f
+	redis-cli -n 0 flushdb >/dev/null
+	rm -rf var/sandbox var/log
 
 bench-e2e: migrate
 	$(PY) bench/e2e.py
