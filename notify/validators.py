@@ -100,8 +100,11 @@ def webpush_subscription(value) -> dict:
     if not _public_push_host(urlsplit(endpoint)):
         raise serializers.ValidationError("subscription endpoint must be a public push service")
     keys = value["keys"]
-    _b64url_len(str(keys.get("p256dh", "")), 65, "p256dh")
-    _b64url_len(str(keys.get("auth", "")), 16, "auth")
+    for name in ("p256dh", "auth"):
+        if not isinstance(keys.get(name), str):
+            raise serializers.ValidationError(f"keys.{name} must be a base64url string")
+    _b64url_len(keys["p256dh"], 65, "p256dh")
+    _b64url_len(keys["auth"], 16, "auth")
     return {"endpoint": endpoint, "keys": {"p256dh": keys["p256dh"], "auth": keys["auth"]}}
 
 
@@ -110,4 +113,75 @@ def timezone_name(value: str) -> str:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise serializers.ValidationError("not an IANA time zone name") from None
+    return value
+
+
+# NUL cannot be stored in PostgreSQL text or jsonb, and a lone surrogate cannot be encoded as
+# UTF-8 at all (psycopg, json.dumps(ensure_ascii=False).encode() and the providers all fail on it).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# C0 and C1 controls and DEL: never part of an id a product assigns, and NUL is unstorable.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_MAX_JSON_ERRORS = 20  # enough to fix a request; bounds the size of the error answer
+
+
+def _escaped(text: str, pattern: re.Pattern = _UNSTORABLE) -> str:
+    """``text`` with the characters of ``pattern`` written as ``\\uXXXX`` (an error message must
+    itself be encodable, so it cannot echo a lone surrogate)."""
+    return pattern.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def storable_json(value):
+    """Return ``value`` (parsed JSON) if every object key and string inside it, at any depth,
+    can be stored in PostgreSQL and encoded as UTF-8: no NUL (``\\u0000``) and no lone
+    surrogate (``\\ud800``-``\\udfff``).
+
+    Raises:
+        ValidationError: with a detail ``{"<path>": ["..."]}`` per offending key or string, the
+            path made of keys and list indexes joined by dots (``a.b.0``), e.g. ``data.a.b.0``
+            once a serializer prefixes its field name.
+    """
+    errors: dict[str, list[str]] = {}
+    # Iterative walk: the depth is bounded by the parser, but a validator should not depend on it.
+    stack: list[tuple[tuple[str, ...], object]] = [((), value)]
+    while stack and len(errors) < _MAX_JSON_ERRORS:
+        path, item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in reversed(list(item.items())):
+                key = str(key)
+                if _UNSTORABLE.search(key):
+                    errors[".".join(path + (_escaped(key),))] = [
+                        "key contains a NUL character or a lone surrogate, which cannot be stored"]
+                    continue
+                stack.append((path + (key,), child))
+        elif isinstance(item, list):
+            stack.extend((path + (str(index),), child) for index, child in reversed(list(enumerate(item))))
+        elif isinstance(item, str) and _UNSTORABLE.search(item):
+            errors[".".join(path) or "non_field_errors"] = [
+                "contains a NUL character or a lone surrogate, which cannot be stored"]
+    if errors:
+        raise serializers.ValidationError(errors)
+    return value
+
+
+def external_id(value: str) -> str:
+    """Return ``value`` if it can be a recipient's ``external_id``: 1 to 255 characters (the
+    column's size), no control characters (which include NUL) and no lone surrogates."""
+    if not value or len(value) > 255:
+        raise serializers.ValidationError("external id must be 1 to 255 characters")
+    if _CONTROL.search(value) or _UNSTORABLE.search(value):
+        raise serializers.ValidationError("external id must not contain control characters")
+    return value
+
+
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+def idempotency_key(value: str) -> str:
+    """Return an ``Idempotency-Key`` header value if it is 1 to 255 visible ASCII characters.
+
+    WSGI hands header values over decoded as latin-1, so a UTF-8 key would arrive garbled (and
+    be stored and echoed garbled): refusing non-ASCII is the only faithful answer.
+    """
+    if not _IDEMPOTENCY_KEY.fullmatch(value or ""):
+        raise serializers.ValidationError("1 to 255 visible ASCII characters (0x21-0x7E)")
     return value

@@ -23,10 +23,19 @@ class StrictSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class StorableJSONObject(serializers.DictField):
+    """A free-form JSON object (template data, push data) whose keys and strings, at any depth,
+    PostgreSQL can store: a NUL or a lone surrogate is a 400 naming its path (e.g.
+    ``data.a.b.0``) instead of a 500 from jsonb or from UTF-8 encoding further on."""
+
+    def to_internal_value(self, data):
+        return validators.storable_json(super().to_internal_value(data))
+
+
 class PushContent(StrictSerializer):
     title = serializers.CharField(max_length=256, required=False, allow_blank=True)
     body = serializers.CharField(max_length=4000, required=False, allow_blank=True)
-    data = serializers.DictField(required=False)
+    data = StorableJSONObject(required=False)
     badge = serializers.IntegerField(min_value=0, required=False)
     sound = serializers.CharField(max_length=64, required=False)
     image = serializers.URLField(required=False)
@@ -52,9 +61,9 @@ class Content(StrictSerializer):
 class SendSerializer(StrictSerializer):
     """``POST /api/v1/notifications``: a template name with data, or explicit content."""
 
-    recipient = serializers.CharField(max_length=255)
+    recipient = serializers.CharField(max_length=255, validators=[validators.external_id])
     template = serializers.SlugField(max_length=100, required=False)
-    data = serializers.DictField(required=False)
+    data = StorableJSONObject(required=False)
     content = Content(required=False)
     channels = serializers.ListField(child=serializers.ChoiceField(CHANNEL_CHOICES), required=False,
                                      allow_empty=False, max_length=5)
@@ -103,8 +112,15 @@ class RecipientSerializer(serializers.ModelSerializer):
         return attrs
 
 
+#: Longest Web Push endpoint accepted, in UTF-8 bytes. Endpoints of the push services are well
+#: under 1 KB; the bound keeps (app, platform, token) under the unique index's 2704-byte row limit.
+MAX_ENDPOINT_BYTES = 2048
+
+
 class DeviceSerializer(serializers.ModelSerializer):
-    token = serializers.CharField(required=False, max_length=4096)
+    # APNs tokens are 64 characters and FCM tokens ~160; 1024 leaves room for format changes while
+    # keeping the token under the unique index's 2704-byte row limit (a longer one was a 500).
+    token = serializers.CharField(required=False, max_length=1024)
     subscription = serializers.JSONField(required=False)
 
     class Meta:
@@ -115,8 +131,15 @@ class DeviceSerializer(serializers.ModelSerializer):
     def validate(self, attrs):
         platform = attrs["platform"]
         if platform == "web":
-            attrs["subscription"] = validators.webpush_subscription(attrs.get("subscription"))
-            attrs["token"] = attrs["subscription"]["endpoint"]
+            attrs["subscription"] = subscription = validators.webpush_subscription(attrs.get("subscription"))
+            try:
+                validators.storable_json(subscription)
+            except serializers.ValidationError as exc:
+                raise serializers.ValidationError({"subscription": exc.detail}) from None
+            if len(subscription["endpoint"].encode()) > MAX_ENDPOINT_BYTES:
+                raise serializers.ValidationError(
+                    {"subscription": {"endpoint": [f"longer than {MAX_ENDPOINT_BYTES} bytes"]}})
+            attrs["token"] = subscription["endpoint"]
         else:
             token = attrs.get("token")
             if not token:

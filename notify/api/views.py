@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.shortcuts import get_object_or_404
 from django.utils.decorators import method_decorator
 from django_ratelimit.decorators import ratelimit
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers as drf_serializers
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import sending
+from .. import sending, validators
 from ..models import Device, Notification, Preference, Recipient
 from ..models.recipients import PUSH_CHANNELS
 from . import serializers as s
+from .errors import error_body
 
 
 def _api_key_group(group, request):
@@ -37,29 +38,51 @@ class Accepted(drf_serializers.Serializer):
     deliveries = AcceptedDelivery(many=True)
 
 
+IDEMPOTENCY_KEY_HEADER = OpenApiParameter(
+    "Idempotency-Key", type={"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7E]+$"},
+    location=OpenApiParameter.HEADER, required=False,
+    description="Makes the send idempotent (a retry with the same key and body answers the first response; "
+                "another body is a 409). 1 to 255 visible ASCII characters; takes precedence over `event_id`.")
+
+
+def _idempotency_key_header(request) -> str | None:
+    """The request's ``Idempotency-Key`` header, or None without one.
+
+    Raises:
+        ValidationError: the header is present but not 1-255 visible ASCII characters.
+    """
+    value = request.headers.get("Idempotency-Key")
+    if value is None:
+        return None
+    try:
+        return validators.idempotency_key(value)
+    except drf_serializers.ValidationError as exc:
+        raise drf_serializers.ValidationError({"Idempotency-Key": exc.detail}) from None
+
+
 class NotificationListView(APIView):
     """``POST /api/v1/notifications``: accept one notification for one recipient (202)."""
 
-    @extend_schema(request=s.SendSerializer, responses={202: Accepted, 400: OpenApiResponse(description="invalid"),
-                                                        404: OpenApiResponse(description="unknown recipient or template"),
-                                                        409: OpenApiResponse(description="idempotency key reused")})
+    @extend_schema(request=s.SendSerializer, parameters=[IDEMPOTENCY_KEY_HEADER],
+                   responses={202: Accepted, 400: OpenApiResponse(description="invalid"),
+                              404: OpenApiResponse(description="unknown recipient or template"),
+                              409: OpenApiResponse(description="idempotency key reused")})
     @method_decorator(ratelimit(key=_api_key_group, rate=settings.NOTIFY_API_RATE_LIMIT, block=True))
     def post(self, request):
+        header_key = _idempotency_key_header(request)
         serializer = s.SendSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         payload = dict(serializer.validated_data)
-        header_key = request.headers.get("Idempotency-Key")
-        key = header_key or payload.pop("event_id", None)
-        payload.pop("event_id", None)
-        if key is not None and not (0 < len(key) <= 255):
-            return Response({"error": {"code": "invalid_request", "message": "bad Idempotency-Key",
-                                       "fields": {"Idempotency-Key": ["1 to 255 characters"]}}}, status=400)
+        event_id = payload.pop("event_id", None)
+        key = header_key if header_key is not None else event_id
         accepted = sending.submit(request.user.app_id, request.user.key_id, _jsonable(payload), key)
         headers = {"Idempotent-Replayed": "true"} if accepted.replayed else {}
         return Response(accepted.body, status=status.HTTP_202_ACCEPTED, headers=headers)
 
 
-class Batch(drf_serializers.Serializer):
+class AcceptedBatch(drf_serializers.Serializer):
+    # Not "Batch": drf-spectacular names components after the serializer minus "Serializer", so
+    # that would collide with the request's BatchSerializer and the 202 would show the request.
     notifications = Accepted(many=True)
 
 
@@ -67,9 +90,18 @@ class NotificationBatchView(APIView):
     """``POST /api/v1/notifications/batch``: accept up to 500 notifications in one call, all or
     none (202, or 400 ``batch_rejected`` with the refused items by index)."""
 
-    @extend_schema(request=s.BatchSerializer, responses={202: Batch, 400: OpenApiResponse(description="refused items")})
+    @extend_schema(request=s.BatchSerializer, responses={
+        202: AcceptedBatch,
+        400: OpenApiResponse(description="refused items, or an Idempotency-Key header (use each item's event_id)")})
     @method_decorator(ratelimit(key=_api_key_group, rate=settings.NOTIFY_API_RATE_LIMIT, block=True))
     def post(self, request):
+        if "Idempotency-Key" in request.headers:
+            # Silently ignoring it would let a client believe its batch retries are deduplicated.
+            return Response(error_body(
+                "idempotency_key_not_supported",
+                "the batch endpoint does not take an Idempotency-Key header: give each item its own event_id, "
+                "which is that item's idempotency key",
+                {"Idempotency-Key": ["not supported here; set event_id on each item"]}), status=400)
         serializer = s.BatchSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         items = []
@@ -102,7 +134,24 @@ def _recipient(request, external_id) -> Recipient:
     return get_object_or_404(Recipient, app_id=request.user.app_id, external_id=external_id)
 
 
-class RecipientView(APIView):
+def _find_recipient(app_id: int, external_id: str) -> Recipient | None:
+    return Recipient.objects.filter(app_id=app_id, external_id=external_id).first()
+
+
+class RecipientScopedView(APIView):
+    """Base of every ``/recipients/<external_id>/...`` view: refuses, with 400 before any query,
+    an ``external_id`` no recipient can have (NUL, which PostgreSQL refuses in text, other
+    control characters, or more than the column's 255 characters; each was a 500)."""
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)  # authentication first: a 401 stays a 401
+        try:
+            validators.external_id(kwargs["external_id"])
+        except drf_serializers.ValidationError as exc:
+            raise drf_serializers.ValidationError({"external_id": exc.detail}) from None
+
+
+class RecipientView(RecipientScopedView):
     """``PUT /api/v1/recipients/<external_id>`` creates or updates; ``GET`` reads."""
 
     @extend_schema(responses=s.RecipientSerializer)
@@ -111,15 +160,29 @@ class RecipientView(APIView):
 
     @extend_schema(request=s.RecipientSerializer, responses=s.RecipientSerializer)
     def put(self, request, external_id):
-        recipient = Recipient.objects.filter(app_id=request.user.app_id, external_id=external_id).first()
-        serializer = s.RecipientSerializer(recipient, data=request.data, partial=recipient is not None)
+        app_id = request.user.app_id
+        recipient = _find_recipient(app_id, external_id)
+        if recipient is None:
+            serializer = s.RecipientSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            try:
+                # A savepoint, so that losing the race does not break an enclosing transaction.
+                with transaction.atomic():
+                    recipient = serializer.save(app_id=app_id, external_id=external_id)
+                return Response(s.RecipientSerializer(recipient).data, status=201)
+            except IntegrityError:
+                # A concurrent PUT of the same new id committed first: apply this one as the
+                # update it would have been had it arrived a moment later.
+                recipient = _find_recipient(app_id, external_id)
+                if recipient is None:
+                    raise
+        serializer = s.RecipientSerializer(recipient, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        created = recipient is None
-        recipient = serializer.save(app_id=request.user.app_id, external_id=external_id)
-        return Response(s.RecipientSerializer(recipient).data, status=201 if created else 200)
+        recipient = serializer.save()
+        return Response(s.RecipientSerializer(recipient).data, status=200)
 
 
-class DeviceListView(APIView):
+class DeviceListView(RecipientScopedView):
     """``POST /api/v1/recipients/<external_id>/devices`` registers (or re-activates) a device."""
 
     @extend_schema(responses=s.DeviceSerializer(many=True))
@@ -140,7 +203,7 @@ class DeviceListView(APIView):
         return Response(s.DeviceSerializer(device).data, status=201 if created else 200)
 
 
-class DeviceDetailView(APIView):
+class DeviceDetailView(RecipientScopedView):
     """``DELETE /api/v1/recipients/<external_id>/devices/<id>`` removes a device."""
 
     @extend_schema(responses={204: None})
@@ -150,7 +213,7 @@ class DeviceDetailView(APIView):
         return Response(status=204)
 
 
-class PreferenceView(APIView):
+class PreferenceView(RecipientScopedView):
     """``GET``/``PUT /api/v1/recipients/<external_id>/preferences``: opt-ins and opt-outs.
 
     PUT body: ``{"preferences": [{"channel": "sms", "category": "", "enabled": false}]}``;
