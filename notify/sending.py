@@ -97,7 +97,8 @@ class Planned:
         return [(d.id, d.channel) for d in self.deliveries if d.status == DeliveryStatus.QUEUED]
 
 
-def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: str | None) -> Planned:
+def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: str | None,
+         digest: str | None = None) -> Planned:
     """Validate one send request against the recipient, preferences, rate limits and templates,
     and build its notification and delivery rows (nothing is written).
 
@@ -169,7 +170,7 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
     body = {"id": str(notification_id), "event_id": idempotency_key, "deliveries": summary}
     notification = Notification(
         id=notification_id, app_id=app_id, api_key_id=api_key_id, recipient_id=profile["id"],
-        idempotency_key=idempotency_key, request_hash=request_hash(payload), category=category,
+        idempotency_key=idempotency_key, request_hash=digest or request_hash(payload), category=category,
         template_id=template["id"] if template else None, template_version=template["version"] if template else None,
         data=payload.get("data") or {}, content=content, priority=payload.get("priority") or "normal",
         ttl=ttl, expires_at=now + dt.timedelta(seconds=ttl), response=body,
@@ -213,7 +214,7 @@ def submit(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: 
         earlier = _existing(app_id, idempotency_key, digest)
         if earlier:
             return earlier
-    planned = plan(app_id, api_key_id, payload, idempotency_key)
+    planned = plan(app_id, api_key_id, payload, idempotency_key, digest)
     try:
         write([planned])
     except IntegrityError:
@@ -260,9 +261,10 @@ def submit_batch(app_id: int, api_key_id: str | None, items: list[tuple[dict, st
         seen: set[str] = set()
         for index, (payload, key) in enumerate(items):
             try:
-                if key and key in seen:
-                    raise SendRejected("duplicate_idempotency_key", "the same key twice in one batch")
-                seen.add(key) if key else None
+                if key:
+                    if key in seen:
+                        raise SendRejected("duplicate_idempotency_key", "the same key twice in one batch")
+                    seen.add(key)
                 if key in earlier:
                     if earlier[key]["request_hash"] != request_hash(payload):
                         raise SendRejected("idempotency_key_reused",
