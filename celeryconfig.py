@@ -15,7 +15,7 @@ import os
 
 from kombu import Exchange, Queue
 
-CHANNELS = ("apns", "fcm", "webpush", "sms", "email")
+from channels.registry import CHANNELS
 
 broker_url = os.environ.get("NOTIFY_BROKER_URL") or "amqp://guest:guest@127.0.0.1:5672//"
 broker_connection_retry_on_startup = True

@@ -185,6 +185,11 @@ def is_retryable_status(status: int) -> bool:
     return status in (408, 429) or status >= 500
 
 
+#: Answers that can come after the provider acted on the request (an internal error, or a gateway
+#: that lost the answer); 429 and 503 say the request was refused before processing.
+AMBIGUOUS_STATUSES = frozenset({500, 502, 504})
+
+
 def http_result(status: int, *, headers: Mapping[str, Any] | None = None,
                 reason: str | None = None, provider_message_id: str | None = None,
                 dead_token: bool = False, retry_reasons: Collection[str] = (),
@@ -193,7 +198,8 @@ def http_result(status: int, *, headers: Mapping[str, Any] | None = None,
 
     Order: 2xx → SENT; ``dead_token`` → DEAD_TOKEN (the adapter decides, from status and
     reason, that the address is gone); ``reason in retry_reasons`` or 408/429/5xx → RETRY with
-    ``retry_after`` from the ``Retry-After`` header; any other status → FAILED.
+    ``retry_after`` from the ``Retry-After`` header, and ``raw["maybe_delivered"]`` True for
+    :data:`AMBIGUOUS_STATUSES` (the same flag transport errors carry); any other status → FAILED.
 
     Args:
         status: the HTTP status code.
@@ -212,6 +218,7 @@ def http_result(status: int, *, headers: Mapping[str, Any] | None = None,
     if dead_token:
         return Result(Outcome.DEAD_TOKEN, reason=reason, status=status, raw=raw)
     if (reason is not None and reason in retry_reasons) or is_retryable_status(status):
+        raw.setdefault("maybe_delivered", status in AMBIGUOUS_STATUSES)
         return Result(Outcome.RETRY, reason=reason, status=status, raw=raw,
                       retry_after=parse_retry_after(header(headers, "Retry-After")))
     return Result(Outcome.FAILED, reason=reason, status=status, raw=raw)

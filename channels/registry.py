@@ -23,6 +23,9 @@ CHANNEL_CLASSES: dict[str, str] = {
     "email": "channels.ses_email:SESEmailChannel",
 }
 
+#: The delivery channels, in one place: queues, tasks, workers and the API all derive from it.
+CHANNELS: tuple[str, ...] = tuple(CHANNEL_CLASSES)
+
 _lock = threading.Lock()
 _instances: dict[tuple[int, str], Channel] = {}
 

@@ -32,6 +32,7 @@ from channels.registry import get_channel
 from . import breaker
 from .cache import forget_recipient
 from .channel_config import config_for
+from .content import CHANNEL_GROUP
 from .dbretry import through_outage
 from .deadletters import publish_dead_letter
 from .models import Device, Preference, Recipient
@@ -77,7 +78,6 @@ SELECT id, now(), 'sending', %(status)s, %(attempt)s, %(reason)s, %(provider_sta
 RETURNING delivery_id
 """
 
-CONTENT_GROUP = {"apns": "push", "fcm": "push", "webpush": "push", "sms": "sms", "email": "email"}
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def retry_delay(attempt: int, result: Result, policy: dict) -> float:
 
 
 def _message(c: Claim) -> Message:
-    group = CONTENT_GROUP[c.channel]
+    group = CHANNEL_GROUP[c.channel]
     options: dict[str, Any] = {}
     base = settings.NOTIFY_PUBLIC_URL.rstrip("/")
     if c.channel == "sms":
@@ -193,16 +193,11 @@ def _record(c: Claim, status: str, result: Result | None, reason: str, delay: fl
     through_outage(f"recording delivery {c.id}", RECORD_PATIENCE, write)
 
 
-#: HTTP answers that can come after the provider acted on the request (an internal error or a
-#: gateway that lost the answer). 429 and 503 say the request was refused before processing.
-AMBIGUOUS_STATUSES = frozenset({500, 502, 504})
-
-
 def _maybe_delivered(result: Result) -> bool:
-    """True when the provider may have delivered although the answer is a retry: no answer
-    after the request left (the adapters set ``raw["maybe_delivered"]``; False only when the
-    request certainly never left), or an ambiguous 5xx (:data:`AMBIGUOUS_STATUSES`)."""
-    return bool(result.raw.get("maybe_delivered")) or result.status in AMBIGUOUS_STATUSES
+    """True when the provider may have delivered although the answer is a retry. The adapters
+    set ``raw["maybe_delivered"]`` on every RETRY: no answer after the request left, or an
+    ambiguous 5xx (``channels.http.AMBIGUOUS_STATUSES``)."""
+    return bool(result.raw.get("maybe_delivered"))
 
 
 def breaker_scope(c: Claim) -> str:

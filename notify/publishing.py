@@ -17,6 +17,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from channels.registry import CHANNELS
+
 from . import breaker
 from .models import Delivery
 
@@ -108,7 +110,7 @@ def dispatch_due(batch: int = 1000) -> int:
     Safe to run in several processes at once (``FOR UPDATE SKIP LOCKED``). Returns the count.
     """
     with transaction.atomic(), connection.cursor() as cursor:
-        held = breaker.tripped_channels(settings.NOTIFY_CHANNELS)
+        held = breaker.tripped_channels(CHANNELS)
         cursor.execute(_DUE_SQL, {"held": held, "limit": batch})
         due = [(row[0], row[1]) for row in cursor.fetchall()]
         for channel in held:

@@ -17,16 +17,16 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from channels.registry import CHANNELS
+
 from . import breaker, cache
 from .content import CHANNEL_GROUP, check_content
 from .errors import SendRejected
-from .models import Delivery, DeliveryLog, DeliveryStatus, Notification
+from .models import Delivery, DeliveryLog, DeliveryStatus, Device, Notification
 from .publishing import publish_deliveries
 from .ratelimit import over_limit
 from .rendering import RenderError, render_content
 
-ALL_CHANNELS = ("apns", "fcm", "webpush", "sms", "email")
-_PLATFORM_CHANNEL = {"ios": "apns", "android": "fcm", "web": "webpush"}
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def _addresses(channel: str, profile: dict) -> list[tuple[int | None, str]]:
         return [(None, profile["phone"])] if profile["phone"] else []
     if channel == "email":
         return [(None, profile["email"])] if profile["email"] else []
-    return [(d["id"], d["token"]) for d in profile["devices"] if _PLATFORM_CHANNEL[d["platform"]] == channel]
+    return [(d["id"], d["token"]) for d in profile["devices"] if Device.CHANNEL[d["platform"]] == channel]
 
 
 def _opted_in(profile: dict, channel: str, category: str) -> bool:
@@ -130,7 +130,7 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
         summary.append({"id": str(delivery.id), "channel": channel, "to": address or None,
                         "status": status, "reason": reason or None})
 
-    for channel in requested or ALL_CHANNELS:
+    for channel in requested or CHANNELS:
         group = CHANNEL_GROUP[channel]
         if group not in content:
             if requested:

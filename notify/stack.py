@@ -19,7 +19,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-CHANNELS = ("apns", "fcm", "webpush", "sms", "email")
+from channels.registry import CHANNELS
+
 PYTHON = sys.executable
 CELERY = str(Path(sys.executable).with_name("celery"))
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))

@@ -8,13 +8,10 @@ from celery.exceptions import Reject
 from celery.signals import worker_process_shutdown
 from django.db import InterfaceError, OperationalError
 
-from channels.registry import close_all
+from channels.registry import CHANNELS, close_all
 
 from . import delivery, publishing
 from .celery import app
-
-CHANNELS = ("apns", "fcm", "webpush", "sms", "email")
-
 
 def _deliver_task(channel: str):
     @app.task(name=f"notify.deliver.{channel}", acks_late=True, reject_on_worker_lost=True, ignore_result=True)

@@ -41,13 +41,15 @@ class TlsFiles:
     key_file: Path
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` readable by the owner only (key material)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
 
 
-def _pem_key(key) -> bytes:
+def pem_key(key) -> bytes:
+    """A private key as unencrypted PKCS#8 PEM (the .p8 / service-account / VAPID form)."""
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -164,7 +166,7 @@ def _new_server_cert(ca_cert: x509.Certificate, ca_key, sans: list[x509.GeneralN
 
 
 def _write_server(files: TlsFiles, cert: x509.Certificate, key, ca_pem: bytes) -> None:
-    _write_private(files.key_file, _pem_key(key))
+    write_private(files.key_file, pem_key(key))
     files.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + ca_pem)
 
 
@@ -208,7 +210,7 @@ def ensure_tls(directory: Path, public_host: str = HOST) -> TlsFiles:
 
     directory.mkdir(parents=True, exist_ok=True)
     ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
-    _write_private(ca_key_file, _pem_key(ca_key))
+    write_private(ca_key_file, pem_key(ca_key))
     _write_server(files, cert, key, ca_pem)
     files.ca_file.write_bytes(ca_pem)
     return files

@@ -29,7 +29,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from .certs import TlsFiles, ensure_tls
+from .certs import TlsFiles, ensure_tls, pem_key, write_private
 from .ports import Ports
 
 APNS_TOPIC = "com.example.notify"
@@ -57,18 +57,6 @@ def b64url_decode(text: str) -> bytes:
 
 def _rand(alphabet: str, n: int) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(n))
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-
-
-def _pkcs8(key) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
 
 
 def ec_public_raw(public_key) -> bytes:
@@ -154,7 +142,7 @@ def ensure_credentials(directory: Path | str, ports: Ports) -> Credentials:
         apns_key = serialization.load_pem_private_key(apns_key_file.read_bytes(), None)
     else:
         apns_key = ec.generate_private_key(ec.SECP256R1())
-        _write_private(apns_key_file, _pkcs8(apns_key))
+        write_private(apns_key_file, pem_key(apns_key))
 
     # FCM service account
     sa_file = directory / "fcm-service-account.json"
@@ -170,7 +158,7 @@ def ensure_credentials(directory: Path | str, ports: Ports) -> Credentials:
             "type": "service_account",
             "project_id": project_id,
             "private_key_id": meta["fcm_private_key_id"],
-            "private_key": _pkcs8(fcm_key).decode(),
+            "private_key": pem_key(fcm_key).decode(),
             "client_email": client_email,
             "client_id": meta["fcm_client_id"],
             "auth_uri": "https://accounts.google.com/o/oauth2/auth",
@@ -182,7 +170,7 @@ def ensure_credentials(directory: Path | str, ports: Ports) -> Credentials:
         }
     if sa.get("token_uri") != token_uri or not sa_file.exists():
         sa["token_uri"] = token_uri
-        _write_private(sa_file, (json.dumps(sa, indent=2) + "\n").encode())
+        write_private(sa_file, (json.dumps(sa, indent=2) + "\n").encode())
 
     # VAPID key of the demo application server
     vapid_file = directory / "vapid_private.pem"
@@ -190,10 +178,10 @@ def ensure_credentials(directory: Path | str, ports: Ports) -> Credentials:
         vapid_key = serialization.load_pem_private_key(vapid_file.read_bytes(), None)
     else:
         vapid_key = ec.generate_private_key(ec.SECP256R1())
-        _write_private(vapid_file, _pkcs8(vapid_key))
+        write_private(vapid_file, pem_key(vapid_key))
 
     if not meta_file.exists() or json.loads(meta_file.read_text()) != meta:
-        _write_private(meta_file, (json.dumps(meta, indent=2) + "\n").encode())
+        write_private(meta_file, (json.dumps(meta, indent=2) + "\n").encode())
 
     return Credentials(
         directory=directory,
@@ -294,6 +282,6 @@ def write_sandbox_files(c: Credentials) -> Path:
     for path, text in ((out, json.dumps(sandbox_json(c), indent=2) + "\n"),
                        (c.directory / "sandbox.env", sandbox_env(c))):
         tmp = path.with_suffix(path.suffix + ".tmp")
-        _write_private(tmp, text.encode())
+        write_private(tmp, text.encode())
         os.replace(tmp, path)
     return out

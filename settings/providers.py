@@ -60,8 +60,6 @@ NOTIFY_CHANNEL_SETTINGS = {
     },
 }
 
-#: The delivery channels; each has its own RabbitMQ queue, worker pool and retry budget.
-NOTIFY_CHANNELS = tuple(NOTIFY_CHANNEL_SETTINGS)
 
 
 def _policy(channel: str, attempts: int, max_age: int) -> dict:

@@ -81,14 +81,26 @@ def _purge_queues() -> None:
 
 @pytest.fixture
 def control(stack):
-    """The sandbox's control API, with records and faults cleared for each test."""
+    """The stack's sandbox control API, reset for each test (see :func:`_reset_for_test`)."""
     from sandbox.client import SandboxControl
 
-    ctl = SandboxControl(stack.control_url)
-    ctl.clear()
-    ctl.clear_faults()
-    yield ctl
-    ctl.clear_faults()
+    yield from _reset_for_test(SandboxControl(stack.control_url))
+
+
+@pytest.fixture
+def ctl(sandbox):
+    """The control client of the directory's own ``sandbox`` fixture (tests/sandbox and
+    tests/channels each start one), reset for this test."""
+    yield from _reset_for_test(sandbox.control)
+
+
+def _reset_for_test(control):
+    """Clear faults, dead tokens and records before the test, and faults after it."""
+    control.clear_faults()
+    control.revive_tokens()
+    control.clear()
+    yield control
+    control.clear_faults()
 
 
 def wait_until(predicate, timeout: float = 30, interval: float = 0.1, message: str = "condition"):

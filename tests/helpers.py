@@ -8,7 +8,7 @@ import secrets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-CHANNELS = ("apns", "fcm", "webpush", "sms", "email")
+from channels.registry import CHANNELS
 
 
 def queue_depths() -> dict[str, int]:

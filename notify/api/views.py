@@ -75,7 +75,7 @@ class NotificationListView(APIView):
         payload = dict(serializer.validated_data)
         event_id = payload.pop("event_id", None)
         key = header_key if header_key is not None else event_id
-        accepted = sending.submit(request.user.app_id, request.user.key_id, _jsonable(payload), key)
+        accepted = sending.submit(request.user.app_id, request.user.key_id, payload, key)
         headers = {"Idempotent-Replayed": "true"} if accepted.replayed else {}
         return Response(accepted.body, status=status.HTTP_202_ACCEPTED, headers=headers)
 
@@ -105,18 +105,11 @@ class NotificationBatchView(APIView):
         serializer = s.BatchSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         items = []
-        for item in _jsonable(serializer.validated_data["notifications"]):
+        for item in map(dict, serializer.validated_data["notifications"]):
             key = item.pop("event_id", None)
             items.append((item, key))
         accepted = sending.submit_batch(request.user.app_id, request.user.key_id, items)
         return Response({"notifications": [a.body for a in accepted]}, status=status.HTTP_202_ACCEPTED)
-
-
-def _jsonable(payload):
-    """Validated data → plain JSON types (nested serializers give OrderedDicts)."""
-    import json
-
-    return json.loads(json.dumps(payload, default=str))
 
 
 class NotificationDetailView(APIView):

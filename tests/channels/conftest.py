@@ -37,17 +37,6 @@ def sandbox(tmp_path_factory):
         handle.stop()
 
 
-@pytest.fixture
-def ctl(sandbox):
-    """The control client, with records, faults and dead tokens reset for this test."""
-    control = sandbox.control
-    control.clear_faults()
-    control.revive_tokens()
-    control.clear()
-    yield control
-    control.clear_faults()
-
-
 # -- channel configs, as settings will build them ---------------------------------------------
 @pytest.fixture(scope="session")
 def configs(sandbox) -> dict[str, dict[str, Any]]:

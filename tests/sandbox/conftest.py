@@ -43,17 +43,6 @@ def ca(cfg):
     return cfg["ca_file"]
 
 
-@pytest.fixture
-def ctl(sandbox):
-    """The control client, with records, faults and dead tokens reset before each test."""
-    c = sandbox.control
-    c.clear_faults()
-    c.revive_tokens()
-    c.clear()
-    yield c
-    c.clear_faults()
-
-
 def verified_session(ca: str) -> requests.Session:
     s = requests.Session()
     s.verify = ca

@@ -2,10 +2,11 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from channels.registry import CHANNELS
+
 from notify import deadletters
 from notify.models import Delivery, DeliveryStatus
 
-CHANNELS = ("apns", "fcm", "webpush", "sms", "email")
 
 
 class Command(BaseCommand):
