@@ -29,6 +29,11 @@ accept_content = ["json"]
 timezone = "UTC"
 enable_utc = True
 
+# Celery's Django fix-up closes every database connection before and after each task unless
+# this is set: a new PostgreSQL connection per message on the send path. Connections are kept
+# (Django's CONN_MAX_AGE and CONN_HEALTH_CHECKS still apply) and recycled every N tasks.
+CELERY_DB_REUSE_MAX = 1000
+
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1

@@ -2,7 +2,7 @@
 
 The delivery row says ``dead_lettered`` with the reason; a message with the delivery id also goes
 to the channel's dead-letter queue (``<channel>.dead``) so operators see them in Flower or the
-RabbitMQ console. Replay moves rows back to ``queued`` and publishes them; a row that is no longer
+RabbitMQ console. Replay moves rows back to ``queued`` in the outbox; a row that is no longer
 dead-lettered (already replayed, or sent) is left alone, so a replay never resends a sent message.
 """
 
@@ -34,14 +34,17 @@ def publish_dead_letter(channel: str, delivery_id: str, reason: str) -> None:
 
 
 def replay(delivery_ids: list[str] | None = None, channel: str | None = None) -> int:
-    """Move dead-lettered deliveries back to ``queued`` with a fresh attempt budget and publish them.
+    """Move dead-lettered deliveries back to ``queued`` with a fresh attempt budget; the outbox
+    relay publishes them once this commits.
 
     Args:
         delivery_ids: only these; None for every dead-lettered delivery (of ``channel`` if given).
     Returns:
         How many were replayed.
     """
-    from .publishing import publish_deliveries
+    from django.db import connection
+
+    from .publishing import wake_relay
 
     with transaction.atomic():
         rows = Delivery.objects.select_for_update(skip_locked=True).filter(status=DeliveryStatus.DEAD_LETTERED)
@@ -51,12 +54,14 @@ def replay(delivery_ids: list[str] | None = None, channel: str | None = None) ->
             rows = rows.filter(channel=channel)
         items = list(rows.values_list("id", "channel", "attempts"))
         Delivery.objects.filter(id__in=[i for i, _, _ in items]).update(
-            status=DeliveryStatus.QUEUED, attempts=0, published_at=timezone.now(), reason="replayed",
+            status=DeliveryStatus.QUEUED, attempts=0, published_at=None, updated_at=timezone.now(), reason="replayed",
             unknown_outcome=False)
         DeliveryLog.objects.bulk_create(
             DeliveryLog(delivery_id=i, from_status="dead_lettered", to_status="queued", attempt=a, reason="replayed")
             for i, _, a in items)
-        transaction.on_commit(lambda: publish_deliveries([(i, c) for i, c, _ in items]))
+        if items:
+            with connection.cursor() as cursor:
+                wake_relay(cursor)
     return len(items)
 
 

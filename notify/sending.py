@@ -1,8 +1,9 @@
 """The accept path of a send request: validate, apply preferences and rate limits, render,
-write the notification and its deliveries, and publish them after the commit.
+and write the notification and its deliveries, which puts them in the outbox
+(notify.publishing): the relay publishes them once the transaction has committed.
 
 Queries on a warm cache: one idempotency look-up (only with a key), one INSERT of the
-notification, one bulk INSERT of the deliveries, one UPDATE marking them published.
+notification, one bulk INSERT of the deliveries, one NOTIFY. Nothing here waits on RabbitMQ.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from channels.registry import CHANNELS
@@ -23,7 +24,7 @@ from . import breaker, cache
 from .content import CHANNEL_GROUP, check_content
 from .errors import SendRejected
 from .models import Delivery, DeliveryLog, DeliveryStatus, Device, Notification
-from .publishing import publish_deliveries
+from .publishing import wake_relay
 from .ratelimit import over_limit
 from .rendering import RenderError, render_content
 
@@ -92,10 +93,6 @@ class Planned:
     deliveries: list[Delivery]
     body: dict
 
-    @property
-    def to_publish(self) -> list[tuple[uuid.UUID, str]]:
-        return [(d.id, d.channel) for d in self.deliveries if d.status == DeliveryStatus.QUEUED]
-
 
 def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: str | None,
          digest: str | None = None) -> Planned:
@@ -121,11 +118,8 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
     now = timezone.now()
 
     def add(channel: str, device_id: int | None, address: str, status: str, reason: str = "") -> None:
-        # published_at is set optimistically: publish_deliveries clears it for whatever it could
-        # not publish, and the dispatcher re-publishes those (one UPDATE saved per request).
         delivery = Delivery(id=uuid.uuid4(), notification_id=notification_id, channel=channel, device_id=device_id,
-                            address=address, status=status, reason=reason, created_at=now,
-                            published_at=now if status == DeliveryStatus.QUEUED else None)
+                            address=address, status=status, reason=reason, created_at=now)
         deliveries.append(delivery)
         summary.append({"id": str(delivery.id), "channel": channel, "to": address or None,
                         "status": status, "reason": reason or None})
@@ -179,8 +173,8 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
 
 
 def write(planned: list[Planned]) -> None:
-    """Insert the notifications and deliveries in one transaction and publish the queued
-    deliveries once it has committed. Raises IntegrityError on an idempotency-key race."""
+    """Insert the notifications and deliveries in one transaction; its commit wakes the outbox
+    relay, which publishes the queued ones. Raises IntegrityError on an idempotency-key race."""
     with transaction.atomic():
         Notification.objects.bulk_create([p.notification for p in planned])
         Delivery.objects.bulk_create([d for p in planned for d in p.deliveries])
@@ -188,8 +182,9 @@ def write(planned: list[Planned]) -> None:
         if parked:
             DeliveryLog.objects.bulk_create(DeliveryLog(delivery_id=d.id, from_status="", to_status="retrying",
                                                         reason=d.reason) for d in parked)
-        to_publish = [item for p in planned for item in p.to_publish]
-        transaction.on_commit(lambda: publish_deliveries(to_publish))
+        if any(d.status == DeliveryStatus.QUEUED for p in planned for d in p.deliveries):
+            with connection.cursor() as cursor:
+                wake_relay(cursor)
 
 
 def submit(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: str | None) -> Accepted:
@@ -240,8 +235,7 @@ def submit_batch(app_id: int, api_key_id: str | None, items: list[tuple[dict, st
     """Accept many send requests at once: all or none.
 
     One query finds earlier idempotency keys, each new item is planned, and all rows are written
-    in one transaction with one publishing session (the per-request costs of a single send are
-    paid once per batch).
+    in one transaction (the per-request costs of a single send are paid once per batch).
 
     Args:
         items: ``(payload, idempotency_key)`` pairs, as for :func:`submit`.

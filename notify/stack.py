@@ -1,5 +1,6 @@
 """Start and stop the whole local stack as child processes: provider sandbox, API (gunicorn),
-one Celery worker pool per channel, the maintenance worker with beat (dispatcher), and Flower.
+the outbox relay, one Celery worker pool per channel, the maintenance worker with beat
+(dispatcher), and Flower.
 
 Used by ``manage.py runstack`` (the quick start), by the end-to-end tests and by the benchmarks,
 so all three run the same processes the same way. Nothing here runs in production: there each
@@ -111,6 +112,15 @@ class Stack:
                             "--threads", str(self.config.api_threads), "--timeout", "30", "--graceful-timeout", "5"])
         _wait_http(self.api_url + "/api/v1/schema", "api", self.procs["api"])
 
+    def start_relay(self) -> None:
+        """Start the outbox relay (``manage.py relay``), which publishes committed deliveries."""
+        self._spawn("relay", [PYTHON, "manage.py", "relay"])
+        _wait_log(self.config.log_dir / "relay.log", "outbox relay", "ready",
+                  proc=self.procs["relay"], timeout=60)
+
+    def stop_relay(self) -> None:
+        self._stop("relay")
+
     def spawn_worker(self, channel: str) -> None:
         """Start the worker pool of one channel (``-Q <channel>``) without waiting for it."""
         self._spawn(f"worker-{channel}", [
@@ -148,6 +158,7 @@ class Stack:
         try:
             self.start_sandbox()
             self.start_api()
+            self.start_relay()
             for channel in self.config.channels:
                 self.spawn_worker(channel)
             self.start_maintenance()

@@ -1,10 +1,14 @@
 """Celery tasks. Thin on purpose: they carry ids and call the sending logic.
 
 One task per channel, named ``notify.deliver.<channel>`` and routed by that name to the
-channel's own queue (``celeryconfig.task_routes``), so each channel has its own worker pool.
+channel's own queue (``celeryconfig.task_routes``), so each channel has its own worker pool. A
+task carries up to ``NOTIFY_TASK_BATCH`` delivery ids of its channel (notify.publishing).
 """
 
+import time
+
 from celery.exceptions import Reject
+from django.conf import settings
 from celery.signals import worker_process_shutdown
 from django.db import InterfaceError, OperationalError
 
@@ -15,15 +19,28 @@ from .celery import app
 
 def _deliver_task(channel: str):
     @app.task(name=f"notify.deliver.{channel}", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-    def deliver(delivery_id: str) -> str:
+    def deliver(delivery_ids: list[str] | str) -> dict[str, int]:
+        # A bare id is a message published by a version that sent one delivery per task.
+        ids = [delivery_ids] if isinstance(delivery_ids, str) else delivery_ids
+        started = time.monotonic()
+        outcomes: dict[str, int] = {}
         try:
-            return delivery.send(delivery_id)
+            for done, delivery_id in enumerate(ids):
+                if done and time.monotonic() - started > settings.NOTIFY_TASK_BUDGET:
+                    publishing.hand_back(ids[done:])
+                    outcomes["handed_back"] = len(ids) - done
+                    break
+                status = delivery.send(delivery_id)
+                outcomes[status] = outcomes.get(status, 0) + 1
         except (OperationalError, InterfaceError) as exc:
             # The database stayed away longer than the send waits: put the message back rather
-            # than acknowledge a delivery nobody has claimed or recorded.
+            # than acknowledge deliveries nobody has claimed or recorded. Those of the batch
+            # already recorded are skipped when it comes back (their claim finds nothing).
             raise Reject(exc, requeue=True) from exc
+        return outcomes
 
-    deliver.__doc__ = f"Send one {channel} delivery by id (see notify.delivery.send)."
+    deliver.__doc__ = (f"Send a batch of {channel} deliveries by id, one after the other (see "
+                       "notify.delivery.send); returns how many ended in each status.")
     return deliver
 
 

@@ -92,6 +92,9 @@ class Delivery(models.Model):
             # The dispatcher's sweeps touch only unfinished rows.
             models.Index(fields=["status", "next_attempt_at"], name="delivery_due",
                          condition=models.Q(status__in=["queued", "retrying", "sending"])),
+            # The outbox relay's look-up: queued and not yet published, oldest first.
+            models.Index(fields=["created_at"], name="delivery_outbox",
+                         condition=models.Q(status="queued", published_at__isnull=True)),
         ]
 
 
