@@ -1,7 +1,7 @@
 """Redis cache in front of the look-ups on the API path.
 
-What is cached: a recipient's send profile (its row, active devices and preferences in one entry)
-and each template. Entries are deleted by model signals on every save or delete, so a change made
+What is cached: a recipient's send profile (its row, active devices and preferences in one entry),
+each template, and each API key's stored hash (looked up by the key's public prefix). Entries are deleted by model signals on every save or delete, so a change made
 through the API or the Django admin takes effect on the very next send; the TTL only bounds
 memory.
 """
@@ -12,10 +12,13 @@ from django.core.cache import cache
 from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
-from .models import Device, Preference, Recipient, Template
+from .models import AppAPIKey, Device, Preference, Recipient, Template
 
 PROFILE_TTL = 300  # seconds
 TEMPLATE_TTL = 300
+#: Short, because ``QuerySet.update(revoked=True)`` bypasses the signals that delete the entry;
+#: a revocation through the admin or ``save()`` applies on the next request.
+API_KEY_TTL = 30
 
 
 def profile_key(app_id: int, external_id: str) -> str:
@@ -78,6 +81,23 @@ def load_template(app_id: int, name: str) -> dict | None:
     return entry
 
 
+def api_key_key(prefix: str) -> str:
+    return f"apikey:{prefix}"
+
+
+def load_api_key(prefix: str) -> dict | None:
+    """Return ``{"id", "app_id", "hashed_key", "revoked", "expiry_date"}`` of the API key with
+    this public prefix, or None. The caller verifies the secret against ``hashed_key``."""
+    key = api_key_key(prefix)
+    entry = cache.get(key)
+    if entry is None:
+        entry = AppAPIKey.objects.filter(prefix=prefix).values(
+            "id", "app_id", "hashed_key", "revoked", "expiry_date").first() or {}
+        # Unknown prefixes are cached too, so guessing keys costs Redis, not PostgreSQL.
+        cache.set(key, entry, API_KEY_TTL)
+    return entry or None
+
+
 def forget_recipient(app_id: int, external_id: str) -> None:
     cache.delete(profile_key(app_id, external_id))
 
@@ -107,3 +127,8 @@ def _recipient_part_changed(sender, instance, **kwargs):
 @receiver([post_save, post_delete], sender=Template)
 def _template_changed(sender, instance: Template, **kwargs):
     cache.delete(template_key(instance.app_id, instance.name))
+
+
+@receiver([post_save, post_delete], sender=AppAPIKey)
+def _api_key_changed(sender, instance: AppAPIKey, **kwargs):
+    cache.delete(api_key_key(instance.prefix))

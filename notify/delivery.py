@@ -36,6 +36,7 @@ from .content import CHANNEL_GROUP
 from .dbretry import through_outage
 from .deadletters import publish_dead_letter
 from .models import Device, Preference, Recipient
+from .sql import prepared_cursor
 from .unsubscribe import unsubscribe_url
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,9 @@ _CLAIM_SQL = """
 WITH claimed AS (
     UPDATE notify_delivery d
     SET status = 'sending', attempts = d.attempts + 1, updated_at = now(),
-        lease_until = now() + make_interval(secs => %s)
+        lease_until = now() + make_interval(secs => %s::float8)
     FROM notify_notification n
-    WHERE d.id = %s AND d.status = 'queued' AND n.id = d.notification_id
+    WHERE d.id = %s::uuid AND d.status = 'queued' AND n.id = d.notification_id
     RETURNING d.id, d.channel, d.address, d.attempts, d.unknown_outcome, d.device_id,
               (SELECT subscription FROM notify_device WHERE id = d.device_id) AS subscription,
               (SELECT active FROM notify_device WHERE id = d.device_id) AS device_active,
@@ -62,19 +63,19 @@ SELECT * FROM claimed
 
 _RECORD_SQL = """
 WITH updated AS (
-    UPDATE notify_delivery SET status = %(status)s, reason = %(reason)s, updated_at = now(),
-        attempts = attempts - %(refund)s,
-        provider_message_id = COALESCE(%(message_id)s, provider_message_id),
-        last_error = %(error)s, lease_until = NULL, unknown_outcome = false,
-        next_attempt_at = now() + make_interval(secs => %(delay)s),
-        sent_at = CASE WHEN %(status)s = 'sent' THEN now() ELSE sent_at END
-    WHERE id = %(id)s AND attempts = %(attempt)s AND status IN ('sending', 'queued')
+    UPDATE notify_delivery SET status = %(status)s::varchar, reason = %(reason)s::varchar, updated_at = now(),
+        attempts = attempts - %(refund)s::int,
+        provider_message_id = COALESCE(%(message_id)s::varchar, provider_message_id),
+        last_error = %(error)s::text, lease_until = NULL, unknown_outcome = false,
+        next_attempt_at = now() + make_interval(secs => %(delay)s::float8),
+        sent_at = CASE WHEN %(status)s::varchar = 'sent' THEN now() ELSE sent_at END
+    WHERE id = %(id)s::uuid AND attempts = %(attempt)s::int AND status IN ('sending', 'queued')
     RETURNING id
 )
 INSERT INTO notify_deliverylog (delivery_id, at, from_status, to_status, attempt, reason,
                                 provider_status, provider_answer, duration_ms)
-SELECT id, now(), 'sending', %(status)s, %(attempt)s, %(reason)s, %(provider_status)s,
-       %(answer)s::jsonb, %(duration)s FROM updated
+SELECT id, now(), 'sending', %(status)s::varchar, %(attempt)s::int, %(reason)s::varchar, %(provider_status)s::int,
+       %(answer)s::jsonb, %(duration)s::float8 FROM updated
 RETURNING delivery_id
 """
 
@@ -108,7 +109,7 @@ RECORD_PATIENCE = 120
 
 
 def _claim_row(delivery_id: str) -> tuple[list[str], tuple] | None:
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_CLAIM_SQL, [settings.NOTIFY_SEND_LEASE, delivery_id])
         row = cursor.fetchone()
         return None if row is None else ([c.name for c in cursor.description], row)
@@ -183,7 +184,7 @@ def _record(c: Claim, status: str, result: Result | None, reason: str, delay: fl
     }
 
     def write() -> None:
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(_RECORD_SQL, params)
             if cursor.fetchone() is None:
                 log.warning("delivery %s changed hands before its outcome %s was recorded", c.id, status)

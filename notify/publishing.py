@@ -2,8 +2,8 @@
 dispatcher that puts due retries and taken-over sends back into the outbox.
 
 *Outbox.* Nothing on the API path talks to RabbitMQ. A delivery that is ``queued`` with
-``published_at`` NULL is in the outbox; the transaction that writes it also says
-``NOTIFY notify_outbox`` (:func:`wake_relay`), which PostgreSQL delivers only if it commits.
+``published_at`` NULL is in the outbox; the transaction that writes it also notifies
+``notify_outbox`` (:func:`wake_relay`), which PostgreSQL delivers only if it commits.
 
 *Relay* (:func:`relay_once`, run in a loop by ``manage.py relay``): takes outbox rows with
 ``FOR UPDATE SKIP LOCKED``, publishes them as tasks of up to ``NOTIFY_TASK_BATCH`` deliveries of
@@ -33,6 +33,7 @@ from django.utils import timezone
 from channels.registry import CHANNELS
 
 from . import breaker
+from .sql import prepared_cursor
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,9 @@ def task_name(channel: str) -> str:
 
 def wake_relay(cursor) -> None:
     """Ask PostgreSQL to wake the outbox relay when the current transaction commits (a rolled
-    back transaction wakes nobody; several notifies in one transaction arrive as one)."""
-    cursor.execute(f"NOTIFY {OUTBOX_EVENT}")
+    back transaction wakes nobody; several notifies in one transaction arrive as one). The API's
+    insert does the same inside its statement (notify.sending)."""
+    cursor.execute("SELECT pg_notify(%s, '')", [OUTBOX_EVENT])
 
 
 def task_batches(items: Iterable[tuple[object, str]], size: int | None = None) -> Iterator[tuple[str, list[str]]]:
@@ -90,8 +92,8 @@ _TAKE_OUTBOX_SQL = """
 WITH batch AS (
     SELECT id FROM notify_delivery
     WHERE status = 'queued' AND published_at IS NULL
-      AND updated_at <= now() - make_interval(secs => %(older_than)s)
-    ORDER BY created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+      AND updated_at <= now() - make_interval(secs => %(older_than)s::float8)
+    ORDER BY created_at LIMIT %(limit)s::int FOR UPDATE SKIP LOCKED
 )
 UPDATE notify_delivery d SET published_at = now() FROM batch WHERE d.id = batch.id
 RETURNING d.id, d.channel
@@ -107,7 +109,7 @@ def relay_once(limit: int = 1000, older_than: float = 0) -> int:
     Raises:
         broker errors (see :func:`publish_tasks`); nothing is marked published then.
     """
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic(), prepared_cursor() as cursor:
         cursor.execute(_TAKE_OUTBOX_SQL, {"older_than": older_than, "limit": limit})
         rows = cursor.fetchall()
         if rows:

@@ -15,8 +15,9 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from channels.registry import CHANNELS
 
@@ -24,8 +25,8 @@ from . import breaker, cache
 from .content import CHANNEL_GROUP, check_content
 from .errors import SendRejected
 from .models import Delivery, DeliveryLog, DeliveryStatus, Device, Notification
-from .publishing import wake_relay
 from .ratelimit import over_limit
+from .sql import prepared_cursor
 from .rendering import RenderError, render_content
 
 
@@ -45,13 +46,19 @@ def request_hash(payload: dict) -> str:
 
 
 def _existing(app_id: int, key: str, digest: str) -> Accepted | None:
-    row = Notification.objects.filter(app_id=app_id, idempotency_key=key).values("request_hash", "response").first()
+    with prepared_cursor() as cursor:
+        cursor.execute("SELECT request_hash, response FROM notify_notification WHERE app_id = %s AND idempotency_key = %s",
+                       [app_id, key])
+        row = cursor.fetchone()
     if row is None:
         return None
-    if row["request_hash"] != digest:
+    stored_hash, response = row
+    if isinstance(response, str):
+        response = json.loads(response)
+    if stored_hash != digest:
         raise SendRejected("idempotency_key_reused", "this Idempotency-Key was used with a different request body",
                            status=409)
-    return Accepted(row["response"], replayed=True)
+    return Accepted(response, replayed=True)
 
 
 def _addresses(channel: str, profile: dict) -> list[tuple[int | None, str]]:
@@ -167,24 +174,71 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
         idempotency_key=idempotency_key, request_hash=digest or request_hash(payload), category=category,
         template_id=template["id"] if template else None, template_version=template["version"] if template else None,
         data=payload.get("data") or {}, content=content, priority=payload.get("priority") or "normal",
-        ttl=ttl, expires_at=now + dt.timedelta(seconds=ttl), response=body,
+        ttl=ttl, expires_at=now + dt.timedelta(seconds=ttl), response=body, created_at=now,
     )
     return Planned(notification, deliveries, body)
 
 
+_INSERT_SQL = """
+WITH notification AS (
+    INSERT INTO notify_notification (id, app_id, api_key_id, recipient_id, idempotency_key, request_hash,
+        category, template_id, template_version, data, content, priority, ttl, expires_at, response, created_at)
+    SELECT * FROM unnest(%(n_id)s::uuid[], %(n_app)s::bigint[], %(n_key)s::varchar[], %(n_recipient)s::bigint[],
+        %(n_idem)s::varchar[], %(n_hash)s::varchar[], %(n_category)s::varchar[], %(n_template)s::bigint[],
+        %(n_version)s::int[], %(n_data)s::jsonb[], %(n_content)s::jsonb[], %(n_priority)s::varchar[],
+        %(n_ttl)s::int[], %(n_expires)s::timestamptz[], %(n_response)s::jsonb[], %(n_created)s::timestamptz[])
+    RETURNING 1
+), delivery AS (
+    INSERT INTO notify_delivery (id, notification_id, channel, device_id, address, status, reason, attempts,
+        provider_message_id, last_error, created_at, updated_at, next_attempt_at, unknown_outcome)
+    SELECT id, notification_id, channel, device_id, address, status, reason, 0, '', '', %(now)s, %(now)s,
+           next_attempt_at, false
+    FROM unnest(%(d_id)s::uuid[], %(d_notification)s::uuid[], %(d_channel)s::varchar[], %(d_device)s::bigint[],
+                %(d_address)s::text[], %(d_status)s::varchar[], %(d_reason)s::varchar[],
+                %(d_next)s::timestamptz[])
+         AS d(id, notification_id, channel, device_id, address, status, reason, next_attempt_at)
+    RETURNING status
+)
+-- Wake the outbox relay at commit if anything is queued (see notify.publishing.wake_relay).
+SELECT (SELECT count(*) FROM notification),
+       (SELECT count(*) FROM (SELECT pg_notify('notify_outbox', '') FROM delivery WHERE status = 'queued' LIMIT 1) w)
+"""
+
+
+def _insert_params(planned: list[Planned]) -> dict:
+    notifications = [p.notification for p in planned]
+    deliveries = [d for p in planned for d in p.deliveries]
+    return {
+        "now": timezone.now(),
+        "n_id": [n.id for n in notifications], "n_app": [n.app_id for n in notifications],
+        "n_key": [n.api_key_id for n in notifications], "n_recipient": [n.recipient_id for n in notifications],
+        "n_idem": [n.idempotency_key for n in notifications], "n_hash": [n.request_hash for n in notifications],
+        "n_category": [n.category for n in notifications], "n_template": [n.template_id for n in notifications],
+        "n_version": [n.template_version for n in notifications],
+        "n_data": [Jsonb(n.data) for n in notifications], "n_content": [Jsonb(n.content) for n in notifications],
+        "n_priority": [n.priority for n in notifications], "n_ttl": [n.ttl for n in notifications],
+        "n_expires": [n.expires_at for n in notifications], "n_response": [Jsonb(n.response) for n in notifications],
+        "n_created": [n.created_at for n in notifications],
+        "d_id": [d.id for d in deliveries], "d_notification": [d.notification_id for d in deliveries],
+        "d_channel": [d.channel for d in deliveries], "d_device": [d.device_id for d in deliveries],
+        "d_address": [d.address for d in deliveries], "d_status": [d.status for d in deliveries],
+        "d_reason": [d.reason for d in deliveries], "d_next": [d.next_attempt_at for d in deliveries],
+    }
+
+
 def write(planned: list[Planned]) -> None:
     """Insert the notifications and deliveries in one transaction; its commit wakes the outbox
-    relay, which publishes the queued ones. Raises IntegrityError on an idempotency-key race."""
-    with transaction.atomic():
-        Notification.objects.bulk_create([p.notification for p in planned])
-        Delivery.objects.bulk_create([d for p in planned for d in p.deliveries])
+    relay, which publishes the queued ones. Raises IntegrityError on an idempotency-key race.
+
+    One prepared statement inserts every row (arrays through ``unnest``) and wakes the relay: on
+    the API's hot path the ORM's per-object work for ``bulk_create`` cost more than the database
+    did."""
+    with transaction.atomic(), prepared_cursor() as cursor:
+        cursor.execute(_INSERT_SQL, _insert_params(planned))
         parked = [d for p in planned for d in p.deliveries if d.status == DeliveryStatus.RETRYING]
         if parked:
             DeliveryLog.objects.bulk_create(DeliveryLog(delivery_id=d.id, from_status="", to_status="retrying",
                                                         reason=d.reason) for d in parked)
-        if any(d.status == DeliveryStatus.QUEUED for p in planned for d in p.deliveries):
-            with connection.cursor() as cursor:
-                wake_relay(cursor)
 
 
 def submit(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: str | None) -> Accepted:

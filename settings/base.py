@@ -67,6 +67,8 @@ DATABASES = {
         "TEST": {"NAME": env("NOTIFY_TEST_DB_NAME", "test_notify")},
     }
 }
+#: Prepare the hot paths' statements on the server (notify.sql); 0 behind an old transaction-pooling PgBouncer.
+NOTIFY_DB_PREPARE = env("NOTIFY_DB_PREPARE", "1") == "1"
 
 REDIS_URL = env("NOTIFY_REDIS_URL", "redis://127.0.0.1:6379/0")
 CACHES = {

@@ -113,3 +113,21 @@ def wait_until(predicate, timeout: float = 30, interval: float = 0.1, message: s
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+@pytest.fixture
+def empty_queues(_queues_declared):
+    """Purge the test vhost's queues, for tests that read the messages on them. Only for tests
+    without a running stack (its workers' messages would be lost)."""
+    _purge_queues()
+
+
+@pytest.fixture
+def outbox_listener(transactional_db):
+    """A LISTEN session on the outbox's wake-up channel (see tests.helpers.OutboxListener). Only
+    committed transactions notify, hence transactional_db."""
+    from tests.helpers import OutboxListener
+
+    listener = OutboxListener()
+    yield listener
+    listener.close()

@@ -35,3 +35,77 @@ def browser_subscription(endpoint: str = "https://push.example.net/wp/abc") -> d
     point = key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
     b64 = lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=").decode()  # noqa: E731
     return {"endpoint": endpoint, "keys": {"p256dh": b64(point), "auth": b64(secrets.token_bytes(16))}}
+
+
+def queued_tasks(queue: str, timeout: float = 5) -> list[dict]:
+    """The tasks waiting on a queue of the test vhost, oldest first, left where they are.
+
+    Each message is fetched with basic.get and not acknowledged, so RabbitMQ puts it back when
+    the channel closes; this waits until the queue holds them all again, so a queue depth read
+    right after sees what was there before. Returns ``{"task", "args", "argsrepr"}`` per message.
+    """
+    from kombu import Queue
+
+    from notify.celery import app
+    from tests.conftest import wait_until
+
+    depth = queue_depth(queue)
+    tasks = []
+    with app.connection_for_write() as conn:
+        channel = conn.channel()
+        try:
+            bound = Queue(queue, no_declare=True).bind(channel)
+            while (message := bound.get(no_ack=False, accept=["json"])) is not None:
+                args, _kwargs, _embed = message.decode()
+                tasks.append({"task": message.headers["task"], "args": args, "argsrepr": message.headers["argsrepr"]})
+        finally:
+            channel.close()
+    wait_until(lambda: queue_depth(queue) == depth, timeout=timeout, message=f"the messages to return to {queue}")
+    return tasks
+
+
+def queue_depth(queue: str) -> int:
+    """Messages ready on one queue of the test vhost (passive declare)."""
+    from notify.celery import app
+
+    with app.connection_for_write() as conn:
+        return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+
+
+class OutboxListener:
+    """A separate PostgreSQL session (psycopg 3) that LISTENs on the outbox's wake-up channel, as
+    the relay does, on the database the code under test uses (the test database)."""
+
+    def __init__(self):
+        import psycopg
+        from django.db import connection
+
+        from notify.publishing import OUTBOX_EVENT
+
+        s = connection.settings_dict
+        self.event = OUTBOX_EVENT
+        self.conn = psycopg.connect(host=s["HOST"], port=s["PORT"], user=s["USER"], password=s["PASSWORD"] or None,
+                                    dbname=s["NAME"], autocommit=True)
+        self.conn.execute(f"LISTEN {self.event}")
+
+    def wait(self, timeout: float = 5) -> list[str]:
+        """Block until one wake-up arrives (or ``timeout``); the payloads received."""
+        return [n.payload for n in self.conn.notifies(timeout=timeout, stop_after=1)]
+
+    def received(self, timeout: float = 5) -> list[str]:
+        """The payloads of every wake-up committed so far and not yet read.
+
+        Deterministic without sleeping: PostgreSQL delivers notifications in commit order, so
+        after a marker NOTIFY committed now has arrived, everything committed before it has too.
+        """
+        marker = f"marker-{secrets.token_hex(8)}"
+        self.conn.execute("SELECT pg_notify(%s, %s)", [self.event, marker])
+        payloads = []
+        for notify in self.conn.notifies(timeout=timeout):
+            if notify.payload == marker:
+                return payloads
+            payloads.append(notify.payload)
+        raise AssertionError(f"the marker notification did not come back within {timeout}s")
+
+    def close(self) -> None:
+        self.conn.close()

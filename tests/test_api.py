@@ -1,5 +1,9 @@
 """The REST API in-process (Django test client) against the real PostgreSQL, Redis and RabbitMQ:
-acceptance, suppression, and every bad input answered 4xx with nothing written or queued."""
+acceptance, suppression, and every bad input answered 4xx with nothing written or queued.
+
+The API publishes nothing itself: an accepted send commits its queued deliveries to the outbox
+(``published_at`` NULL) and wakes the relay with ``NOTIFY notify_outbox``; these tests run no
+relay, so they call ``notify.publishing.relay_once()`` where the relay process would."""
 
 from __future__ import annotations
 
@@ -10,8 +14,9 @@ import pytest
 
 from notify import demo
 from notify.models import Delivery, Notification, Preference, Recipient
+from notify.publishing import relay_once
 
-from tests.helpers import browser_subscription, db_counts, queue_depths
+from tests.helpers import browser_subscription, db_counts, queue_depths, queued_tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,16 +40,29 @@ def _send(api, body, **headers):
     return api.post("/api/v1/notifications", body, format="json", **headers)
 
 
-def test_send_queues_one_delivery_per_channel_and_publishes_after_commit(api, recipient):
-    before = queue_depths()
+def test_send_puts_one_delivery_per_channel_in_the_outbox_and_the_relay_publishes_them(api, recipient, empty_queues,
+                                                                                      outbox_listener):
     r = _send(api, {"recipient": recipient, "template": "order-shipped", "data": {"name": "Ana", "order": "7"}})
     assert r.status_code == 202, r.content
     body = r.json()
     assert sorted(d["channel"] for d in body["deliveries"]) == ["apns", "email", "fcm", "sms", "webpush"]
     assert all(d["status"] == "queued" for d in body["deliveries"])
-    after = queue_depths()
-    assert {c: after[c] - before[c] for c in after} == {c: 1 for c in after}
-    assert Delivery.objects.filter(notification_id=body["id"], published_at__isnull=False).count() == 5
+    # The API itself publishes nothing: the deliveries wait in the outbox and the relay is woken.
+    assert queue_depths() == {c: 0 for c in queue_depths()}
+    rows = Delivery.objects.filter(notification_id=body["id"])
+    assert sorted(rows.filter(status="queued", published_at__isnull=True).values_list("channel", flat=True)) == [
+        "apns", "email", "fcm", "sms", "webpush"]
+    assert outbox_listener.received() == [""]
+
+    assert relay_once() == 5
+    ids = {d["channel"]: d["id"] for d in body["deliveries"]}
+    for channel, delivery_id in ids.items():
+        assert queued_tasks(channel) == [{"task": f"notify.deliver.{channel}", "args": [[delivery_id]],
+                                          "argsrepr": "[1 deliveries]"}]
+    assert rows.filter(published_at__isnull=False).count() == 5
+    # Published rows have left the outbox: a second round finds nothing.
+    assert relay_once() == 0
+    assert queue_depths() == {c: 1 for c in ids}
     rendered = Notification.objects.get(id=body["id"]).content
     assert rendered["push"]["title"].startswith("Ana님") and rendered["sms"]["body"].endswith("📦")
     assert rendered["push"]["data"] == {"order": "7"}
@@ -60,8 +78,12 @@ def test_opt_out_suppresses_that_channel_and_queues_nothing_for_it(api, recipien
     sms = [d for d in r.json()["deliveries"] if d["channel"] == "sms"]
     assert sms == [{"id": sms[0]["id"], "channel": "sms", "to": "+4915123456789", "status": "suppressed",
                     "reason": "opted_out"}]
+    assert queue_depths() == before
+    # Four queued deliveries; the suppressed one is not in the outbox and is never published.
+    assert relay_once() == 4
     after = queue_depths()
     assert after["sms"] == before["sms"] and after["email"] == before["email"] + 1
+    assert Delivery.objects.get(id=sms[0]["id"]).published_at is None
 
 
 def test_opt_out_by_category_only_affects_that_category(api, recipient):
@@ -147,7 +169,7 @@ BAD_SENDS = [
 
 
 @pytest.mark.parametrize("name,body,status,code", BAD_SENDS, ids=[b[0] for b in BAD_SENDS])
-def test_bad_send_is_4xx_and_changes_nothing(api, recipient, name, body, status, code):
+def test_bad_send_is_4xx_and_changes_nothing(api, recipient, outbox_listener, name, body, status, code):
     before_db, before_q = db_counts(), queue_depths()
     if isinstance(body, bytes):
         r = api.generic("POST", "/api/v1/notifications", body, content_type="application/json")
@@ -157,23 +179,31 @@ def test_bad_send_is_4xx_and_changes_nothing(api, recipient, name, body, status,
     assert r.json()["error"]["code"] == code
     assert db_counts() == before_db
     assert queue_depths() == before_q
+    assert outbox_listener.received() == []
+    assert relay_once() == 0
 
 
 @pytest.mark.parametrize("header,code", [(None, "missing_api_key"), ("Api-Key nope.nope", "invalid_api_key"),
                                          ("Bearer abc", "invalid_api_key")])
-def test_missing_or_wrong_api_key_is_401(client, recipient, header, code):
+def test_missing_or_wrong_api_key_is_401(client, recipient, outbox_listener, header, code):
     before_db, before_q = db_counts(), queue_depths()
     extra = {"HTTP_AUTHORIZATION": header} if header else {}
     r = client.post("/api/v1/notifications", json.dumps(GOOD), content_type="application/json", **extra)
     assert r.status_code == 401
     assert r.json()["error"]["code"] == code
     assert db_counts() == before_db and queue_depths() == before_q
+    assert outbox_listener.received() == []
 
 
 def test_revoked_api_key_is_401(client, app_key, recipient):
     from notify.models import AppAPIKey
 
-    AppAPIKey.objects.filter(app=app_key[0]).update(revoked=True)
+    # Revoked with save(), as the admin does: its signal drops the key's cache entry (the
+    # recipient fixture's calls cached it), so the very next request sees the revocation. A
+    # QuerySet.update() bypasses that signal and applies only after notify.cache.API_KEY_TTL.
+    for api_key in AppAPIKey.objects.filter(app=app_key[0]):
+        api_key.revoked = True
+        api_key.save()
     r = client.post("/api/v1/notifications", json.dumps(GOOD), content_type="application/json",
                     HTTP_AUTHORIZATION=f"Api-Key {app_key[1]}")
     assert r.status_code == 401
@@ -257,32 +287,46 @@ def test_openapi_schema_describes_every_endpoint(client, db):
     assert "202" in send["responses"] and "requestBody" in send
 
 
-def test_unknown_nested_field_is_rejected(api, recipient):
+def test_unknown_nested_field_is_rejected(api, recipient, outbox_listener):
     before_db, before_q = db_counts(), queue_depths()
     r = _send(api, {"recipient": recipient, "content": {"sms": {"body": "hi", "bodyy": "typo"}}})
     assert r.status_code == 400 and "content.sms.bodyy" in r.json()["error"]["fields"]
     assert db_counts() == before_db and queue_depths() == before_q
+    assert outbox_listener.received() == []
 
 
-def test_batch_accepts_all_items_in_one_call(api, recipient):
-    before = queue_depths()
+def test_batch_accepts_all_items_in_one_call(api, recipient, empty_queues, outbox_listener):
     items = [{"recipient": recipient, "content": {"sms": {"body": f"#{i}"}}, "event_id": f"b-{i}"} for i in range(3)]
     r = api.post("/api/v1/notifications/batch", {"notifications": items}, format="json")
     assert r.status_code == 202, r.content
     bodies = r.json()["notifications"]
     assert [b["event_id"] for b in bodies] == ["b-0", "b-1", "b-2"]
-    assert queue_depths()["sms"] == before["sms"] + 3
+    ids = sorted(b["deliveries"][0]["id"] for b in bodies)
+    assert queue_depths()["sms"] == 0
+    assert sorted(str(i) for i in Delivery.objects.filter(status="queued", published_at__isnull=True)
+                  .values_list("id", flat=True)) == ids
+    # One transaction, one wake-up for the whole batch.
+    assert outbox_listener.received() == [""]
+    # The relay carries the three SMS of the batch in one task.
+    assert relay_once() == 3
+    [task] = queued_tasks("sms")
+    assert task["task"] == "notify.deliver.sms" and sorted(task["args"][0]) == ids
+    assert Delivery.objects.filter(published_at__isnull=False).count() == 3
+
     again = api.post("/api/v1/notifications/batch", {"notifications": items}, format="json")
     assert again.json()["notifications"] == bodies
     assert Notification.objects.filter(idempotency_key__startswith="b-").count() == 3
-    assert queue_depths()["sms"] == before["sms"] + 3
+    # A replay writes nothing, so it neither wakes the relay nor gives it anything to publish.
+    assert outbox_listener.received() == []
+    assert relay_once() == 0
+    assert queue_depths()["sms"] == 1
 
 
 @pytest.mark.parametrize("bad_item,code", [
     ({"recipient": "nobody", "content": {"sms": {"body": "x"}}}, "recipient_not_found"),
     ({"recipient": USER, "content": {"sms": {"body": "x"}}, "event_id": "dup"}, "duplicate_idempotency_key"),
 ])
-def test_batch_with_one_bad_item_writes_and_queues_nothing(api, recipient, bad_item, code):
+def test_batch_with_one_bad_item_writes_and_queues_nothing(api, recipient, outbox_listener, bad_item, code):
     before_db, before_q = db_counts(), queue_depths()
     items = [{"recipient": recipient, "content": {"sms": {"body": "ok"}}, "event_id": "dup"}, bad_item]
     r = api.post("/api/v1/notifications/batch", {"notifications": items}, format="json")
@@ -290,6 +334,9 @@ def test_batch_with_one_bad_item_writes_and_queues_nothing(api, recipient, bad_i
     assert r.json()["error"]["code"] == "batch_rejected"
     assert r.json()["error"]["items"]["1"]["code"] == code
     assert db_counts() == before_db and queue_depths() == before_q
+    # All or none: the valid first item did not reach the outbox nor wake the relay either.
+    assert outbox_listener.received() == []
+    assert relay_once() == 0
 
 
 def test_batch_with_invalid_fields_is_400_with_item_paths(api, recipient):

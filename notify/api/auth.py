@@ -1,12 +1,15 @@
 """API-key authentication: ``Authorization: Api-Key <key>``, keys stored hashed by
-djangorestframework-api-key. One query per request (the key row carries its app id)."""
+djangorestframework-api-key. The key row (found by the key's public prefix) comes from the Redis
+cache (notify.cache.load_api_key); the secret is verified against its hash on every request."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.utils import timezone
 from rest_framework import authentication, exceptions
 
+from ..cache import load_api_key
 from ..models import AppAPIKey
 
 KEYWORD = "Api-Key"
@@ -31,11 +34,14 @@ class AppAPIKeyAuthentication(authentication.BaseAuthentication):
         keyword, _, key = header.partition(" ")
         if keyword != KEYWORD or not key.strip():
             raise exceptions.AuthenticationFailed("expected 'Authorization: Api-Key <key>'", code="invalid_api_key")
-        try:
-            api_key = AppAPIKey.objects.get_from_key(key.strip())
-        except AppAPIKey.DoesNotExist:
-            raise exceptions.AuthenticationFailed("unknown or revoked API key", code="invalid_api_key") from None
-        return AppPrincipal(app_id=api_key.app_id, key_id=api_key.id), api_key
+        key = key.strip()
+        row = load_api_key(key.partition(".")[0])
+        if (row is None or row["revoked"]
+                or (row["expiry_date"] is not None and row["expiry_date"] < timezone.now())
+                or not AppAPIKey.objects.key_generator.verify(key, row["hashed_key"])):
+            raise exceptions.AuthenticationFailed("unknown or revoked API key", code="invalid_api_key")
+        principal = AppPrincipal(app_id=row["app_id"], key_id=row["id"])
+        return principal, principal
 
     def authenticate_header(self, request):
         return KEYWORD

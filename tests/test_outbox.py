@@ -1,0 +1,289 @@
+"""The transactional outbox (notify.publishing): the API only commits deliveries and wakes the
+relay with ``NOTIFY notify_outbox``; the relay publishes them as batch tasks per channel and
+marks them published in the same transaction; workers hand unfinished batches back; the
+dispatcher publishes what no relay took. Against the real PostgreSQL and RabbitMQ (test vhost).
+
+The first tests run without the stack and call ``relay_once`` / ``hand_back`` / ``dispatch_due``
+themselves, so nothing else takes the rows. The stack tests come last in this file on purpose:
+the module's stack (relay, workers, dispatcher) starts with the first of them and runs until the
+module ends, and would race the tests above for the outbox's rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from celery import Celery
+from django.db import connection, transaction
+from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
+
+from notify import demo, publishing, sending
+from notify.models import Delivery, DeliveryLog
+from notify.publishing import dispatch_due, hand_back, relay_once
+from tests.conftest import wait_until
+from tests.helpers import queue_depths, queued_tasks
+from tests.test_e2e import FINAL, register, wait_final
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# The stack tests' workers get one delivery per task, so that the connection test below runs
+# one task per notification (it counts database sessions per task). Batching itself is covered
+# by test_relay_groups_by_channel_and_splits_at_the_task_batch_size; the other stack tests here
+# send a single delivery, for which the batch size makes no difference.
+STACK_ENV = {"NOTIFY_TASK_BATCH": "1"}
+
+SMS = {"sms": {"body": "Your code is 0000"}}
+EMAIL = {"email": {"subject": "Hello", "text": "Hello there"}}
+
+
+def _recipient(api, user: str = "outbox-user") -> str:
+    r = api.put(f"/api/v1/recipients/{user}", {"email": "ana@example.com", "phone": "+4915123456789"}, format="json")
+    assert r.status_code == 201, r.content
+    return user
+
+
+def _batch(api, items: list[dict]) -> list[dict]:
+    r = api.post("/api/v1/notifications/batch", {"notifications": items}, format="json")
+    assert r.status_code == 202, r.content
+    return r.json()["notifications"]
+
+
+def _delivery_ids(bodies: list[dict], channel: str) -> list[str]:
+    return [d["id"] for b in bodies for d in b["deliveries"] if d["channel"] == channel]
+
+
+# --- the wake-up ------------------------------------------------------------------------------
+
+def test_a_committed_send_wakes_the_relay_and_a_rejected_one_does_not(api, outbox_listener):
+    """The relay sleeps on LISTEN notify_outbox: a send must notify it, once it has committed
+    (woken earlier it would look before the rows are visible and miss them until its idle
+    check), and a refused request must not wake it for nothing."""
+    user = _recipient(api)
+    with transaction.atomic():
+        r = api.post("/api/v1/notifications", {"recipient": user, "content": SMS}, format="json")
+        assert r.status_code == 202, r.content
+        assert outbox_listener.received() == []  # not before the commit
+    assert outbox_listener.wait(timeout=5) == [""]
+    assert outbox_listener.received() == []  # exactly one wake-up
+
+    r = api.post("/api/v1/notifications", {"recipient": "nobody", "content": SMS}, format="json")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "recipient_not_found"
+    assert outbox_listener.received() == []
+
+
+def test_a_rolled_back_send_wakes_nobody_and_leaves_nothing_in_the_outbox(api, outbox_listener):
+    """The NOTIFY is part of the send's transaction, not a side call on another connection."""
+    user = _recipient(api)
+
+    class Rollback(Exception):
+        pass
+
+    with pytest.raises(Rollback), transaction.atomic():
+        assert api.post("/api/v1/notifications", {"recipient": user, "content": SMS}, format="json").status_code == 202
+        raise Rollback
+    assert outbox_listener.received() == []
+    assert not Delivery.objects.exists()
+
+
+# --- relay_once -------------------------------------------------------------------------------
+
+def test_relay_groups_by_channel_and_splits_at_the_task_batch_size(api, empty_queues, settings):
+    """Five SMS and one email with NOTIFY_TASK_BATCH=2: three sms tasks of 2+2+1 ids and one
+    email task, every delivery in exactly one task, never two channels in one task."""
+    settings.NOTIFY_TASK_BATCH = 2
+    user = _recipient(api)
+    bodies = _batch(api, [{"recipient": user, "content": SMS, "event_id": f"g-{i}"} for i in range(5)]
+                    + [{"recipient": user, "content": EMAIL, "event_id": "g-mail"}])
+    sms_ids, email_ids = _delivery_ids(bodies, "sms"), _delivery_ids(bodies, "email")
+    assert (len(sms_ids), len(email_ids)) == (5, 1)
+
+    assert relay_once() == 6
+    sms_tasks = queued_tasks("sms")
+    assert {t["task"] for t in sms_tasks} == {"notify.deliver.sms"}
+    assert sorted(len(t["args"][0]) for t in sms_tasks) == [1, 2, 2]
+    assert all(len(t["args"]) == 1 for t in sms_tasks)  # a single argument: the list of ids
+    assert sorted(i for t in sms_tasks for i in t["args"][0]) == sorted(sms_ids)
+    assert queued_tasks("email") == [{"task": "notify.deliver.email", "args": [email_ids], "argsrepr": "[1 deliveries]"}]
+    assert not Delivery.objects.filter(published_at__isnull=True).exists()
+    assert relay_once() == 0
+    assert queue_depths()["sms"] == 3
+
+
+def test_relay_with_the_broker_unreachable_raises_and_leaves_the_rows_in_the_outbox(api, empty_queues, monkeypatch):
+    """A publish that fails must roll back the claim: rows marked published without a message
+    on the queue would never be sent (until the stale sweep, 15 minutes later)."""
+    user = _recipient(api)
+    bodies = _batch(api, [{"recipient": user, "content": SMS, "event_id": f"down-{i}"} for i in range(2)])
+    ids = sorted(_delivery_ids(bodies, "sms"))
+
+    # A real Celery app on a port where nothing listens: the real publish fails at once.
+    down = Celery("down", config_source="celeryconfig")
+    down.conf.broker_url = "amqp://guest:guest@127.0.0.1:1//"
+    down.conf.broker_connection_timeout = 1
+    down.conf.broker_connection_retry = False
+    down.conf.broker_connection_max_retries = 0
+    with monkeypatch.context() as patched:
+        patched.setattr("notify.celery.app", down)
+        with pytest.raises(BrokerError):
+            relay_once()
+    assert sorted(str(i) for i in Delivery.objects.filter(status="queued", published_at__isnull=True)
+                  .values_list("id", flat=True)) == ids
+    assert queue_depths()["sms"] == 0
+
+    # The broker back: the next round publishes them.
+    assert relay_once() == 2
+    [task] = queued_tasks("sms")
+    assert sorted(task["args"][0]) == ids
+    assert not Delivery.objects.filter(published_at__isnull=True).exists()
+
+
+# --- hand_back --------------------------------------------------------------------------------
+
+def test_hand_back_reopens_only_rows_still_queued_and_wakes_the_relay(api, empty_queues, outbox_listener):
+    """A worker out of time hands its batch's rest back; a row another worker has meanwhile
+    claimed (sending) or finished (sent) must stay as it is, or it would be sent twice."""
+    user = _recipient(api)
+    bodies = _batch(api, [{"recipient": user, "content": SMS, "event_id": f"hb-{i}"} for i in range(3)])
+    sent_id, sending_id, queued_id = _delivery_ids(bodies, "sms")
+    assert relay_once() == 3
+    assert outbox_listener.received() == [""]  # the send's own wake-up
+    Delivery.objects.filter(id=sent_id).update(status="sent", sent_at=timezone.now())
+    Delivery.objects.filter(id=sending_id).update(status="sending")
+    untouched = {d.id: (d.status, d.published_at, d.updated_at)
+                 for d in Delivery.objects.filter(id__in=[sent_id, sending_id])}
+
+    assert hand_back([sent_id, sending_id, queued_id]) == 1
+    assert outbox_listener.received() == [""]
+    assert {d.id: (d.status, d.published_at, d.updated_at)
+            for d in Delivery.objects.filter(id__in=[sent_id, sending_id])} == untouched
+    reopened = Delivery.objects.get(id=queued_id)
+    assert (reopened.status, reopened.published_at) == ("queued", None)
+
+    # Nothing left to hand back: no row changes and no wake-up.
+    assert hand_back([sent_id, sending_id]) == 0
+    assert outbox_listener.received() == []
+
+    # The relay publishes the handed-back row again, and only it.
+    before = len(queued_tasks("sms"))
+    assert relay_once() == 1
+    assert queued_tasks("sms")[before:] == [{"task": "notify.deliver.sms", "args": [[queued_id]],
+                                             "argsrepr": "[1 deliveries]"}]
+
+
+# --- the dispatcher's backstop ----------------------------------------------------------------
+
+def test_dispatch_due_publishes_rows_no_relay_took_and_leaves_fresh_ones_to_the_relay(api, empty_queues, settings):
+    """With no relay running (or the broker down when it ran) rows would wait forever; the
+    dispatcher publishes those older than NOTIFY_REPUBLISH_AFTER, and not younger ones, which
+    the relay is about to take (publishing them too would double the messages)."""
+    settings.NOTIFY_REPUBLISH_AFTER = 60
+    user = _recipient(api)
+    bodies = _batch(api, [{"recipient": user, "content": SMS, "event_id": f"bs-{i}"} for i in range(2)])
+    old_id, fresh_id = _delivery_ids(bodies, "sms")
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE notify_delivery SET updated_at = now() - interval '120 seconds' WHERE id = %s", [old_id])
+
+    assert dispatch_due() == 1
+    assert queued_tasks("sms") == [{"task": "notify.deliver.sms", "args": [[old_id]], "argsrepr": "[1 deliveries]"}]
+    assert Delivery.objects.get(id=old_id).published_at is not None
+    assert Delivery.objects.get(id=fresh_id).published_at is None
+    assert dispatch_due() == 0
+    assert relay_once() == 1  # the relay's share
+    assert queue_depths()["sms"] == 2
+
+
+# --- with the stack (keep these last: see the module docstring) --------------------------------
+
+@pytest.fixture
+def app_and_key(stack, transactional_db):
+    return demo.create_app("outbox")
+
+
+@pytest.fixture
+def key(app_and_key):
+    return app_and_key[1]
+
+
+def _sent_once(control, provider: str, delivery_id: str) -> bool:
+    """The provider accepted this delivery exactly once (the sandbox's record of its wire)."""
+    return len(control.records(provider, accepted=True, delivery_id=delivery_id)) == 1
+
+
+@pytest.mark.stack
+def test_without_the_relay_the_dispatcher_still_sends_once(stack, key, control, settings):
+    """The relay is an optimisation of latency, not a single point of failure: with it stopped
+    the dispatcher's backstop publishes the row after NOTIFY_REPUBLISH_AFTER, and it is sent
+    exactly once."""
+    register(stack, key, control, "no-relay", platforms=())
+    stack.stop_relay()
+    try:
+        status, accepted = demo.call(stack.api_url, key, "POST", "/api/v1/notifications",
+                                     {"recipient": "no-relay", "content": SMS})
+        assert status == 202, accepted
+        final = wait_final(stack, key, accepted["id"], timeout=settings.NOTIFY_REPUBLISH_AFTER + 15)
+    finally:
+        stack.start_relay()
+    [d] = final["deliveries"]
+    assert d["status"] == "sent", final
+    row = Delivery.objects.get(id=d["id"])
+    # Published by the backstop, not at once: only rows untouched that long are its share.
+    assert row.published_at - row.created_at >= dt.timedelta(seconds=settings.NOTIFY_REPUBLISH_AFTER)
+    assert _sent_once(control, "twilio", d["id"])
+    assert DeliveryLog.objects.filter(delivery_id=d["id"], to_status="sending").count() == 1
+    log = (stack.config.log_dir / "maintenance.log").read_text(errors="replace")
+    assert "no relay had taken" in log
+
+
+@pytest.mark.stack
+def test_a_message_of_the_one_id_per_task_format_is_still_sent(stack, app_and_key, control):
+    """Messages published by the previous version (a bare delivery id, not a list) may still
+    be on the queues when the new workers start; they must be sent, not read as a list of
+    characters."""
+    app, key = app_and_key
+    register(stack, key, control, "old-format", platforms=())
+    planned = sending.plan(app.id, None, {"recipient": "old-format", "content": SMS, "channels": ["sms"]}, None)
+    [delivery] = planned.deliveries
+    # Committed as the old version left it: queued and already published (in the same
+    # transaction, so the relay never sees it unpublished). Neither the relay nor the
+    # dispatcher (until the stale sweep, 15 min) publishes it then: only our message can send it.
+    with transaction.atomic():
+        sending.write([planned])
+        assert Delivery.objects.filter(id=delivery.id).update(published_at=timezone.now()) == 1
+
+    from notify.celery import app as celery_app
+
+    celery_app.send_task(publishing.task_name("sms"), args=[str(delivery.id)])
+    final = wait_final(stack, key, planned.body["id"])
+    assert final["deliveries"][0]["status"] == "sent", final
+    assert _sent_once(control, "twilio", str(delivery.id))
+
+
+def _db_sessions() -> int:
+    """Sessions ever opened on the test database (pg_stat_database.sessions, PostgreSQL 14+)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.stack
+def test_workers_keep_their_database_connection_across_tasks(stack, key, control):
+    """Celery's Django fix-up closes the database connection around every task unless
+    CELERY_DB_REUSE_MAX is set: a PostgreSQL session (fork, authentication) per delivery. With
+    it, 30 tasks (one delivery each, see STACK_ENV) open next to no new session. The API takes
+    the 30 in one call and the test polls the database on its own connection, so neither adds
+    sessions per delivery either."""
+    register(stack, key, control, "conn", platforms=())
+    items = [{"recipient": "conn", "content": {"sms": {"body": f"#{i}"}}, "event_id": f"conn-{i}"} for i in range(30)]
+    before = _db_sessions()
+    status, body = demo.call(stack.api_url, key, "POST", "/api/v1/notifications/batch", {"notifications": items})
+    assert status == 202, body
+    ids = _delivery_ids(body["notifications"], "sms")
+    assert len(ids) == 30
+    wait_until(lambda: not Delivery.objects.filter(id__in=ids).exclude(status__in=FINAL).exists(),
+               timeout=60, message="the 30 SMS to finish")
+    assert set(Delivery.objects.filter(id__in=ids).values_list("status", flat=True)) == {"sent"}
+    opened = _db_sessions() - before
+    assert opened < 15, f"{opened} new database sessions for 30 tasks"
