@@ -66,6 +66,7 @@ class Stack:
     def __init__(self, config: StackConfig):
         self.config = config
         self.procs: dict[str, subprocess.Popen] = {}
+        self._ready_lines: dict[str, int] = {}
         config.log_dir.mkdir(parents=True, exist_ok=True)
         config.sandbox_dir.mkdir(parents=True, exist_ok=True)
         self.env = {
@@ -114,15 +115,18 @@ class Stack:
 
     def start_relay(self) -> None:
         """Start the outbox relay (``manage.py relay``), which publishes committed deliveries."""
+        log = self.config.log_dir / "relay.log"
+        earlier = _count_lines(log, "outbox relay", "ready")  # a restart appends to the same log
         self._spawn("relay", [PYTHON, "manage.py", "relay"])
-        _wait_log(self.config.log_dir / "relay.log", "outbox relay", "ready",
-                  proc=self.procs["relay"], timeout=60)
+        _wait_log(log, "outbox relay", "ready", proc=self.procs["relay"], timeout=60, after=earlier)
 
     def stop_relay(self) -> None:
         self._stop("relay")
 
     def spawn_worker(self, channel: str) -> None:
         """Start the worker pool of one channel (``-Q <channel>``) without waiting for it."""
+        # A restarted worker appends to the same log: wait_worker waits for a new "ready" line.
+        self._ready_lines[channel] = _count_lines(self.config.log_dir / f"worker-{channel}.log", f"{channel}@", "ready.")
         self._spawn(f"worker-{channel}", [
             CELERY, "-A", "notify", "worker", "-Q", channel, "-n", f"{channel}@%h",
             "-P", self.config.worker_pool, "-c", str(self.config.concurrency), "--prefetch-multiplier", "1", "-O", "fair",
@@ -134,7 +138,7 @@ class Stack:
 
     def wait_worker(self, channel: str, timeout: float = 60) -> None:
         _wait_log(self.config.log_dir / f"worker-{channel}.log", f"{channel}@", "ready.",
-                  proc=self.procs[f"worker-{channel}"], timeout=timeout)
+                  proc=self.procs[f"worker-{channel}"], timeout=timeout, after=self._ready_lines.get(channel, 0))
 
     def stop_worker(self, channel: str) -> None:
         self._stop(f"worker-{channel}")
@@ -208,16 +212,21 @@ def _wait_http(url: str, name: str, proc: subprocess.Popen, timeout: float = 60)
     raise RuntimeError(f"{name} not ready after {timeout}s ({url})")
 
 
-def _wait_log(path: Path, node: str, word: str, proc: subprocess.Popen, timeout: float) -> None:
+def _count_lines(path: Path, node: str, word: str) -> int:
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return 0
+    return sum(1 for line in text.splitlines() if node in line and word in line)
+
+
+def _wait_log(path: Path, node: str, word: str, proc: subprocess.Popen, timeout: float, after: int = 0) -> None:
+    """Wait until ``path`` has more than ``after`` lines holding both ``node`` and ``word``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{path.stem} exited with {proc.returncode} before it was ready (see {path})")
-        try:
-            text = path.read_text(errors="replace")
-        except FileNotFoundError:
-            text = ""
-        if any(node in line and word in line for line in text.splitlines()):
+        if _count_lines(path, node, word) > after:
             return
         time.sleep(0.2)
     raise RuntimeError(f"{path.stem} not ready after {timeout}s (see {path})")
