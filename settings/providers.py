@@ -104,7 +104,7 @@ NOTIFY_TASK_BATCH = env_int("NOTIFY_TASK_BATCH", 20)
 NOTIFY_TASK_BUDGET = env_int("NOTIFY_TASK_BUDGET", 30)
 #: The outbox relay starts a publishing round at most this often (milliseconds): a lone
 #: notification goes out at once, and under load one round carries what the interval gathered.
-NOTIFY_RELAY_INTERVAL_MS = env_int("NOTIFY_RELAY_INTERVAL_MS", 50)
+NOTIFY_RELAY_INTERVAL_MS = env_int("NOTIFY_RELAY_INTERVAL_MS", 100)
 #: A published delivery no worker claimed after this long (seconds) is published again (the
 #: broker lost it); long enough not to double-publish a normal backlog.
 NOTIFY_REPUBLISH_STALE_AFTER = env_int("NOTIFY_REPUBLISH_STALE_AFTER", 900)
