@@ -6,7 +6,8 @@ Why each choice:
   task is idempotent (it claims the delivery in PostgreSQL first), which makes this safe.
 - ``worker_prefetch_multiplier = 1``: a worker holds one unacknowledged message per process, so a
   slow provider does not strand a backlog on one worker.
-- Publisher confirms (``confirm_publish``): the API reports a publish only once RabbitMQ has it.
+- Publisher confirms (``confirm_publish``): the outbox relay marks deliveries published only
+  once RabbitMQ has their task.
 - Retries never wait on the consumer (no long ``countdown``): a delayed retry is stored in
   PostgreSQL and re-published by the dispatcher, so no message outlives ``consumer_timeout``.
 """
@@ -31,7 +32,7 @@ enable_utc = True
 
 # Celery's Django fix-up closes every database connection before and after each task unless
 # this is set: a new PostgreSQL connection per message on the send path. Connections are kept
-# (Django's CONN_MAX_AGE and CONN_HEALTH_CHECKS still apply) and recycled every N tasks.
+# and recycled every N tasks; notify.tasks applies CONN_MAX_AGE and CONN_HEALTH_CHECKS per task.
 CELERY_DB_REUSE_MAX = 1000
 
 task_acks_late = True

@@ -1,14 +1,16 @@
 """Redis cache in front of the look-ups on the API path.
 
 What is cached: a recipient's send profile (its row, active devices and preferences in one entry),
-each template, and each API key's stored hash (looked up by the key's public prefix). Entries are deleted by model signals on every save or delete, so a change made
-through the API or the Django admin takes effect on the very next send; the TTL only bounds
-memory.
+each template, and each API key's stored hash (looked up by the key's public prefix). Entries
+are deleted by model signals on every save or delete, so a change made through the API or the
+Django admin takes effect on the very next request; the TTL only bounds memory (and, for API
+keys, changes made without signals, such as ``QuerySet.update``).
 """
 
 from __future__ import annotations
 
 from django.core.cache import cache
+from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
@@ -17,7 +19,7 @@ from .models import AppAPIKey, Device, Preference, Recipient, Template
 PROFILE_TTL = 300  # seconds
 TEMPLATE_TTL = 300
 #: Short, because ``QuerySet.update(revoked=True)`` bypasses the signals that delete the entry;
-#: a revocation through the admin or ``save()`` applies on the next request.
+#: a revocation through the admin or ``save()`` applies from its commit on.
 API_KEY_TTL = 30
 
 
@@ -131,4 +133,8 @@ def _template_changed(sender, instance: Template, **kwargs):
 
 @receiver([post_save, post_delete], sender=AppAPIKey)
 def _api_key_changed(sender, instance: AppAPIKey, **kwargs):
-    cache.delete(api_key_key(instance.prefix))
+    key = api_key_key(instance.prefix)
+    cache.delete(key)
+    # Again after the commit: a request between this delete and the commit would otherwise
+    # cache the row as it was (a revoked key working for another API_KEY_TTL seconds).
+    transaction.on_commit(lambda: cache.delete(key))

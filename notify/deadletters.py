@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from django.db import transaction
-from django.utils import timezone
+from django.db.models.functions import Now
 
 from .models import Delivery, DeliveryLog, DeliveryStatus
 
@@ -54,7 +54,7 @@ def replay(delivery_ids: list[str] | None = None, channel: str | None = None) ->
             rows = rows.filter(channel=channel)
         items = list(rows.values_list("id", "channel", "attempts"))
         Delivery.objects.filter(id__in=[i for i, _, _ in items]).update(
-            status=DeliveryStatus.QUEUED, attempts=0, published_at=None, updated_at=timezone.now(), reason="replayed",
+            status=DeliveryStatus.QUEUED, attempts=0, published_at=None, updated_at=Now(), reason="replayed",
             unknown_outcome=False)
         DeliveryLog.objects.bulk_create(
             DeliveryLog(delivery_id=i, from_status="dead_lettered", to_status="queued", attempt=a, reason="replayed")

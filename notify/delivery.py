@@ -44,8 +44,9 @@ log = logging.getLogger(__name__)
 _CLAIM_SQL = """
 WITH claimed AS (
     UPDATE notify_delivery d
-    SET status = 'sending', attempts = d.attempts + 1, updated_at = now(),
-        lease_until = now() + make_interval(secs => %s::float8)
+    SET status = 'sending', attempts = d.attempts + 1, updated_at = clock_timestamp(),
+        -- clock_timestamp(): time spent waiting for the relay's row lock is not taken from the lease
+        lease_until = clock_timestamp() + make_interval(secs => %s::float8)
     FROM notify_notification n
     WHERE d.id = %s::uuid AND d.status = 'queued' AND n.id = d.notification_id
     RETURNING d.id, d.channel, d.address, d.attempts, d.unknown_outcome, d.device_id,
@@ -102,8 +103,8 @@ class Claim:
     age: float
 
 
-#: Seconds a worker waits out a database outage before claiming (then the task fails, and the
-#: dispatcher's stale-publish sweep is the only way back) and before recording an outcome.
+#: Seconds a worker waits out a database outage before claiming (then the task is rejected back
+#: to its queue) and before recording an outcome.
 CLAIM_PATIENCE = 60
 RECORD_PATIENCE = 120
 

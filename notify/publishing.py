@@ -41,6 +41,12 @@ log = logging.getLogger(__name__)
 OUTBOX_EVENT = "notify_outbox"
 
 _PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
+#: Seconds the relay waits for RabbitMQ to confirm a publish (a broker under a memory or disk
+#: alarm blocks publishers); then the round fails and its rows stay in the outbox.
+CONFIRM_TIMEOUT = 10
+#: The relay holds its rows' locks while it publishes, and a worker that got a message first
+#: waits for them in its claim: PostgreSQL ends a relay transaction stuck longer than this.
+_RELAY_TX_LIMIT = "SET LOCAL idle_in_transaction_session_timeout = '30s'"
 
 
 def task_name(channel: str) -> str:
@@ -83,7 +89,7 @@ def publish_tasks(items: Iterable[tuple[object, str]]) -> int:
             # argsrepr given: Celery would otherwise saferepr() the arguments of every message.
             app.send_task(task_name(channel), args=[ids], producer=producer,
                           argsrepr=f"[{len(ids)} deliveries]", kwargsrepr="{}",
-                          retry=True, retry_policy=_PUBLISH_RETRY)
+                          retry=True, retry_policy=_PUBLISH_RETRY, confirm_timeout=CONFIRM_TIMEOUT)
             published += 1
     return published
 
@@ -113,6 +119,7 @@ def relay_once(limit: int = 1000, older_than: float = 0) -> int:
         cursor.execute(_TAKE_OUTBOX_SQL, {"older_than": older_than, "limit": limit})
         rows = cursor.fetchall()
         if rows:
+            cursor.execute(_RELAY_TX_LIMIT, prepare=False)
             publish_tasks(rows)
     return len(rows)
 

@@ -1,11 +1,12 @@
 """The outbox relay's loop (``manage.py relay``): wait for ``NOTIFY notify_outbox``, publish the
 outbox (notify.publishing.relay_once), repeat.
 
-Rounds are paced: a round starts at least ``NOTIFY_RELAY_INTERVAL_MS`` after the previous one.
-A lone notification is published at once (the previous round is long past); under load, what
-is committed during the interval goes out together, so each task carries several deliveries of
-its channel and the per-message cost of Celery and RabbitMQ is paid once per batch. The price is
-at most one interval of added latency, and only when the system is busy.
+Rounds are paced only under load: after a round that published at least
+``NOTIFY_RELAY_BUSY_ROWS`` deliveries, the next starts ``NOTIFY_RELAY_INTERVAL_MS`` after it, so
+what is committed meanwhile goes out together, each task carries several deliveries of its
+channel, and the per-message cost of Celery and RabbitMQ is paid once per batch. The price is at
+most one interval of added latency while the system is busy. Light traffic is published at once
+(a dispatcher probe or a burst on one channel does not delay the next notification of another).
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ class Relay:
     """One relay process. ``run()`` loops until ``stop()`` (or SIGTERM/SIGINT through
     :meth:`install_signal_handlers`)."""
 
-    def __init__(self, interval: float | None = None):
+    def __init__(self, interval: float | None = None, busy_rows: int | None = None):
         self.interval = settings.NOTIFY_RELAY_INTERVAL_MS / 1000 if interval is None else interval
+        self.busy_rows = settings.NOTIFY_RELAY_BUSY_ROWS if busy_rows is None else busy_rows
         self.stopping = False
         self._listening = False
 
@@ -46,27 +48,32 @@ class Relay:
     def _listen(self) -> None:
         if not self._listening:
             connection.ensure_connection()
-            connection.connection.execute(f"LISTEN {OUTBOX_EVENT}")
+            with connection.wrap_database_errors:
+                connection.connection.execute(f"LISTEN {OUTBOX_EVENT}")
             self._listening = True
 
     def _wait(self, timeout: float) -> None:
         """Block until a notification arrives or ``timeout`` seconds pass; drain the rest."""
         pg = connection.connection
-        for _ in pg.notifies(timeout=timeout, stop_after=1):
-            pass
-        for _ in pg.notifies(timeout=0):
-            pass
+        with connection.wrap_database_errors:  # psycopg's errors as Django's, for run()
+            for _ in pg.notifies(timeout=timeout, stop_after=1):
+                pass
+            for _ in pg.notifies(timeout=0):
+                pass
 
     def run(self) -> None:
-        log.info("outbox relay started (round interval %.0f ms)", self.interval * 1000)
+        log.info("outbox relay started (rounds %.0f ms apart after %d or more deliveries)",
+                 self.interval * 1000, self.busy_rows)
         last_round = 0.0
+        published = 0
         backoff = 0.0
         while not self.stopping:
             try:
                 self._listen()
-                pause = last_round + self.interval - time.monotonic()
-                if pause > 0:
-                    time.sleep(pause)
+                if published >= self.busy_rows:
+                    pause = last_round + self.interval - time.monotonic()
+                    if pause > 0:
+                        time.sleep(pause)
                 last_round = time.monotonic()
                 published = relay_once(ROUND_LIMIT)
                 backoff = 0.0

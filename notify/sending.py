@@ -2,8 +2,9 @@
 and write the notification and its deliveries, which puts them in the outbox
 (notify.publishing): the relay publishes them once the transaction has committed.
 
-Queries on a warm cache: one idempotency look-up (only with a key), one INSERT of the
-notification, one bulk INSERT of the deliveries, one NOTIFY. Nothing here waits on RabbitMQ.
+Queries on a warm cache: one idempotency look-up (only with a key), then one statement that
+inserts the notification and its deliveries and notifies the relay. Nothing here waits on
+RabbitMQ.
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ WITH notification AS (
 ), delivery AS (
     INSERT INTO notify_delivery (id, notification_id, channel, device_id, address, status, reason, attempts,
         provider_message_id, last_error, created_at, updated_at, next_attempt_at, unknown_outcome)
-    SELECT id, notification_id, channel, device_id, address, status, reason, 0, '', '', %(now)s, %(now)s,
+    SELECT id, notification_id, channel, device_id, address, status, reason, 0, '', '', %(now)s, now(),
            next_attempt_at, false
     FROM unnest(%(d_id)s::uuid[], %(d_notification)s::uuid[], %(d_channel)s::varchar[], %(d_device)s::bigint[],
                 %(d_address)s::text[], %(d_status)s::varchar[], %(d_reason)s::varchar[],
@@ -230,7 +231,7 @@ def write(planned: list[Planned]) -> None:
     """Insert the notifications and deliveries in one transaction; its commit wakes the outbox
     relay, which publishes the queued ones. Raises IntegrityError on an idempotency-key race.
 
-    One prepared statement inserts every row (arrays through ``unnest``) and wakes the relay: on
+    One (prepared) statement inserts every row (arrays through ``unnest``) and wakes the relay: on
     the API's hot path the ORM's per-object work for ``bulk_create`` cost more than the database
     did."""
     with transaction.atomic(), prepared_cursor() as cursor:

@@ -3,8 +3,9 @@
 Django's psycopg backend binds parameters on the client and never prepares, so PostgreSQL parses
 and plans every statement again. The few statements that run once or twice per delivery (the
 API's insert, the worker's claim and outcome) go through :func:`prepared_cursor` instead, which
-lets PostgreSQL keep their plans per connection (psycopg's ``prepare=True``; connections live for
-``CONN_MAX_AGE``). Behind a transaction-pooling PgBouncer older than 1.21, set
+lets PostgreSQL keep their plans per connection (psycopg's ``prepare=True``, which needs the
+connection's ``prepare_threshold`` set: settings.DATABASES; Django's own cursors bind on the client
+and never prepare). Connections live for ``CONN_MAX_AGE``. Behind a transaction-pooling PgBouncer older than 1.21, set
 ``NOTIFY_DB_PREPARE=0``.
 """
 
@@ -29,6 +30,7 @@ def prepared_cursor() -> Iterator[psycopg.Cursor]:
     """A server-side-binding psycopg cursor on Django's connection (so in the same transaction)
     whose statements are prepared, and whose errors are raised as Django's
     (``django.db.IntegrityError``, ``OperationalError``, ...)."""
+    connection.close_if_health_check_failed()
     connection.ensure_connection()
     with connection.wrap_database_errors, _PreparingCursor(connection.connection) as cursor:
         yield cursor

@@ -9,8 +9,8 @@ import time
 
 from celery.exceptions import Reject
 from django.conf import settings
-from celery.signals import worker_process_shutdown
-from django.db import InterfaceError, OperationalError
+from celery.signals import task_prerun, worker_process_shutdown
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from channels.registry import CHANNELS, close_all
 
@@ -24,6 +24,7 @@ def _deliver_task(channel: str):
         ids = [delivery_ids] if isinstance(delivery_ids, str) else delivery_ids
         started = time.monotonic()
         outcomes: dict[str, int] = {}
+        done = 0
         try:
             for done, delivery_id in enumerate(ids):
                 if done and time.monotonic() - started > settings.NOTIFY_TASK_BUDGET:
@@ -37,6 +38,13 @@ def _deliver_task(channel: str):
             # than acknowledge deliveries nobody has claimed or recorded. Those of the batch
             # already recorded are skipped when it comes back (their claim finds nothing).
             raise Reject(exc, requeue=True) from exc
+        except Exception:
+            # An unexpected error (Redis down, a bug) ends this task and acknowledges its
+            # message: the deliveries after the failing one go back to the outbox at once
+            # instead of waiting for the stale-publish sweep.
+            if ids[done + 1:]:
+                publishing.hand_back(ids[done + 1:])
+            raise
         return outcomes
 
     deliver.__doc__ = (f"Send a batch of {channel} deliveries by id, one after the other (see "
@@ -49,7 +57,8 @@ deliver_tasks = {channel: _deliver_task(channel) for channel in CHANNELS}
 
 @app.task(name="notify.maintenance.dispatch_due", ignore_result=True)
 def dispatch_due() -> int:
-    """Publish retries whose delay is over, sends whose worker died, and unpublished rows."""
+    """Move retries whose delay is over and sends whose worker died back into the outbox, and
+    publish what no relay took (notify.publishing.dispatch_due)."""
     return publishing.dispatch_due()
 
 
@@ -57,6 +66,13 @@ def dispatch_due() -> int:
 def forget_idempotency_keys() -> int:
     """Release idempotency keys past their retention window."""
     return publishing.forget_idempotency_keys()
+
+
+@task_prerun.connect
+def _fresh_database_connection(**kwargs):
+    # Celery's Django fix-up keeps connections across tasks (CELERY_DB_REUSE_MAX); this applies
+    # CONN_MAX_AGE and CONN_HEALTH_CHECKS per task, as Django does per request.
+    close_old_connections()
 
 
 @worker_process_shutdown.connect

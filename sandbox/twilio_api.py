@@ -261,7 +261,7 @@ class TwilioApp(ProviderApp):
         if self._http is None:
             self._http = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=False, limit=64),
-                timeout=aiohttp.ClientTimeout(total=10.0), headers={"User-Agent": "TwilioProxy/1.1"})
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=10.0), headers={"User-Agent": "TwilioProxy/1.1"})
         return self._http
 
     async def _progress(self, sid: str, callback: str | None, final: str,

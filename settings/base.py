@@ -63,7 +63,11 @@ DATABASES = {
         # Persistent connections: no per-request / per-message connection set-up.
         "CONN_MAX_AGE": env_int("NOTIFY_DB_CONN_MAX_AGE", 300),
         "CONN_HEALTH_CHECKS": True,
-        "OPTIONS": {"connect_timeout": 5},
+        # prepare_threshold: lets notify.sql prepare the hot statements (Django's own client-side
+        # binding cursors never prepare). keepalives: a half-open socket after a failover is
+        # noticed instead of hanging the relay or a worker.
+        "OPTIONS": {"connect_timeout": 5, "prepare_threshold": 5 if env("NOTIFY_DB_PREPARE", "1") == "1" else None,
+                    "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3},
         "TEST": {"NAME": env("NOTIFY_TEST_DB_NAME", "test_notify")},
     }
 }

@@ -97,14 +97,16 @@ NOTIFY_WEBPUSH_PRIVATE_ENDPOINTS = [h for h in env("NOTIFY_WEBPUSH_PRIVATE_ENDPO
 #: published after this long (seconds): the relay is down, or the broker was.
 NOTIFY_REPUBLISH_AFTER = env_int("NOTIFY_REPUBLISH_AFTER", 5)
 #: At most this many deliveries of one channel travel in one task: a worker pays Celery's and
-#: RabbitMQ's per-message cost once per batch, and under light load a batch holds one delivery.
+#: RabbitMQ's per-message cost once per batch (a batch holds what one relay round found).
 NOTIFY_TASK_BATCH = env_int("NOTIFY_TASK_BATCH", 20)
 #: A worker stops taking new deliveries of its batch after this long (seconds) and hands the
 #: rest back to the relay, so a slow provider cannot push a batch past the task's time limit.
 NOTIFY_TASK_BUDGET = env_int("NOTIFY_TASK_BUDGET", 30)
-#: The outbox relay starts a publishing round at most this often (milliseconds): a lone
-#: notification goes out at once, and under load one round carries what the interval gathered.
+#: After a publishing round of at least NOTIFY_RELAY_BUSY_ROWS deliveries, the outbox relay waits
+#: until this long (milliseconds) after it before the next, so that under load one round (and
+#: one task per channel) carries what the interval gathered; lighter traffic goes out at once.
 NOTIFY_RELAY_INTERVAL_MS = env_int("NOTIFY_RELAY_INTERVAL_MS", 100)
+NOTIFY_RELAY_BUSY_ROWS = env_int("NOTIFY_RELAY_BUSY_ROWS", 10)
 #: A published delivery no worker claimed after this long (seconds) is published again (the
 #: broker lost it); long enough not to double-publish a normal backlog.
 NOTIFY_REPUBLISH_STALE_AFTER = env_int("NOTIFY_REPUBLISH_STALE_AFTER", 900)

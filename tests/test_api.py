@@ -209,6 +209,23 @@ def test_revoked_api_key_is_401(client, app_key, recipient):
     assert r.status_code == 401
 
 
+def test_api_key_of_the_wrong_shape_is_refused_before_any_look_up(client, recipient):
+    """Made-up keys must not fill Redis with cache entries (nor reach PostgreSQL)."""
+    from django.core.cache import cache
+
+    from notify.cache import api_key_key
+
+    r = client.post("/api/v1/notifications", json.dumps(GOOD), content_type="application/json",
+                    HTTP_AUTHORIZATION="Api-Key zzzzzzzz.too-short")
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    assert cache.get(api_key_key("zzzzzzzz")) is None
+    # A well-formed unknown key is looked up once, and the miss is cached.
+    r = client.post("/api/v1/notifications", json.dumps(GOOD), content_type="application/json",
+                    HTTP_AUTHORIZATION="Api-Key yyyyyyyy." + "y" * 32)
+    assert r.status_code == 401
+    assert cache.get(api_key_key("yyyyyyyy")) == {}
+
+
 BAD_RECIPIENTS = [
     ({"phone": "010-1234-5678"}, "phone"),
     ({"phone": "+82101234"}, "phone"),

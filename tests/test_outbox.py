@@ -172,6 +172,27 @@ def test_hand_back_reopens_only_rows_still_queued_and_wakes_the_relay(api, empty
                                              "argsrepr": "[1 deliveries]"}]
 
 
+def test_a_task_that_fails_unexpectedly_hands_the_rest_of_its_batch_back(api, empty_queues):
+    """An error that is not a database outage ends the task and acknowledges its message; the
+    deliveries after the failing one must go back to the outbox at once, not wait 15 minutes for
+    the stale-publish sweep."""
+    from notify.tasks import deliver_tasks
+
+    user = _recipient(api)
+    bodies = _batch(api, [{"recipient": user, "content": SMS, "event_id": f"boom-{i}"} for i in range(2)])
+    ids = _delivery_ids(bodies, "sms")
+    assert relay_once() == 2
+    assert not Delivery.objects.filter(id__in=ids, published_at__isnull=True).exists()
+
+    # A malformed id makes the claim fail with a DataError (not an outage): the task raises.
+    with pytest.raises(Exception) as raised:
+        deliver_tasks["sms"].run(["not-a-delivery-id", *ids])
+    assert "not-a-delivery-id" in str(raised.value) or "uuid" in str(raised.value).lower()
+    rows = list(Delivery.objects.filter(id__in=ids).values_list("status", "published_at"))
+    assert rows == [("queued", None), ("queued", None)]
+    assert relay_once() == 2
+
+
 # --- the dispatcher's backstop ----------------------------------------------------------------
 
 def test_dispatch_due_publishes_rows_no_relay_took_and_leaves_fresh_ones_to_the_relay(api, empty_queues, settings):

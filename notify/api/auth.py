@@ -4,6 +4,7 @@ cache (notify.cache.load_api_key); the secret is verified against its hash on ev
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from django.utils import timezone
@@ -13,6 +14,8 @@ from ..cache import load_api_key
 from ..models import AppAPIKey
 
 KEYWORD = "Api-Key"
+#: djangorestframework-api-key's key format: an 8-character public prefix, a dot, a 32-character secret.
+_KEY_SHAPE = re.compile(r"[A-Za-z0-9]{8}\.[A-Za-z0-9]{32}")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,9 @@ class AppAPIKeyAuthentication(authentication.BaseAuthentication):
         if keyword != KEYWORD or not key.strip():
             raise exceptions.AuthenticationFailed("expected 'Authorization: Api-Key <key>'", code="invalid_api_key")
         key = key.strip()
+        if not _KEY_SHAPE.fullmatch(key):
+            # Checked before any look-up, so made-up keys cost neither Redis nor PostgreSQL.
+            raise exceptions.AuthenticationFailed("unknown or revoked API key", code="invalid_api_key")
         row = load_api_key(key.partition(".")[0])
         if (row is None or row["revoked"]
                 or (row["expiry_date"] is not None and row["expiry_date"] < timezone.now())
