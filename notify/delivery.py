@@ -169,6 +169,20 @@ def _message(c: Claim) -> Message:
     )
 
 
+#: Longest provider answer kept in the delivery log, in characters of JSON.
+ANSWER_LIMIT = 8000
+
+
+def _answer_json(result: Result) -> str:
+    """The provider's answer as JSON for the log; a longer one is kept as a cut string, still
+    valid JSON (cutting the JSON text itself would make the jsonb cast, and the outcome, fail)."""
+    text = json.dumps(dict(result.raw), default=str, ensure_ascii=False)
+    if len(text) <= ANSWER_LIMIT:
+        return text
+    # Quoting the cut text as a JSON string at most doubles it (every '"' and '\\' escaped).
+    return json.dumps({"truncated": text[:ANSWER_LIMIT // 2 - 20]}, ensure_ascii=False)
+
+
 def _record(c: Claim, status: str, result: Result | None, reason: str, delay: float = 0.0,
             duration: float | None = None, error: str = "", refund: bool = False) -> None:
     """Write the outcome of attempt ``c.attempt`` and its log row in one statement.
@@ -180,7 +194,7 @@ def _record(c: Claim, status: str, result: Result | None, reason: str, delay: fl
         "id": c.id, "attempt": c.attempt, "status": status, "reason": reason[:128], "delay": delay,
         "message_id": result.provider_message_id if result else None, "error": error[:2000],
         "provider_status": result.status if result and result.status else None,
-        "answer": json.dumps(dict(result.raw), default=str)[:8000] if result else None,
+        "answer": _answer_json(result) if result else None,
         "duration": duration,
     }
 
