@@ -2,7 +2,7 @@
 """End-to-end throughput: notifications through the HTTP API to every channel's provider sandbox,
 next to a no-op Celery task's rate on the same broker and the same machine, in one run.
 
-    python bench/e2e.py [--notifications 400] [--concurrency 2] [--batch 1] [--rate 0]
+    python bench/e2e.py [--notifications 2000] [--warmup 100] [--concurrency 2] [--batch 1] [--rate 0]
 
 Prints deliveries/s end to end (first POST → last delivery final), the API's accept rate, the
 latency from accept to provider-accepted (p50/p95), and the no-op task rate. Everything runs on
@@ -62,7 +62,10 @@ def noop_rate(stack, count: int, processes: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--notifications", type=int, default=400)
+    parser.add_argument("--notifications", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=100,
+                        help="notifications sent (and finished) before the measurement: connections, caches and "
+                             "prepared statements warm, as in a service that has been running")
     parser.add_argument("--recipients", type=int, default=50)
     parser.add_argument("--clients", type=int, default=16, help="concurrent API callers (at most this many calls in flight)")
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes per channel")
@@ -91,9 +94,22 @@ def main() -> None:
                            {"platform": "web", "subscription": demo.sandbox_subscription(stack.control_url)}):
                 demo.call(stack.api_url, key, "POST", f"/api/v1/recipients/{user}/devices", device)
 
-        def item(i: int) -> dict:
+        def item(i: int, prefix: str = "bench") -> dict:
             return {"recipient": f"bench-{i % args.recipients}", "template": "order-shipped",
-                    "data": {"name": "지우", "order": f"B-{i}"}, "event_id": f"bench-{i}"}
+                    "data": {"name": "지우", "order": f"B-{i}"}, "event_id": f"{prefix}-{i}"}
+
+        def warm(i: int) -> None:
+            status, body = demo.call(stack.api_url, key, "POST", "/api/v1/notifications", item(i, "warmup"))
+            assert status == 202, body
+
+        with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
+            list(pool.map(warm, range(args.warmup)))
+        deadline = time.monotonic() + 300
+        while Delivery.objects.exclude(status__in=FINAL).exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("warm-up deliveries did not finish in 300 s")
+            time.sleep(0.1)
+        measured = Delivery.objects.filter(notification__idempotency_key__startswith="bench-")
 
         deliveries_per_notification = 5
         interval = args.batch * deliveries_per_notification / args.rate if args.rate else 0.0
@@ -124,9 +140,9 @@ def main() -> None:
             time.sleep(0.1)
         elapsed = time.monotonic() - start
         cpu_after = cpu.snapshot(stack)
-        rows = list(Delivery.objects.filter(status="sent").values_list("created_at", "sent_at"))
+        rows = list(measured.filter(status="sent").values_list("created_at", "sent_at"))
         latencies = sorted((s - c).total_seconds() * 1000 for c, s in rows)
-        statuses = {s: Delivery.objects.filter(status=s).count() for s in FINAL}
+        statuses = {s: measured.filter(status=s).count() for s in FINAL}
         e2e = total / elapsed
         noop = noop_rate(stack, args.noop_tasks, processes=args.concurrency * 5)
     finally:
@@ -135,7 +151,8 @@ def main() -> None:
     mode = "single sends" if args.batch == 1 else f"batches of {args.batch}"
     if args.rate:
         mode += f", paced to {args.rate:.0f} deliveries/s"
-    print(f"notifications           {args.notifications} ({total} deliveries, 5 channels, {args.clients} API clients, {mode})")
+    print(f"notifications           {args.notifications} ({total} deliveries, 5 channels, {args.clients} API clients, {mode}; "
+          f"after {args.warmup} warm-up notifications)")
     print(f"statuses                {statuses}")
     print(f"API accept rate         {args.notifications / (accepted_at - start):8.1f} notifications/s")
     print(f"end-to-end              {e2e:8.1f} deliveries/s  ({elapsed:.2f} s)")
