@@ -23,7 +23,7 @@ class Command(BaseCommand):
         config = StackConfig(api_port=port, sandbox_dir=Path(settings.NOTIFY_SANDBOX_DIR),
                              log_dir=settings.VAR_DIR / "log")
         stack = Stack(config)
-        self.stdout.write("starting provider sandbox, API, workers (apns fcm webpush sms email), dispatcher, Flower …")
+        self.stdout.write("starting provider sandbox, API, outbox relay, workers (apns fcm webpush sms email), dispatcher, Flower …")
         stack.start()
         try:
             self.stdout.write(f"API      {stack.api_url}/api/v1/  (OpenAPI: {stack.api_url}/api/v1/schema)")
