@@ -8,12 +8,14 @@ dead-lettered (already replayed, or sent) is left alone, so a replay never resen
 
 from __future__ import annotations
 
+import json
 import logging
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models.functions import Now
 
 from .models import Delivery, DeliveryLog, DeliveryStatus
+from .publishing import wake_relay
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +44,6 @@ def replay(delivery_ids: list[str] | None = None, channel: str | None = None) ->
     Returns:
         How many were replayed.
     """
-    from django.db import connection
-
-    from .publishing import wake_relay
-
     with transaction.atomic():
         rows = Delivery.objects.select_for_update(skip_locked=True).filter(status=DeliveryStatus.DEAD_LETTERED)
         if delivery_ids is not None:
@@ -88,18 +86,21 @@ def drain_queue_messages(channels: list[str], delivery_ids: list[str] | None = N
         for name in channels:
             held = []
             while True:
+                # A raw py-amqp message: acknowledged and rejected through its channel.
                 message = channel.basic_get(f"{name}.dead", no_ack=False)
                 if message is None:
                     break
-                body = message.decode() if hasattr(message, "decode") else message.body
-                delivery_id = body.get("delivery_id") if isinstance(body, dict) else None
-                wanted = delivery_ids is None or delivery_id in delivery_ids
-                still_dead = Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.DEAD_LETTERED).exists()
-                if wanted and not still_dead:
-                    message.ack()
+                try:
+                    delivery_id = json.loads(message.body).get("delivery_id")
+                except (ValueError, AttributeError):
+                    delivery_id = None  # not one of ours: leave it for an operator
+                wanted = delivery_id is not None and (delivery_ids is None or delivery_id in delivery_ids)
+                if wanted and not Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.DEAD_LETTERED).exists():
+                    channel.basic_ack(message.delivery_tag)
                     removed += 1
                 else:
-                    held.append(message)
-            for message in held:
-                message.reject(requeue=True)
+                    held.append(message.delivery_tag)
+            # Held until the queue is empty: rejected at once they would be fetched again.
+            for tag in held:
+                channel.basic_reject(tag, requeue=True)
     return removed

@@ -81,3 +81,23 @@ def test_replay_action_and_command_requeue_dead_letters_once(admin_client, sent,
     assert "replayed 0 deliveries" in capsys.readouterr().out
     for delivery_id in by_channel.values():
         assert DeliveryLog.objects.filter(delivery_id=delivery_id, reason="replayed").count() == 1
+
+
+def test_replay_removes_the_dead_letter_messages_of_replayed_deliveries_only(sent, empty_queues, capsys):
+    """The dead-letter queues must end up holding what is still dead: the replayed delivery's
+    message is acknowledged, another delivery's (still dead) goes back to its queue."""
+    from notify import deadletters
+
+    by_channel = {d["channel"]: d["id"] for d in sent["deliveries"]}
+    Delivery.objects.filter(id__in=by_channel.values()).update(status="dead_lettered", reason="max_attempts")
+    for channel, delivery_id in by_channel.items():
+        deadletters.publish_dead_letter(channel, delivery_id, "max_attempts")
+    assert {c: n for c, n in deadletters.queue_depths().items() if c in by_channel} == {"sms": 1, "email": 1}
+
+    call_command("deadletters", "replay", "--id", by_channel["email"])
+    assert "replayed 1 deliveries; removed 1 messages" in capsys.readouterr().out
+    depths = deadletters.queue_depths()
+    assert (depths["email"], depths["sms"]) == (0, 1)
+    call_command("deadletters", "replay", "--channel", "sms")
+    assert "replayed 1 deliveries; removed 1 messages" in capsys.readouterr().out
+    assert deadletters.queue_depths()["sms"] == 0
