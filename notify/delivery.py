@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import InterfaceError, OperationalError
 
 from channels.base import Message, Outcome, Result
 from channels.registry import get_channel
@@ -36,6 +36,7 @@ from .content import CHANNEL_GROUP
 from .dbretry import through_outage
 from .deadletters import publish_dead_letter
 from .models import Device, Preference, Recipient
+from .publishing import hand_back
 from .sql import prepared_cursor
 from .unsubscribe import unsubscribe_url
 
@@ -241,6 +242,36 @@ def _forget(recipient_id: int) -> None:
     row = Recipient.objects.filter(id=recipient_id).values("app_id", "external_id").first()
     if row:
         forget_recipient(row["app_id"], row["external_id"])
+
+
+def send_batch(delivery_ids: list[str]) -> dict[str, int]:
+    """Send the deliveries of one task one after the other; returns how many ended in each
+    status (``handed_back``: left for another task).
+
+    After ``NOTIFY_TASK_BUDGET`` seconds the rest goes back to the outbox, so a slow provider
+    cannot push a batch past the task's time limit. An unexpected error (Redis down, a bug)
+    hands back the deliveries after the failing one and propagates: the task ends and its
+    message is acknowledged, and they must not wait for the stale-publish sweep. A database
+    outage propagates alone (the caller requeues the whole message; what was recorded is
+    skipped when it comes back, its claim finding nothing).
+    """
+    started = time.monotonic()
+    outcomes: dict[str, int] = {}
+    for index, delivery_id in enumerate(delivery_ids):
+        if index and time.monotonic() - started > settings.NOTIFY_TASK_BUDGET:
+            hand_back(delivery_ids[index:])
+            outcomes["handed_back"] = len(delivery_ids) - index
+            break
+        try:
+            status = send(delivery_id)
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception:
+            if delivery_ids[index + 1:]:
+                hand_back(delivery_ids[index + 1:])
+            raise
+        outcomes[status] = outcomes.get(status, 0) + 1
+    return outcomes
 
 
 def send(delivery_id: str) -> str:

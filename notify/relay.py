@@ -80,16 +80,15 @@ class Relay:
                 if published >= ROUND_LIMIT:
                     continue  # a backlog: the next round at once (after the interval)
                 self._wait(IDLE_CHECK)
-            except (OperationalError, InterfaceError):
-                # Database gone (restart, failover): reconnect and LISTEN again.
-                log.warning("outbox relay lost the database; reconnecting", exc_info=True)
-                self._listening = False
-                close_old_connections()
-                connection.close()
-                backoff = min(max(backoff * 2, 0.1), 2.0)
-                time.sleep(backoff)
-            except Exception:  # noqa: BLE001 - broker trouble: rows stay in the outbox
-                log.warning("outbox relay could not publish; trying again", exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - database or broker trouble: rows stay in the outbox
+                if isinstance(exc, (OperationalError, InterfaceError)):
+                    # Database gone (restart, failover): reconnect and LISTEN again.
+                    log.warning("outbox relay lost the database; reconnecting", exc_info=True)
+                    self._listening = False
+                    close_old_connections()
+                    connection.close()
+                else:
+                    log.warning("outbox relay could not publish; trying again", exc_info=True)
                 backoff = min(max(backoff * 2, 0.1), 2.0)
                 time.sleep(backoff)
         log.info("outbox relay stopped")

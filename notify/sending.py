@@ -26,6 +26,7 @@ from . import breaker, cache
 from .content import CHANNEL_GROUP, check_content
 from .errors import SendRejected
 from .models import Delivery, DeliveryLog, DeliveryStatus, Device, Notification
+from .publishing import OUTBOX_EVENT
 from .ratelimit import over_limit
 from .sql import prepared_cursor
 from .rendering import RenderError, render_content
@@ -54,12 +55,10 @@ def _existing(app_id: int, key: str, digest: str) -> Accepted | None:
     if row is None:
         return None
     stored_hash, response = row
-    if isinstance(response, str):
-        response = json.loads(response)
     if stored_hash != digest:
         raise SendRejected("idempotency_key_reused", "this Idempotency-Key was used with a different request body",
                            status=409)
-    return Accepted(response, replayed=True)
+    return Accepted(json.loads(response), replayed=True)  # Django's connection loads jsonb as text
 
 
 def _addresses(channel: str, profile: dict) -> list[tuple[int | None, str]]:
@@ -127,7 +126,7 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
 
     def add(channel: str, device_id: int | None, address: str, status: str, reason: str = "") -> None:
         delivery = Delivery(id=uuid.uuid4(), notification_id=notification_id, channel=channel, device_id=device_id,
-                            address=address, status=status, reason=reason, created_at=now)
+                            address=address, status=status, reason=reason)
         deliveries.append(delivery)
         summary.append({"id": str(delivery.id), "channel": channel, "to": address or None,
                         "status": status, "reason": reason or None})
@@ -175,7 +174,7 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
         idempotency_key=idempotency_key, request_hash=digest or request_hash(payload), category=category,
         template_id=template["id"] if template else None, template_version=template["version"] if template else None,
         data=payload.get("data") or {}, content=content, priority=payload.get("priority") or "normal",
-        ttl=ttl, expires_at=now + dt.timedelta(seconds=ttl), response=body, created_at=now,
+        ttl=ttl, expires_at=now + dt.timedelta(seconds=ttl), response=body,
     )
     return Planned(notification, deliveries, body)
 
@@ -184,15 +183,15 @@ _INSERT_SQL = """
 WITH notification AS (
     INSERT INTO notify_notification (id, app_id, api_key_id, recipient_id, idempotency_key, request_hash,
         category, template_id, template_version, data, content, priority, ttl, expires_at, response, created_at)
-    SELECT * FROM unnest(%(n_id)s::uuid[], %(n_app)s::bigint[], %(n_key)s::varchar[], %(n_recipient)s::bigint[],
+    SELECT *, now() FROM unnest(%(n_id)s::uuid[], %(n_app)s::bigint[], %(n_key)s::varchar[], %(n_recipient)s::bigint[],
         %(n_idem)s::varchar[], %(n_hash)s::varchar[], %(n_category)s::varchar[], %(n_template)s::bigint[],
         %(n_version)s::int[], %(n_data)s::jsonb[], %(n_content)s::jsonb[], %(n_priority)s::varchar[],
-        %(n_ttl)s::int[], %(n_expires)s::timestamptz[], %(n_response)s::jsonb[], %(n_created)s::timestamptz[])
+        %(n_ttl)s::int[], %(n_expires)s::timestamptz[], %(n_response)s::jsonb[])
     RETURNING 1
 ), delivery AS (
     INSERT INTO notify_delivery (id, notification_id, channel, device_id, address, status, reason, attempts,
         provider_message_id, last_error, created_at, updated_at, next_attempt_at, unknown_outcome)
-    SELECT id, notification_id, channel, device_id, address, status, reason, 0, '', '', %(now)s, now(),
+    SELECT id, notification_id, channel, device_id, address, status, reason, 0, '', '', now(), now(),
            next_attempt_at, false
     FROM unnest(%(d_id)s::uuid[], %(d_notification)s::uuid[], %(d_channel)s::varchar[], %(d_device)s::bigint[],
                 %(d_address)s::text[], %(d_status)s::varchar[], %(d_reason)s::varchar[],
@@ -201,8 +200,9 @@ WITH notification AS (
     RETURNING status
 )
 -- Wake the outbox relay at commit if anything is queued (see notify.publishing.wake_relay).
+-- Timestamps come from the database's clock, as the relay's and the worker's do.
 SELECT (SELECT count(*) FROM notification),
-       (SELECT count(*) FROM (SELECT pg_notify('notify_outbox', '') FROM delivery WHERE status = 'queued' LIMIT 1) w)
+       (SELECT count(*) FROM (SELECT pg_notify(%(event)s::text, '') FROM delivery WHERE status = 'queued' LIMIT 1) w)
 """
 
 
@@ -210,7 +210,7 @@ def _insert_params(planned: list[Planned]) -> dict:
     notifications = [p.notification for p in planned]
     deliveries = [d for p in planned for d in p.deliveries]
     return {
-        "now": timezone.now(),
+        "event": OUTBOX_EVENT,
         "n_id": [n.id for n in notifications], "n_app": [n.app_id for n in notifications],
         "n_key": [n.api_key_id for n in notifications], "n_recipient": [n.recipient_id for n in notifications],
         "n_idem": [n.idempotency_key for n in notifications], "n_hash": [n.request_hash for n in notifications],
@@ -219,7 +219,6 @@ def _insert_params(planned: list[Planned]) -> dict:
         "n_data": [Jsonb(n.data) for n in notifications], "n_content": [Jsonb(n.content) for n in notifications],
         "n_priority": [n.priority for n in notifications], "n_ttl": [n.ttl for n in notifications],
         "n_expires": [n.expires_at for n in notifications], "n_response": [Jsonb(n.response) for n in notifications],
-        "n_created": [n.created_at for n in notifications],
         "d_id": [d.id for d in deliveries], "d_notification": [d.notification_id for d in deliveries],
         "d_channel": [d.channel for d in deliveries], "d_device": [d.device_id for d in deliveries],
         "d_address": [d.address for d in deliveries], "d_status": [d.status for d in deliveries],

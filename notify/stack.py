@@ -66,7 +66,9 @@ class Stack:
     def __init__(self, config: StackConfig):
         self.config = config
         self.procs: dict[str, subprocess.Popen] = {}
-        self._ready_lines: dict[str, int] = {}
+        #: Where each child's log stood when it was started: a restarted child appends to the
+        #: same file, and only what it wrote itself tells that it is ready.
+        self._log_start: dict[str, int] = {}
         config.log_dir.mkdir(parents=True, exist_ok=True)
         config.sandbox_dir.mkdir(parents=True, exist_ok=True)
         self.env = {
@@ -89,6 +91,7 @@ class Stack:
     # -- children -----------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         log = open(self.config.log_dir / f"{name}.log", "ab")
+        self._log_start[name] = log.tell()
         proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=settings.BASE_DIR, start_new_session=True)
         self.procs[name] = proc
@@ -115,18 +118,14 @@ class Stack:
 
     def start_relay(self) -> None:
         """Start the outbox relay (``manage.py relay``), which publishes committed deliveries."""
-        log = self.config.log_dir / "relay.log"
-        earlier = _count_lines(log, "outbox relay", "ready")  # a restart appends to the same log
         self._spawn("relay", [PYTHON, "manage.py", "relay"])
-        _wait_log(log, "outbox relay", "ready", proc=self.procs["relay"], timeout=60, after=earlier)
+        self._wait_log("relay", "outbox relay", "ready", timeout=60)
 
     def stop_relay(self) -> None:
         self._stop("relay")
 
     def spawn_worker(self, channel: str) -> None:
         """Start the worker pool of one channel (``-Q <channel>``) without waiting for it."""
-        # A restarted worker appends to the same log: wait_worker waits for a new "ready" line.
-        self._ready_lines[channel] = _count_lines(self.config.log_dir / f"worker-{channel}.log", f"{channel}@", "ready.")
         self._spawn(f"worker-{channel}", [
             CELERY, "-A", "notify", "worker", "-Q", channel, "-n", f"{channel}@%h",
             "-P", self.config.worker_pool, "-c", str(self.config.concurrency), "--prefetch-multiplier", "1", "-O", "fair",
@@ -137,8 +136,7 @@ class Stack:
         self.wait_worker(channel)
 
     def wait_worker(self, channel: str, timeout: float = 60) -> None:
-        _wait_log(self.config.log_dir / f"worker-{channel}.log", f"{channel}@", "ready.",
-                  proc=self.procs[f"worker-{channel}"], timeout=timeout, after=self._ready_lines.get(channel, 0))
+        self._wait_log(f"worker-{channel}", f"{channel}@", "ready.", timeout=timeout)
 
     def stop_worker(self, channel: str) -> None:
         self._stop(f"worker-{channel}")
@@ -147,8 +145,22 @@ class Stack:
         self._spawn("maintenance", [CELERY, "-A", "notify", "worker", "-Q", "maintenance", "-n", "maintenance@%h",
                                     "-c", "1", "--beat", "-s", str(self.config.log_dir / "celerybeat-schedule"),
                                     "--without-gossip", "--without-mingle", "-l", "INFO"])
-        _wait_log(self.config.log_dir / "maintenance.log", "maintenance@", "ready.",
-                  proc=self.procs["maintenance"], timeout=60)
+        self._wait_log("maintenance", "maintenance@", "ready.", timeout=60)
+
+    def _wait_log(self, name: str, node: str, word: str, timeout: float) -> None:
+        """Wait until child ``name`` has logged a line holding both ``node`` and ``word``;
+        RuntimeError if it exits first or ``timeout`` seconds pass."""
+        path, proc = self.config.log_dir / f"{name}.log", self.procs[name]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode} before it was ready (see {path})")
+            with open(path, "rb") as log:
+                log.seek(self._log_start[name])
+                if any(node in line and word in line for line in log.read().decode(errors="replace").splitlines()):
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"{name} not ready after {timeout}s (see {path})")
 
     def start_flower(self) -> None:
         if self.config.flower_port:
@@ -210,23 +222,3 @@ def _wait_http(url: str, name: str, proc: subprocess.Popen, timeout: float = 60)
             pass
         time.sleep(0.2)
     raise RuntimeError(f"{name} not ready after {timeout}s ({url})")
-
-
-def _count_lines(path: Path, node: str, word: str) -> int:
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return 0
-    return sum(1 for line in text.splitlines() if node in line and word in line)
-
-
-def _wait_log(path: Path, node: str, word: str, proc: subprocess.Popen, timeout: float, after: int = 0) -> None:
-    """Wait until ``path`` has more than ``after`` lines holding both ``node`` and ``word``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{path.stem} exited with {proc.returncode} before it was ready (see {path})")
-        if _count_lines(path, node, word) > after:
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"{path.stem} not ready after {timeout}s (see {path})")

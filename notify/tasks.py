@@ -5,10 +5,7 @@ channel's own queue (``celeryconfig.task_routes``), so each channel has its own 
 task carries up to ``NOTIFY_TASK_BATCH`` delivery ids of its channel (notify.publishing).
 """
 
-import time
-
 from celery.exceptions import Reject
-from django.conf import settings
 from celery.signals import task_prerun, worker_process_shutdown
 from django.db import InterfaceError, OperationalError, close_old_connections
 
@@ -22,33 +19,15 @@ def _deliver_task(channel: str):
     def deliver(delivery_ids: list[str] | str) -> dict[str, int]:
         # A bare id is a message published by a version that sent one delivery per task.
         ids = [delivery_ids] if isinstance(delivery_ids, str) else delivery_ids
-        started = time.monotonic()
-        outcomes: dict[str, int] = {}
-        done = 0
         try:
-            for done, delivery_id in enumerate(ids):
-                if done and time.monotonic() - started > settings.NOTIFY_TASK_BUDGET:
-                    publishing.hand_back(ids[done:])
-                    outcomes["handed_back"] = len(ids) - done
-                    break
-                status = delivery.send(delivery_id)
-                outcomes[status] = outcomes.get(status, 0) + 1
+            return delivery.send_batch(ids)
         except (OperationalError, InterfaceError) as exc:
             # The database stayed away longer than the send waits: put the message back rather
-            # than acknowledge deliveries nobody has claimed or recorded. Those of the batch
-            # already recorded are skipped when it comes back (their claim finds nothing).
+            # than acknowledge deliveries nobody has claimed or recorded.
             raise Reject(exc, requeue=True) from exc
-        except Exception:
-            # An unexpected error (Redis down, a bug) ends this task and acknowledges its
-            # message: the deliveries after the failing one go back to the outbox at once
-            # instead of waiting for the stale-publish sweep.
-            if ids[done + 1:]:
-                publishing.hand_back(ids[done + 1:])
-            raise
-        return outcomes
 
-    deliver.__doc__ = (f"Send a batch of {channel} deliveries by id, one after the other (see "
-                       "notify.delivery.send); returns how many ended in each status.")
+    deliver.__doc__ = (f"Send a batch of {channel} deliveries by id (see notify.delivery.send_batch); "
+                       "returns how many ended in each status.")
     return deliver
 
 

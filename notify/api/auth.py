@@ -14,8 +14,9 @@ from ..cache import load_api_key
 from ..models import AppAPIKey
 
 KEYWORD = "Api-Key"
-#: djangorestframework-api-key's key format: an 8-character public prefix, a dot, a 32-character secret.
-_KEY_SHAPE = re.compile(r"[A-Za-z0-9]{8}\.[A-Za-z0-9]{32}")
+_GENERATOR = AppAPIKey.objects.key_generator
+#: The shape djangorestframework-api-key gives keys: public prefix, a dot, secret.
+_KEY_SHAPE = re.compile(rf"[A-Za-z0-9]{{{_GENERATOR.prefix_length}}}\.[A-Za-z0-9]{{{_GENERATOR.secret_key_length}}}")
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class AppAPIKeyAuthentication(authentication.BaseAuthentication):
         row = load_api_key(key.partition(".")[0])
         if (row is None or row["revoked"]
                 or (row["expiry_date"] is not None and row["expiry_date"] < timezone.now())
-                or not AppAPIKey.objects.key_generator.verify(key, row["hashed_key"])):
+                or not _GENERATOR.verify(key, row["hashed_key"])):
             raise exceptions.AuthenticationFailed("unknown or revoked API key", code="invalid_api_key")
         principal = AppPrincipal(app_id=row["app_id"], key_id=row["id"])
         return principal, principal
