@@ -1,6 +1,6 @@
 FROM python:3.11-slim
 WORKDIR /app
-ENV PYTHONUNBUFFERED=1 DJANGO_SETTINGS_MODULE=settings
+ENV PYTHONUNBUFFERED=1 DJANGO_SETTINGS_MODULE=settings.production
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .

@@ -20,7 +20,7 @@ migrate: install services
 
 ## Start sandbox, API, one worker pool per channel, dispatcher and Flower; send a demo notification.
 run: migrate
-	$(PY) manage.py runstack
+	$(PY) -m devtools.run
 
 ## Run the whole test suite against the real services and the provider sandbox.
 test: install services

@@ -12,13 +12,14 @@ Why each choice:
   PostgreSQL and re-published by the dispatcher, so no message outlives ``consumer_timeout``.
 """
 
-import os
-
+from django.conf import settings
 from kombu import Exchange, Queue
 
-from channels.registry import CHANNELS
+from notify.queues import DEAD_LETTER_EXCHANGE, MAINTENANCE_QUEUE, dead_letter_queue, task_name
 
-broker_url = os.environ.get("NOTIFY_BROKER_URL") or "amqp://guest:guest@127.0.0.1:5672//"
+CHANNELS = settings.NOTIFY_CHANNELS
+
+broker_url = settings.NOTIFY_BROKER_URL
 broker_connection_retry_on_startup = True
 broker_transport_options = {"confirm_publish": True}
 broker_pool_limit = 10
@@ -44,25 +45,25 @@ task_time_limit = 300
 task_soft_time_limit = 240
 # Task events cost one extra publish per task state; Flower switches them on in the workers
 # while it runs (enable_events), so they are off unless someone is watching.
-worker_send_task_events = os.environ.get("NOTIFY_TASK_EVENTS", "") == "1"
+worker_send_task_events = settings.NOTIFY_TASK_EVENTS
 task_send_sent_event = False
 
 _direct = Exchange("notify", type="direct", durable=True)
-_dead = Exchange("notify.dead", type="direct", durable=True)
+_dead = Exchange(DEAD_LETTER_EXCHANGE, type="direct", durable=True)
 
 task_queues = [Queue(c, _direct, routing_key=c, durable=True) for c in CHANNELS] + [
     # Dead letters of each channel: kept until an operator inspects or replays them.
-    Queue(f"{c}.dead", _dead, routing_key=c, durable=True) for c in CHANNELS
-] + [Queue("maintenance", _direct, routing_key="maintenance", durable=True)]
+    Queue(dead_letter_queue(c), _dead, routing_key=c, durable=True) for c in CHANNELS
+] + [Queue(MAINTENANCE_QUEUE, _direct, routing_key=MAINTENANCE_QUEUE, durable=True)]
 
-task_default_queue = "maintenance"
+task_default_queue = MAINTENANCE_QUEUE
 task_default_exchange = "notify"
-task_default_routing_key = "maintenance"
+task_default_routing_key = MAINTENANCE_QUEUE
 task_default_delivery_mode = "persistent"
 
-# Routed by task name: notify.deliver.<channel> → queue <channel>.
-task_routes = {f"notify.deliver.{c}": {"queue": c, "routing_key": c} for c in CHANNELS}
-task_routes.update({"notify.maintenance.*": {"queue": "maintenance", "routing_key": "maintenance"}})
+# Routed by task name: the channel's task → the channel's queue.
+task_routes = {task_name(c): {"queue": c, "routing_key": c} for c in CHANNELS}
+task_routes.update({"notify.maintenance.*": {"queue": MAINTENANCE_QUEUE, "routing_key": MAINTENANCE_QUEUE}})
 
 beat_schedule = {
     "dispatch-due-deliveries": {"task": "notify.maintenance.dispatch_due", "schedule": 1.0, "options": {"expires": 5}},

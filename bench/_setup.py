@@ -14,7 +14,7 @@ def setup_django(name: str = "bench") -> None:
     """Point settings at the benchmark's own services and run migrations."""
     sys.path.insert(0, str(ROOT))
     os.chdir(ROOT)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.dev")
     os.environ.setdefault("NOTIFY_DB_NAME", "notify_bench")
     os.environ.setdefault("NOTIFY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/notify_bench")
     os.environ.setdefault("NOTIFY_REDIS_URL", "redis://127.0.0.1:6379/2")
@@ -30,7 +30,7 @@ def setup_django(name: str = "bench") -> None:
 
 
 def stack_config(name: str = "bench", concurrency: int = 2, **overrides):
-    from notify.stack import StackConfig
+    from devtools.stack import StackConfig
 
     return StackConfig(
         env={"NOTIFY_DB_NAME": os.environ["NOTIFY_DB_NAME"]},

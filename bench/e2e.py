@@ -33,7 +33,7 @@ def noop_rate(stack, count: int, processes: int) -> float:
 
     from notify.celery import app
 
-    from notify.stack import CELERY
+    from devtools.stack import CELERY
 
     stack._spawn("worker-noop", [CELERY, "-A", "notify", "worker",
                                  "-Q", "bench_noop", "-n", "noop@%h", "-c", str(processes), "--prefetch-multiplier", "1",
@@ -78,9 +78,9 @@ def main() -> None:
 
     setup_django("bench")
     reset_data()
-    from notify import demo
+    from devtools import demo
     from notify.models import Delivery
-    from notify.stack import Stack
+    from devtools.stack import Stack
 
     stack = Stack(stack_config("bench", concurrency=args.concurrency)).start()
     try:

@@ -213,7 +213,7 @@ def sandbox_subscription(control_url: str) -> dict:
 
 def create_recipients(api: Api, control_url: str, count: int) -> list[str]:
     """Register ``count`` recipients through the API, cycling through PROFILES."""
-    from notify import demo
+    from devtools import demo
 
     users = []
     for i in range(count):
@@ -585,8 +585,8 @@ def main() -> int:
     setup_django(NAME)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per sandbox control call
     reset_data()
-    from notify import demo
-    from notify.stack import Stack
+    from devtools import demo
+    from devtools.stack import Stack
     from sandbox.client import SandboxControl
 
     config = dataclasses.replace(stack_config(NAME, concurrency=args.concurrency),

@@ -24,7 +24,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .base import Channel, Message, Result
+from .base import AddressKind, Channel, InvalidAddress, Message, Result, RetryDefaults, Setting, \
+    common_settings
 from .errors import ChannelConfigurationError, InvalidMessage
 from .http import config_timeout, http_result, json_bytes, require_file, response_json, ssl_context
 
@@ -48,6 +49,10 @@ class _Answer:
 
 _DEVICE_TOKEN = re.compile(r"^[0-9a-fA-F]{64}$")
 _ALERT_KEYS = ("title", "body", "badge", "sound")
+#: Keys of the payload's root that ``data`` must not overwrite (Apple's ``aps``, and ours).
+RESERVED_DATA_KEYS = frozenset({"aps", "notify_delivery_id"})
+#: A delivery id has this shape; content checks made before a delivery exists use it.
+_PLACEHOLDER_ID = "00000000-0000-0000-0000-000000000000"
 
 
 class ProviderToken:
@@ -121,7 +126,26 @@ class APNsChannel(Channel):
     """
 
     name = "apns"
-    required_config = ("url", "key_file", "key_id", "team_id", "topic")
+    provider = "apns"
+    label = "iOS push (APNs)"
+    content_group = "push"
+    address_kind = AddressKind.DEVICE_TOKEN
+    platform = "ios"
+    retry = RetryDefaults(max_attempts=8, max_age=6 * 3600)
+    settings = (
+        Setting("url", "NOTIFY_APNS_URL", default="https://api.push.apple.com", required=True,
+                sandbox="apns.url",
+                doc="`https://api.push.apple.com` or `https://api.sandbox.push.apple.com`"),
+        Setting("key_file", "NOTIFY_APNS_KEY_FILE", required=True, sandbox="apns.key_file",
+                doc="the `.p8` token-signing key"),
+        Setting("key_id", "NOTIFY_APNS_KEY_ID", required=True, sandbox="apns.key_id",
+                doc="the key's 10-character id"),
+        Setting("team_id", "NOTIFY_APNS_TEAM_ID", required=True, sandbox="apns.team_id",
+                doc="the Apple developer team id"),
+        Setting("topic", "NOTIFY_APNS_TOPIC", required=True, sandbox="apns.topic",
+                doc="the app's bundle id (`apns-topic`)"),
+        *common_settings("NOTIFY_APNS"),
+    )
     transport_errors = (httpx.TransportError,)
     timeout_errors = (httpx.TimeoutException,)
     unsent_errors = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -147,40 +171,36 @@ class APNsChannel(Channel):
             limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
         )
 
+    # -- declarations ------------------------------------------------------------------------
+    @classmethod
+    def check_content(cls, content: Mapping[str, Any]) -> None:
+        """Push content must say something and its payload must fit 4096 UTF-8 bytes.
+
+        Raises:
+            InvalidMessage: ``empty_content``, ``reserved_data_key`` (``aps`` or
+                ``notify_delivery_id`` in ``data``), ``payload_too_large``.
+        """
+        _payload_body(content, _PLACEHOLDER_ID)
+
+    @classmethod
+    def validate_address(cls, value: Any, config: Mapping[str, Any]) -> str:
+        """APNs device tokens are 32 bytes written as 64 hex characters (stored lower-case)."""
+        if not isinstance(value, str) or not _DEVICE_TOKEN.match(value):
+            raise InvalidAddress("APNs device token must be 64 hexadecimal characters")
+        return value.lower()
+
     # -- steps -------------------------------------------------------------------------------
     def build_payload(self, message: Message) -> tuple[bytes, dict[str, str]]:
         """Return ``(body_bytes, headers)`` without ``authorization`` (added per send).
 
         Raises:
             InvalidMessage: ``invalid_token`` (not 64 hex), ``collapse_id_too_long`` (> 64
-                bytes), ``payload_too_large`` (> 4096 UTF-8 bytes).
+                bytes), and what :meth:`check_content` raises.
         """
         token = message.to
         if not isinstance(token, str) or not _DEVICE_TOKEN.match(token):
             raise InvalidMessage("invalid_token", "APNs device tokens are 64 hex characters")
-        content = message.content
-        alert = {k: content[k] for k in ("title", "body") if content.get(k)}
-        background = not any(content.get(k) for k in _ALERT_KEYS)
-        aps: dict[str, Any] = {}
-        if alert:
-            aps["alert"] = alert
-        for key in ("badge", "sound"):
-            if content.get(key) is not None:
-                aps[key] = content[key]
-        if background:
-            aps["content-available"] = 1
-        elif content.get("image") or content.get("mutable_content"):
-            aps["mutable-content"] = 1
-        payload: dict[str, Any] = dict(content.get("data") or {})
-        for key in ("url", "image"):
-            if content.get(key):
-                payload[key] = content[key]
-        payload["aps"] = aps
-        payload["notify_delivery_id"] = message.delivery_id
-        body = json_bytes(payload)
-        if len(body) > MAX_PAYLOAD_BYTES:
-            raise InvalidMessage("payload_too_large",
-                                 f"{len(body)} bytes > {MAX_PAYLOAD_BYTES}")
+        body, background = _payload_body(message.content, message.delivery_id)
 
         collapse_id = message.collapse_key or message.delivery_id
         if len(collapse_id.encode("utf-8")) > MAX_COLLAPSE_ID_BYTES:
@@ -230,6 +250,43 @@ class APNsChannel(Channel):
     def close(self) -> None:
         """Close the HTTP/2 connection."""
         self.client.close()
+
+
+def _payload_body(content: Mapping[str, Any], delivery_id: str) -> tuple[bytes, bool]:
+    """The notification's JSON body as sent, and whether it is a background push.
+
+    Raises:
+        InvalidMessage: see :meth:`APNsChannel.check_content`.
+    """
+    data = content.get("data") or {}
+    if not any(content.get(k) for k in _ALERT_KEYS) and not data:
+        raise InvalidMessage("empty_content", "push content needs a title, a body, a badge, "
+                                              "a sound or data")
+    reserved = sorted(RESERVED_DATA_KEYS.intersection(data))
+    if reserved:
+        raise InvalidMessage("reserved_data_key", f"APNs reserves the data key {reserved[0]!r}")
+    alert = {k: content[k] for k in ("title", "body") if content.get(k)}
+    background = not any(content.get(k) for k in _ALERT_KEYS)
+    aps: dict[str, Any] = {}
+    if alert:
+        aps["alert"] = alert
+    for key in ("badge", "sound"):
+        if content.get(key) is not None:
+            aps[key] = content[key]
+    if background:
+        aps["content-available"] = 1
+    elif content.get("image") or content.get("mutable_content"):
+        aps["mutable-content"] = 1
+    payload: dict[str, Any] = dict(data)
+    for key in ("url", "image"):
+        if content.get(key):
+            payload[key] = content[key]
+    payload["aps"] = aps
+    payload["notify_delivery_id"] = delivery_id
+    body = json_bytes(payload)
+    if len(body) > MAX_PAYLOAD_BYTES:
+        raise InvalidMessage("payload_too_large", f"{len(body)} bytes > {MAX_PAYLOAD_BYTES}")
+    return body, background
 
 
 def _canonical_uuid(value: str) -> str | None:

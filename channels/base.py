@@ -1,4 +1,30 @@
-"""The one interface every channel adapter implements.
+"""The one interface every channel adapter implements, and everything it declares.
+
+**The adapter is the unit of extension.** An adapter class declares all the service needs to know
+about its channel and provider, and the rest of the service (model choices, API enums, settings,
+content checks at the API, queues, workers, breakers, webhooks) is derived from those
+declarations through :mod:`channels.registry`:
+
+==========================  ======================================================================
+``name``                    the channel (``apns``, ``sms``, ``email``): its queue, its task, the
+                            delivery's ``channel`` column
+``provider``                the provider behind it (``twilio``, ``ses``, ``smtp``); one channel
+                            may have several, chosen per deployment, with failover
+``label``                   what people read in the admin and the docs
+``content_group``           which part of a send's content it carries (``push``, ``sms``,
+                            ``email``)
+``address_kind``            what it sends to (:class:`AddressKind`), and ``platform`` for devices
+``collapses_resends``       whether the device shows a resend with the same collapse id once
+``settings``                its :class:`Setting` list: keys, environment names, defaults
+``retry``                   its :class:`RetryDefaults`
+``check_content``           its content limits (asked by the API, so API and worker agree)
+``describe_content``        facts about content worth reporting (SMS encoding and segments)
+``breaker_scope``           what one circuit breaker covers (the provider, or one push service)
+``status_callbacks``,       per-request extras it supports: a status webhook URL, an RFC 8058
+``one_click_unsubscribe``   one-click unsubscribe URL
+``verify_webhook``,         its inbound webhooks: signature check and parsing into
+``parse_webhook``           :class:`WebhookEvent` values
+==========================  ======================================================================
 
 A send always runs the same fixed steps (the shape django-anymail uses for its backends):
 
@@ -6,29 +32,88 @@ A send always runs the same fixed steps (the shape django-anymail uses for its b
    request body. Raises :class:`~channels.errors.InvalidMessage` for content the provider is
    documented to refuse (too large, wrong types), so it fails before any network call.
 2. ``post(message, payload)``: one call through the provider's client library on a client that
-   lives for the whole worker process. Never retries by itself: Celery is the only retry layer.
+   lives for the whole worker process. Never retries by itself: the service owns retries.
 3. ``classify(answer)`` / ``classify_error(exc)``: map the provider's answer to a
    :class:`Result` with one of the :class:`Outcome` values.
 
-Channel modules import no Django models and write nothing: ``notify`` owns the database.
+Channel modules import no Django and write nothing: ``notify`` owns the database and reacts to
+outcomes, never to a particular provider's module.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Sequence
 
 from .errors import ChannelConfigurationError, InvalidMessage
 
 
 class Outcome(str, enum.Enum):
-    """What the provider's answer means for the delivery."""
+    """What the provider's answer means for the delivery (and what the service does)."""
 
     SENT = "sent"  #: accepted by the provider
     RETRY = "retry"  #: transient (5xx, 429, timeout, connection error): try again later
     FAILED = "failed"  #: permanent for this message: do not retry
-    DEAD_TOKEN = "dead_token"  #: the address is gone for good: deactivate the device
+    DEAD_TOKEN = "dead_token"  #: the device address is gone for good: deactivate the device
+    #: the recipient refused this channel (a Twilio 21610 "replied STOP", later an email hard
+    #: bounce or complaint): opt the recipient out of the channel, fail this message
+    RECIPIENT_REFUSED = "recipient_refused"
+
+
+class AddressKind(str, enum.Enum):
+    """What a channel sends to, and where the service finds it on a recipient."""
+
+    DEVICE_TOKEN = "device_token"  #: a registered device's token (``platform`` names which)
+    SUBSCRIPTION = "subscription"  #: a registered Web Push subscription object (``platform``)
+    PHONE = "phone"  #: the recipient's E.164 phone number
+    EMAIL = "email"  #: the recipient's email address
+
+    @property
+    def is_device(self) -> bool:
+        """True for addresses that are registered devices (refused as ``no_device`` when none)."""
+        return self in (AddressKind.DEVICE_TOKEN, AddressKind.SUBSCRIPTION)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration key of an adapter.
+
+    Attributes:
+        key: the key in the adapter's config mapping (``url``, ``auth_token``).
+        env: the environment variable that sets it (``NOTIFY_TWILIO_AUTH_TOKEN``).
+        default: the value when the variable is unset (a string, as the environment gives), or
+            None.
+        required: the adapter cannot work without it; a production start-up names the variable.
+        sandbox: the dotted path of the value in the provider sandbox's ``sandbox.json``, used
+            when the embedded sandbox is the deployment's default (``make run``, the tests).
+        doc: one line for the README's configuration table.
+    """
+
+    key: str
+    env: str
+    default: str | None = None
+    required: bool = False
+    sandbox: str | None = None
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class RetryDefaults:
+    """A channel's retry budget and back-off (each overridable per deployment).
+
+    Attributes:
+        max_attempts: provider calls before the delivery is dead-lettered.
+        max_age: seconds after the notification was accepted after which no retry is scheduled.
+        backoff_base, backoff_max: seconds; exponential back-off with full jitter.
+        retry_after_max: seconds; a provider's ``Retry-After`` is clamped to this.
+    """
+
+    max_attempts: int = 8
+    max_age: int = 6 * 3600
+    backoff_base: float = 1.0
+    backoff_max: float = 600.0
+    retry_after_max: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -41,15 +126,17 @@ class Message:
             as ``notify_delivery_id`` so apps can report opens.
         to: APNs device token (64 hex), FCM registration token, Web Push subscription
             ``{"endpoint", "keys": {"p256dh", "auth"}}``, E.164 phone number or email address.
-        content: the rendered content for this channel. Push: ``title``, ``body``, optional
-            ``data`` (str → str), ``badge``, ``sound``, ``image``, ``url``. SMS: ``body``. Email:
-            ``subject``, ``text``, optional ``html``, ``headers``.
+        content: the rendered content of the channel's ``content_group``. Push: ``title``,
+            ``body``, optional ``data`` (str → str), ``badge``, ``sound``, ``image``, ``url``.
+            SMS: ``body``. Email: ``subject``, ``text``, optional ``html``, ``headers``.
         priority: ``"high"`` or ``"normal"``.
         ttl: seconds the message stays useful, or None for the provider's default.
         collapse_key: replaces an earlier undelivered message with the same key on the device;
             defaults to the delivery id so a resend of the same delivery is shown once.
-        options: per-request extras that are not content (e.g. ``status_callback`` URL for SMS,
-            ``list_unsubscribe`` URL for email).
+        status_callback: where the provider should POST status updates of this message (only
+            for adapters that declare ``status_callbacks``), or None.
+        unsubscribe_url: the https one-click unsubscribe URL (RFC 8058) of this message (only
+            for adapters that declare ``one_click_unsubscribe``), or None.
     """
 
     delivery_id: str
@@ -58,7 +145,8 @@ class Message:
     priority: str = "normal"
     ttl: int | None = None
     collapse_key: str | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
+    status_callback: str | None = None
+    unsubscribe_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,7 +160,10 @@ class Result:
         reason: the provider's own reason code (``Unregistered``, ``UNREGISTERED``, ``21610``,
             ``TooManyRequestsException``, ``timeout``) or None.
         retry_after: seconds the provider asked us to wait (``Retry-After``), or None.
-        status: the HTTP status (0 when no answer arrived).
+        status: the HTTP status (0 when no answer arrived; the SMTP reply code for SMTP).
+        maybe_delivered: on RETRY, True when the provider may have acted on the request (no
+            answer after it left, or an ambiguous 5xx): resending can then double-send on a
+            channel that does not collapse resends.
         raw: the provider's answer as received, for the delivery attempt log.
     """
 
@@ -81,50 +172,158 @@ class Result:
     reason: str | None = None
     retry_after: float | None = None
     status: int = 0
+    maybe_delivered: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
-class Channel:
-    """Base class of the channel adapters.
+@dataclass(frozen=True)
+class WebhookEvent:
+    """What an inbound provider webhook says, in the service's terms.
 
-    Subclasses set ``name`` and ``transport_errors`` and implement ``build_payload``, ``post``
-    and ``classify`` (plus ``classify_error`` when their client library reports provider errors
-    as exceptions). Instances are built once per worker process by :mod:`channels.registry`
-    from a plain settings mapping and must be safe to reuse for many messages.
+    Attributes:
+        kind: ``"status"`` (a later status of a message we sent), ``"opt_out"`` or ``"opt_in"``
+            (the recipient at ``address`` refused or re-allowed the channel, e.g. SMS STOP/START).
+        delivery_id: the delivery the status is about (status events), or None.
+        provider_message_id: the provider's id of that message, or None.
+        status: the provider's status word (``delivered``, ``undelivered``), or None.
+        reason: the provider's error code, or None.
+        refused: a status event that also means the recipient refused the channel (Twilio
+            error 21610): the service opts the recipient out.
+        address: the phone number / email address of opt-out and opt-in events.
+        raw: the webhook's fields as received.
+    """
+
+    kind: str
+    delivery_id: str | None = None
+    provider_message_id: str | None = None
+    status: str | None = None
+    reason: str | None = None
+    refused: bool = False
+    address: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+class InvalidAddress(ValueError):
+    """A device token or subscription the channel can never send to (registration refused)."""
+
+
+def common_settings(prefix: str, timeout: str = "10") -> tuple[Setting, ...]:
+    """The ``ca_file`` and ``timeout`` settings every HTTP adapter shares.
+
+    Args:
+        prefix: the adapter's environment prefix, e.g. ``NOTIFY_APNS`` → ``NOTIFY_APNS_TIMEOUT``.
+    """
+    return (
+        Setting("ca_file", "NOTIFY_PROVIDER_CA_FILE", sandbox="ca_file",
+                doc="CA bundle to verify providers with (the sandbox's CA by default; unset for the real ones)"),
+        Setting("timeout", f"{prefix}_TIMEOUT", default=timeout, doc="seconds for connect and read"),
+    )
+
+
+class Channel:
+    """Base class of the channel adapters (see the module docstring for the declarations).
+
+    Subclasses set the declarations and implement ``build_payload``, ``post`` and ``classify``
+    (plus ``classify_error`` when their client library reports provider errors as exceptions).
+    Instances are built once per worker process by :mod:`channels.registry` from a plain config
+    mapping (keys of ``settings``) and must be safe to reuse for many messages.
     """
 
     name: ClassVar[str]
-    #: Config keys that must be present and non-empty; checked by ``__init__``.
-    required_config: ClassVar[tuple[str, ...]] = ()
+    provider: ClassVar[str]
+    label: ClassVar[str] = ""
+    content_group: ClassVar[str]
+    address_kind: ClassVar[AddressKind]
+    #: The device platform (``ios``, ``android``, ``web``) of device and subscription channels.
+    platform: ClassVar[str | None] = None
+    settings: ClassVar[tuple[Setting, ...]] = ()
+    retry: ClassVar[RetryDefaults] = RetryDefaults()
+    #: True when the provider collapses a resend with the same collapse key / id on the device,
+    #: so a resend after an unknown outcome (worker died mid-call) cannot show twice.
+    collapses_resends: ClassVar[bool] = False
+    #: True when the adapter passes ``Message.status_callback`` to its provider.
+    status_callbacks: ClassVar[bool] = False
+    #: True when the adapter puts ``Message.unsubscribe_url`` in the message (RFC 8058).
+    one_click_unsubscribe: ClassVar[bool] = False
+
     #: Exceptions meaning "no usable answer arrived" (timeouts, refused connections): RETRY.
     transport_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     #: The subset of ``transport_errors`` that are timeouts: RETRY with reason ``timeout``.
-    #: A read timeout means the provider may have acted on the request; the resend is then only
-    #: invisible to the user when ``collapses_resends`` is True.
     timeout_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     #: The subset of ``transport_errors`` raised before the request left this host (refused
     #: connection, connect timeout, TLS handshake failure): a resend cannot duplicate anything.
     #: Adapters whose library cannot tell by class override :meth:`request_unsent`.
     unsent_errors: ClassVar[tuple[type[BaseException], ...]] = ()
-    #: True when the provider collapses a resend with the same collapse key / id on the device,
-    #: so a resend after an unknown outcome (worker died mid-call) cannot show twice.
-    collapses_resends: ClassVar[bool] = False
+
+    #: Channel-level declarations: every provider of one channel must agree on these.
+    CHANNEL_ATTRIBUTES: ClassVar[tuple[str, ...]] = (
+        "label", "content_group", "address_kind", "platform", "collapses_resends", "retry")
 
     def __init__(self, config: Mapping[str, Any]):
-        """Keep ``config``; ChannelConfigurationError if a ``required_config`` key is empty."""
-        missing = [key for key in self.required_config if not config.get(key)]
+        """Keep ``config``; ChannelConfigurationError if a required setting is empty."""
+        missing = [key for key in self.required_config() if not config.get(key)]
         if missing:
             raise ChannelConfigurationError(
                 f"{type(self).__name__}: missing config key(s): {', '.join(missing)}")
         self.config = config
 
+    # -- declarations the service asks about -----------------------------------------------------
+    @classmethod
+    def required_config(cls) -> tuple[str, ...]:
+        """Config keys that must be present and non-empty."""
+        return tuple(s.key for s in cls.settings if s.required)
+
+    @classmethod
+    def check_content(cls, content: Mapping[str, Any]) -> None:
+        """Raise InvalidMessage if the provider is documented to refuse ``content`` whatever the
+        address (size, types, header injection). The API asks this before writing anything and
+        ``build_payload`` applies the same rules, so the two can never disagree."""
+
+    @classmethod
+    def describe_content(cls, content: Mapping[str, Any]) -> dict[str, Any]:
+        """Facts about ``content`` worth reporting in the send answer (e.g. SMS encoding and
+        segments); empty by default."""
+        return {}
+
+    @classmethod
+    def validate_address(cls, value: Any, config: Mapping[str, Any]) -> Any:
+        """Return a device token or subscription normalised for storage.
+
+        Only device channels (``address_kind.is_device``) are asked; ``config`` is the
+        adapter's config mapping (for rules that depend on the deployment).
+
+        Raises:
+            InvalidAddress: the channel could never send to it.
+        """
+        return value
+
+    @classmethod
+    def breaker_scope(cls, to: Any) -> str:
+        """What one circuit breaker covers for a message to ``to``: the provider by default."""
+        return cls.provider
+
+    # -- webhooks --------------------------------------------------------------------------------
+    #: Kinds of inbound webhook this provider calls (``/webhooks/<provider>/<kind>``).
+    webhook_kinds: ClassVar[tuple[str, ...]] = ()
+
+    def verify_webhook(self, url: str, params: Mapping[str, str], headers: Mapping[str, str]) -> bool:
+        """True when a webhook call to ``url`` with form ``params`` is signed by the provider."""
+        return False
+
+    def parse_webhook(self, kind: str, params: Mapping[str, str],
+                      query: Mapping[str, str]) -> Sequence[WebhookEvent]:
+        """The events a verified webhook call of ``kind`` carries (``params``: its form fields,
+        ``query``: the query string of the URL it was sent to)."""
+        return ()
+
+    # -- the send --------------------------------------------------------------------------------
     def deliver(self, message: Message) -> Result:
         """Send one message and classify the answer. Never raises for provider trouble.
 
         Returns:
             Result: FAILED for content the provider refuses (before any call); RETRY for
             transport errors, with reason ``timeout`` or ``transport_error`` and
-            ``raw["maybe_delivered"]`` False only when the request certainly never left (see
+            ``maybe_delivered`` False only when the request certainly never left (see
             :meth:`request_unsent`); otherwise what ``classify`` says.
         """
         try:
@@ -136,8 +335,8 @@ class Channel:
         except self.transport_errors as exc:
             reason = "timeout" if isinstance(exc, self.timeout_errors) else "transport_error"
             return Result(Outcome.RETRY, reason=reason,
-                          raw={"error": f"{type(exc).__name__}: {exc}",
-                               "maybe_delivered": not self.request_unsent(exc)})
+                          maybe_delivered=not self.request_unsent(exc),
+                          raw={"error": f"{type(exc).__name__}: {exc}"})
         except Exception as exc:  # noqa: BLE001 - adapters map their library's errors
             return self.classify_error(exc)
         return self.classify(answer)

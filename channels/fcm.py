@@ -18,6 +18,8 @@ still retries the *token* request itself up to 3 times on 5xx; no message is sen
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from typing import Any, Mapping
 
@@ -27,7 +29,8 @@ from google.auth.transport.requests import AuthorizedSession
 from google.auth.transport.requests import Request as GoogleAuthRequest
 from google.oauth2 import service_account
 
-from .base import Channel, Message, Outcome, Result
+from .base import AddressKind, Channel, InvalidAddress, Message, Outcome, Result, RetryDefaults, \
+    Setting, common_settings
 from .errors import ChannelConfigurationError, InvalidMessage
 from .http import RequestsTransport, config_timeout, http_result, json_bytes, require_file, \
     response_json, retryless_session
@@ -39,8 +42,14 @@ MAX_PAYLOAD_BYTES = 4096
 MAX_APNS_COLLAPSE_ID_BYTES = 64
 #: ``details[].errorCode`` values meaning the registration token is gone for good.
 DEAD_TOKEN_CODES = frozenset({"UNREGISTERED", "SENDER_ID_MISMATCH"})
-#: Data keys FCM reserves (INVALID_ARGUMENT "invalid data key").
-RESERVED_DATA_KEYS = frozenset({"from", "gcm", "message_type"})
+#: Data keys FCM reserves (Firebase, "Set message type": ``from``, ``notification``,
+#: ``message_type``, and any key starting with ``google`` or ``gcm``; INVALID_ARGUMENT otherwise),
+#: and the one this adapter adds itself.
+RESERVED_DATA_KEYS = frozenset({"from", "notification", "message_type", "notify_delivery_id"})
+RESERVED_DATA_PREFIXES = ("google", "gcm")
+#: FCM registration tokens are opaque; observed ones are ~150-180 characters of this alphabet.
+_TOKEN = re.compile(r"^[A-Za-z0-9_:\-.]{32,4096}$")
+_PLACEHOLDER_ID = "00000000-0000-0000-0000-000000000000"
 _FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 
 
@@ -56,7 +65,8 @@ class FCMChannel(RequestsTransport, Channel):
         timeout: seconds for connect and read, also for token refreshes (optional, default 10).
 
     Message mapping: ``to`` is the registration token. ``content`` keys ``title``, ``body``,
-    ``image`` → ``notification``; ``data`` (str → str only) plus ``url`` and
+    ``image`` → ``notification``; ``data`` (values that are not strings sent as their compact
+    JSON text, :func:`string_value`) plus ``url`` and
     ``notify_delivery_id`` → ``data``. ``priority`` → ``android.priority`` HIGH/NORMAL and
     ``apns-priority`` 10/5; ``ttl`` → ``android.ttl`` ``"Ns"`` and ``apns-expiration``.
 
@@ -74,7 +84,22 @@ class FCMChannel(RequestsTransport, Channel):
     """
 
     name = "fcm"
-    required_config = ("url", "service_account_file", "project_id")
+    provider = "fcm"
+    label = "Android push (FCM)"
+    content_group = "push"
+    address_kind = AddressKind.DEVICE_TOKEN
+    platform = "android"
+    retry = RetryDefaults(max_attempts=8, max_age=6 * 3600)
+    settings = (
+        Setting("url", "NOTIFY_FCM_URL", default="https://fcm.googleapis.com", required=True,
+                sandbox="fcm.url",
+                doc="FCM HTTP v1 base URL"),
+        Setting("service_account_file", "NOTIFY_FCM_SERVICE_ACCOUNT_FILE", required=True,
+                sandbox="fcm.service_account_file", doc="the service account's JSON key"),
+        Setting("project_id", "NOTIFY_FCM_PROJECT_ID", required=True, sandbox="fcm.project_id",
+                doc="the Firebase project id"),
+        *common_settings("NOTIFY_FCM"),
+    )
     # google-auth wraps failures of the token request in its own TransportError
     transport_errors = RequestsTransport.transport_errors + (
         google.auth.exceptions.TransportError,)
@@ -100,47 +125,38 @@ class FCMChannel(RequestsTransport, Channel):
         self.send_url = (f"{str(config['url']).rstrip('/')}/v1/projects/"
                          f"{config['project_id']}/messages:send")
 
+    # -- declarations ------------------------------------------------------------------------
+    @classmethod
+    def check_content(cls, content: Mapping[str, Any]) -> None:
+        """Push content must say something, use no reserved data key, and fit 4096 bytes.
+
+        Raises:
+            InvalidMessage: ``empty_content``, ``reserved_data_key``, ``invalid_data``,
+                ``payload_too_large`` (see :func:`device_payload_size`).
+        """
+        _message_body(content, "token", _PLACEHOLDER_ID, "normal", None, None)
+
+    @classmethod
+    def validate_address(cls, value: Any, config: Mapping[str, Any]) -> str:
+        """An FCM registration token: 32 to 4096 characters of its URL-safe alphabet."""
+        if not isinstance(value, str) or not _TOKEN.match(value):
+            raise InvalidAddress("not an FCM registration token")
+        return value
+
     # -- steps -------------------------------------------------------------------------------
     def build_payload(self, message: Message) -> bytes:
         """Return the JSON request body as bytes.
 
         Raises:
-            InvalidMessage: ``invalid_token`` (empty/not a string), ``invalid_data`` (a key or
-                value that is not a string, or an FCM-reserved key), ``collapse_id_too_long``,
-                ``payload_too_large`` (see :func:`device_payload_size`; > 4096 UTF-8 bytes).
+            InvalidMessage: ``invalid_token`` (empty/not a string), ``collapse_id_too_long``,
+                and what :meth:`check_content` raises.
         """
         token = message.to
         if not isinstance(token, str) or not token.strip():
             raise InvalidMessage("invalid_token", "FCM registration token must be a string")
-        content = message.content
-        notification = {k: content[k] for k in ("title", "body", "image") if content.get(k)}
-        data = _string_data(content.get("data") or {})
-        if content.get("url"):
-            data.setdefault("url", _require_str("url", content["url"]))
-        data["notify_delivery_id"] = message.delivery_id
-
-        high = message.priority == "high"
-        collapse = message.collapse_key or message.delivery_id
-        if len(collapse.encode("utf-8")) > MAX_APNS_COLLAPSE_ID_BYTES:
-            raise InvalidMessage("collapse_id_too_long",
-                                 f"collapse key is limited to {MAX_APNS_COLLAPSE_ID_BYTES} bytes")
-        android: dict[str, Any] = {"priority": "HIGH" if high else "NORMAL"}
-        apns_headers = {"apns-priority": "10" if high else "5", "apns-collapse-id": collapse}
-        if message.ttl is not None:
-            android["ttl"] = f"{int(message.ttl)}s"
-            apns_headers["apns-expiration"] = str(
-                int(time.time()) + int(message.ttl) if message.ttl > 0 else 0)
-        if message.collapse_key:
-            android["collapse_key"] = message.collapse_key
-        body: dict[str, Any] = {"token": token, "data": data, "android": android,
-                                "apns": {"headers": apns_headers}}
-        if notification:
-            body["notification"] = notification
-            android["notification"] = {"tag": collapse}
-        size = device_payload_size(body)
-        if size > MAX_PAYLOAD_BYTES:
-            raise InvalidMessage("payload_too_large", f"{size} bytes > {MAX_PAYLOAD_BYTES}")
-        return json_bytes({"message": body})
+        return json_bytes({"message": _message_body(
+            message.content, token, message.delivery_id, message.priority, message.ttl,
+            message.collapse_key)})
 
     def post(self, message: Message, payload: bytes) -> requests.Response:
         """One POST through the AuthorizedSession (token attached, refreshed if near expiry)."""
@@ -174,8 +190,7 @@ class FCMChannel(RequestsTransport, Channel):
         """
         if isinstance(exc, google.auth.exceptions.RefreshError):
             return Result(Outcome.RETRY, reason="auth_refresh_failed",
-                          raw={"error": f"{type(exc).__name__}: {exc}",
-                               "maybe_delivered": False})
+                          maybe_delivered=False, raw={"error": f"{type(exc).__name__}: {exc}"})
         raise exc
 
     def request_unsent(self, exc: BaseException) -> bool:
@@ -208,21 +223,67 @@ def device_payload_size(message: Mapping[str, Any]) -> int:
     return max(len(json_bytes([part for part in parts if part])) for parts in candidates)
 
 
-def _require_str(key: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise InvalidMessage("invalid_data",
-                             f"FCM data values must be strings; {key!r} is {type(value).__name__}")
-    return value
+def _message_body(content: Mapping[str, Any], token: str, delivery_id: str, priority: str,
+                  ttl: int | None, collapse_key: str | None) -> dict[str, Any]:
+    """The ``message`` object of a send request (see :meth:`FCMChannel.build_payload`).
+
+    Raises:
+        InvalidMessage: see :meth:`FCMChannel.check_content`; ``collapse_id_too_long``.
+    """
+    notification = {k: content[k] for k in ("title", "body", "image") if content.get(k)}
+    data = string_data(content.get("data") or {})
+    if not notification and not data:
+        raise InvalidMessage("empty_content", "push content needs a title, a body or data")
+    if content.get("url"):
+        data.setdefault("url", string_value(content["url"]))
+    data["notify_delivery_id"] = delivery_id
+
+    high = priority == "high"
+    collapse = collapse_key or delivery_id
+    if len(collapse.encode("utf-8")) > MAX_APNS_COLLAPSE_ID_BYTES:
+        raise InvalidMessage("collapse_id_too_long",
+                             f"collapse key is limited to {MAX_APNS_COLLAPSE_ID_BYTES} bytes")
+    android: dict[str, Any] = {"priority": "HIGH" if high else "NORMAL"}
+    apns_headers = {"apns-priority": "10" if high else "5", "apns-collapse-id": collapse}
+    if ttl is not None:
+        android["ttl"] = f"{int(ttl)}s"
+        apns_headers["apns-expiration"] = str(int(time.time()) + int(ttl) if ttl > 0 else 0)
+    if collapse_key:
+        android["collapse_key"] = collapse_key
+    body: dict[str, Any] = {"token": token, "data": data, "android": android,
+                            "apns": {"headers": apns_headers}}
+    if notification:
+        body["notification"] = notification
+        android["notification"] = {"tag": collapse}
+    size = device_payload_size(body)
+    if size > MAX_PAYLOAD_BYTES:
+        raise InvalidMessage("payload_too_large", f"{size} bytes > {MAX_PAYLOAD_BYTES}")
+    return body
 
 
-def _string_data(data: Mapping[str, Any]) -> dict[str, str]:
+def string_value(value: Any) -> str:
+    """A data value as FCM needs it: strings as they are, any other JSON value as its compact
+    JSON text (``3`` → ``"3"``, ``true`` → ``"true"``, ``{"a": 1}`` → ``'{"a":1}'``): FCM's
+    ``data`` map takes string values only."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def string_data(data: Mapping[str, Any]) -> dict[str, str]:
+    """``data`` with every value a string (:func:`string_value`).
+
+    Raises:
+        InvalidMessage: ``reserved_data_key`` for a key FCM reserves (or ours),
+            ``invalid_data`` for an empty key.
+    """
     out: dict[str, str] = {}
     for key, value in data.items():
         if not isinstance(key, str) or not key:
-            raise InvalidMessage("invalid_data", f"FCM data keys must be strings, got {key!r}")
-        if key in RESERVED_DATA_KEYS or key.startswith("google."):
-            raise InvalidMessage("invalid_data", f"FCM reserves the data key {key!r}")
-        out[key] = _require_str(key, value)
+            raise InvalidMessage("invalid_data", f"FCM data keys must be non-empty strings, got {key!r}")
+        if key in RESERVED_DATA_KEYS or key.startswith(RESERVED_DATA_PREFIXES):
+            raise InvalidMessage("reserved_data_key", f"FCM reserves the data key {key!r}")
+        out[key] = string_value(value)
     return out
 
 

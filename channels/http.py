@@ -192,14 +192,16 @@ AMBIGUOUS_STATUSES = frozenset({500, 502, 504})
 
 def http_result(status: int, *, headers: Mapping[str, Any] | None = None,
                 reason: str | None = None, provider_message_id: str | None = None,
-                dead_token: bool = False, retry_reasons: Collection[str] = (),
+                dead_token: bool = False, refused: bool = False,
+                retry_reasons: Collection[str] = (),
                 raw: Mapping[str, Any] | None = None) -> Result:
     """Map one provider answer to a :class:`Result` with the rules every provider shares.
 
     Order: 2xx → SENT; ``dead_token`` → DEAD_TOKEN (the adapter decides, from status and
     reason, that the address is gone); ``reason in retry_reasons`` or 408/429/5xx → RETRY with
-    ``retry_after`` from the ``Retry-After`` header, and ``raw["maybe_delivered"]`` True for
-    :data:`AMBIGUOUS_STATUSES` (the same flag transport errors carry); any other status → FAILED.
+    ``retry_after`` from the ``Retry-After`` header, and ``maybe_delivered`` True for
+    :data:`AMBIGUOUS_STATUSES` (the same flag transport errors carry); ``refused`` →
+    RECIPIENT_REFUSED (checked after the retry rules); any other status → FAILED.
 
     Args:
         status: the HTTP status code.
@@ -207,6 +209,8 @@ def http_result(status: int, *, headers: Mapping[str, Any] | None = None,
         reason: the provider's reason code, kept on the Result.
         provider_message_id: the provider's id for an accepted message.
         dead_token: True when the adapter recognised a dead-address answer.
+        refused: True when the adapter recognised the recipient refusing the channel (an
+            opt-out answer such as Twilio's 21610).
         retry_reasons: provider reason codes that are transient although their status is a 4xx
             (e.g. APNs ``ExpiredProviderToken``, SES ``SendingPausedException``).
         raw: what to keep for the delivery attempt log.
@@ -218,9 +222,11 @@ def http_result(status: int, *, headers: Mapping[str, Any] | None = None,
     if dead_token:
         return Result(Outcome.DEAD_TOKEN, reason=reason, status=status, raw=raw)
     if (reason is not None and reason in retry_reasons) or is_retryable_status(status):
-        raw.setdefault("maybe_delivered", status in AMBIGUOUS_STATUSES)
         return Result(Outcome.RETRY, reason=reason, status=status, raw=raw,
+                      maybe_delivered=status in AMBIGUOUS_STATUSES,
                       retry_after=parse_retry_after(header(headers, "Retry-After")))
+    if refused:
+        return Result(Outcome.RECIPIENT_REFUSED, reason=reason, status=status, raw=raw)
     return Result(Outcome.FAILED, reason=reason, status=status, raw=raw)
 
 

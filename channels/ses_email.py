@@ -19,8 +19,8 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from .base import Channel, Message, Result
-from .errors import InvalidMessage
+from .base import Message, Result, Setting, common_settings
+from .email import EmailChannel
 from .http import DEFAULT_POOL_SIZE, ca_file, config_timeout, http_result
 
 #: Error codes that are transient although SES answers them with a 4xx status.
@@ -30,11 +30,9 @@ RETRY_CODES = frozenset({
     # is stopped until an operator resumes it; retry later rather than fail the mail.
     "AccountSendingPausedException", "SendingPausedException",
 })
-#: Header carrying the delivery id (SES event records and the sandbox read it back).
-DELIVERY_ID_HEADER = "X-Notify-Delivery-Id"
 
 
-class SESEmailChannel(Channel):
+class SESEmailChannel(EmailChannel):
     """Email sender via SES v2 ``SendEmail`` with ``Content.Simple``.
 
     Config keys:
@@ -47,10 +45,8 @@ class SESEmailChannel(Channel):
         ca_file: CA bundle to verify the endpoint (optional).
         timeout: seconds for connect and read (optional, default 10).
 
-    Message mapping: ``to`` is one address; ``content`` keys ``subject``, ``text``, optional
-    ``html`` and ``headers`` (name → value). ``options["list_unsubscribe"]``: an https URL →
-    ``List-Unsubscribe: <url>`` and ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``
-    (RFC 8058). ``X-Notify-Delivery-Id`` always carries the delivery id.
+    Message mapping: :class:`channels.email.EmailChannel` (the channel's rules), sent as
+    ``Content.Simple`` with the headers in ``Headers``.
 
     Answers: 200 → SENT (``MessageId``); ``TooManyRequestsException`` / throttling / 5xx →
     RETRY; ``AccountSendingPausedException`` / ``SendingPausedException`` → RETRY with that
@@ -59,14 +55,27 @@ class SESEmailChannel(Channel):
     → FAILED; connection errors and timeouts → RETRY.
     """
 
-    name = "email"
-    required_config = ("region", "from_address")
+    provider = "ses"
+    settings = (
+        Setting("endpoint_url", "AWS_ENDPOINT_URL_SESV2", sandbox="ses.url",
+                doc="SES v2 endpoint (AWS's regional endpoint when unset)"),
+        Setting("region", "NOTIFY_SES_REGION", default="us-east-1", required=True,
+                sandbox="ses.region", doc="AWS region"),
+        Setting("access_key_id", "NOTIFY_SES_ACCESS_KEY_ID", sandbox="ses.access_key_id",
+                doc="access key (boto3's default chain, e.g. an instance role, when unset)"),
+        Setting("secret_access_key", "NOTIFY_SES_SECRET_ACCESS_KEY",
+                sandbox="ses.secret_access_key", doc="its secret"),
+        Setting("from_address", "NOTIFY_SES_FROM", required=True, sandbox="ses.from_address",
+                doc="verified sender identity (`FromEmailAddress`)"),
+        Setting("configuration_set", "NOTIFY_SES_CONFIGURATION_SET",
+                doc="`ConfigurationSetName` for event publishing"),
+        *common_settings("NOTIFY_SES"),
+    )
     transport_errors = (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)
     timeout_errors = (botocore.exceptions.ConnectTimeoutError,
                       botocore.exceptions.ReadTimeoutError)
     unsent_errors = (botocore.exceptions.EndpointConnectionError,
                      botocore.exceptions.ConnectTimeoutError, botocore.exceptions.SSLError)
-    collapses_resends = False  # a resend after a lost answer can deliver the mail twice
 
     def __init__(self, config: Mapping[str, Any]):
         super().__init__(config)
@@ -95,46 +104,20 @@ class SESEmailChannel(Channel):
         """Return the ``send_email`` keyword arguments.
 
         Raises:
-            InvalidMessage: ``invalid_address``, ``empty_subject``, ``empty_body``,
-                ``invalid_header`` (CR/LF in a header or subject), ``invalid_list_unsubscribe``
-                (not an https URL, as RFC 8058 requires).
+            InvalidMessage: see :meth:`channels.email.EmailChannel.email_parts`.
         """
-        to = message.to
-        if not isinstance(to, str) or "@" not in to or any(c in to for c in "\r\n,;<> "):
-            raise InvalidMessage("invalid_address", "one plain email address expected")
-        content = message.content
-        subject = content.get("subject")
-        if not subject:
-            raise InvalidMessage("empty_subject")
-        _check_header_value("Subject", subject)
-        if not content.get("text") and not content.get("html"):
-            raise InvalidMessage("empty_body", "email needs text or html")
-
-        headers = [{"Name": str(name), "Value": str(value)}
-                   for name, value in (content.get("headers") or {}).items()]
-        headers.append({"Name": DELIVERY_ID_HEADER, "Value": message.delivery_id})
-        unsubscribe = message.options.get("list_unsubscribe")
-        if unsubscribe:
-            if not isinstance(unsubscribe, str) or not unsubscribe.startswith("https://"):
-                raise InvalidMessage("invalid_list_unsubscribe",
-                                     "RFC 8058 one-click unsubscribe needs an https URL")
-            headers.append({"Name": "List-Unsubscribe", "Value": f"<{unsubscribe}>"})
-            headers.append({"Name": "List-Unsubscribe-Post",
-                            "Value": "List-Unsubscribe=One-Click"})
-        for item in headers:
-            _check_header_value(item["Name"], item["Name"])
-            _check_header_value(item["Name"], item["Value"])
-
+        parts = self.email_parts(message)
         body: dict[str, Any] = {}
-        if content.get("text"):
-            body["Text"] = {"Data": content["text"], "Charset": "UTF-8"}
-        if content.get("html"):
-            body["Html"] = {"Data": content["html"], "Charset": "UTF-8"}
+        if parts.text:
+            body["Text"] = {"Data": parts.text, "Charset": "UTF-8"}
+        if parts.html:
+            body["Html"] = {"Data": parts.html, "Charset": "UTF-8"}
         kwargs: dict[str, Any] = {
             "FromEmailAddress": self.from_address,
-            "Destination": {"ToAddresses": [to]},
-            "Content": {"Simple": {"Subject": {"Data": subject, "Charset": "UTF-8"},
-                                   "Body": body, "Headers": headers}},
+            "Destination": {"ToAddresses": [parts.to]},
+            "Content": {"Simple": {
+                "Subject": {"Data": parts.subject, "Charset": "UTF-8"}, "Body": body,
+                "Headers": [{"Name": name, "Value": value} for name, value in parts.headers]}},
         }
         if self.configuration_set:
             kwargs["ConfigurationSetName"] = self.configuration_set
@@ -168,8 +151,3 @@ class SESEmailChannel(Channel):
     def close(self) -> None:
         """Close the client's connection pool."""
         self.client.close()
-
-
-def _check_header_value(name: str, value: Any) -> None:
-    if "\r" in str(value) or "\n" in str(value):
-        raise InvalidMessage("invalid_header", f"{name} contains a line break")

@@ -28,25 +28,28 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import requests
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
+from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
-from .base import Channel, Message, Outcome, Result
+from .base import AddressKind, Channel, Message, Outcome, Result, RetryDefaults, Setting, \
+    WebhookEvent, common_settings
 from .errors import ChannelConfigurationError, InvalidMessage
 from .http import RequestsTransport, config_timeout, http_result, retryless_session
+from .sms_segments import sms_info
 
 #: Twilio's limit for ``Body`` (characters).
 MAX_BODY_CHARS = 1600
-#: Error codes meaning the recipient opted out (replied STOP): the product must record the
-#: opt-out and stop sending SMS to that number, not just fail this one message.
+#: Error codes meaning the recipient opted out (replied STOP): RECIPIENT_REFUSED, so the service
+#: records the opt-out and stops sending SMS to that number, not just fails this one message.
 OPT_OUT_CODES = frozenset({"21610"})
 #: Error codes meaning "too many requests": retry later.
 RETRY_CODES = frozenset({"20429"})
+#: Inbound keywords Twilio's Advanced Opt-Out treats as opt-out / opt-in ("Twilio support for
+#: opt-out keywords (SMS STOP filtering)").
+STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
+                        "OPTOUT"})
+START_WORDS = frozenset({"START", "YES", "UNSTOP"})
 _E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
-
-
-def is_opt_out(result: Result) -> bool:
-    """True when ``result`` is Twilio's "recipient has opted out" answer (error 21610)."""
-    return result.outcome is Outcome.FAILED and result.reason in OPT_OUT_CODES
 
 
 class TwilioSMSChannel(RequestsTransport, Channel):
@@ -63,20 +66,39 @@ class TwilioSMSChannel(RequestsTransport, Channel):
         timeout: seconds for connect and read (optional, default 10).
 
     Message mapping: ``to`` is an E.164 number; ``content["body"]`` the text (≤ 1600
-    characters). ``options["status_callback"]``: URL Twilio POSTs status changes to; the
-    adapter appends ``delivery_id=<id>`` to its query so the callback identifies the delivery
-    (Twilio signs the full URL, query included).
+    characters). ``status_callback``: URL Twilio POSTs status changes to; the adapter appends
+    ``delivery_id=<id>`` to its query so the callback identifies the delivery (Twilio signs the
+    full URL, query included).
 
-    Answers: 201 → SENT (``SM…`` sid); error 21610 → FAILED with reason ``"21610"`` (an
-    opt-out: see :func:`is_opt_out`); 21211 / 21408 / 21612 / 21614 and other 4xx → FAILED with
+    Answers: 201 → SENT (``SM…`` sid); error 21610 → RECIPIENT_REFUSED with reason ``"21610"``
+    (the recipient replied STOP); 21211 / 21408 / 21612 / 21614 and other 4xx → FAILED with
     the code as reason (the number is unusable for SMS, but may still be valid for other
     channels, so this is not DEAD_TOKEN); 20429 / HTTP 429 / 5xx → RETRY (``Retry-After`` when
     sent); connection errors and timeouts → RETRY.
     """
 
     name = "sms"
-    required_config = ("account_sid", "auth_token")
+    provider = "twilio"
+    label = "SMS"
+    content_group = "sms"
+    address_kind = AddressKind.PHONE
+    retry = RetryDefaults(max_attempts=6, max_age=3600)
+    settings = (
+        Setting("url", "NOTIFY_TWILIO_URL", default="https://api.twilio.com", sandbox="twilio.url",
+                doc="Twilio REST API base URL"),
+        Setting("account_sid", "NOTIFY_TWILIO_ACCOUNT_SID", required=True,
+                sandbox="twilio.account_sid", doc="`AC…` account SID"),
+        Setting("auth_token", "NOTIFY_TWILIO_AUTH_TOKEN", required=True,
+                sandbox="twilio.auth_token", doc="auth token (also verifies webhooks)"),
+        Setting("from_number", "NOTIFY_TWILIO_FROM", sandbox="twilio.from_number",
+                doc="E.164 sender (or set the messaging service)"),
+        Setting("messaging_service_sid", "NOTIFY_TWILIO_MESSAGING_SERVICE_SID",
+                doc="`MG…` Messaging Service, preferred over the sender number"),
+        *common_settings("NOTIFY_TWILIO"),
+    )
     collapses_resends = False  # a resend after a lost answer can deliver the SMS twice
+    status_callbacks = True
+    webhook_kinds = ("status", "inbound")
 
     def __init__(self, config: Mapping[str, Any]):
         super().__init__(config)
@@ -92,33 +114,80 @@ class TwilioSMSChannel(RequestsTransport, Channel):
         retryless_session(config, session=self.http_client.session)  # pool, verify=ca_file
         self.client = Client(config["account_sid"], config["auth_token"],
                              http_client=self.http_client)
+        self._validator = RequestValidator(config["auth_token"])
         if config.get("url"):
             self.client.api.base_url = str(config["url"]).rstrip("/")
             self.client.edge = self.client.region = None
+
+    # -- declarations ------------------------------------------------------------------------
+    @classmethod
+    def check_content(cls, content: Mapping[str, Any]) -> None:
+        """The SMS text must be non-empty and at most 1600 characters (Twilio's ``Body``).
+
+        Raises:
+            InvalidMessage: ``empty_body``, ``body_too_long``.
+        """
+        body = content.get("body")
+        if not isinstance(body, str) or not body.strip():
+            raise InvalidMessage("empty_body", "SMS needs a non-empty text body")
+        if len(body) > MAX_BODY_CHARS:
+            raise InvalidMessage("body_too_long", f"{len(body)} characters > {MAX_BODY_CHARS}")
+
+    @classmethod
+    def describe_content(cls, content: Mapping[str, Any]) -> dict[str, Any]:
+        """``{"encoding": "GSM-7" | "UCS-2", "segments": n}``: what the text costs (every
+        segment is billed)."""
+        info = sms_info(content.get("body") or "")
+        return {"encoding": info["encoding"], "segments": info["segments"]}
+
+    # -- webhooks ----------------------------------------------------------------------------
+    def verify_webhook(self, url: str, params: Mapping[str, str], headers: Mapping[str, str]) -> bool:
+        """``X-Twilio-Signature`` = base64(HMAC-SHA1(auth token, URL + sorted POST params)),
+        checked with the twilio library's RequestValidator (Twilio, "Webhooks security")."""
+        signature = next((v for k, v in headers.items() if k.lower() == "x-twilio-signature"), "")
+        return bool(signature) and self._validator.validate(url, dict(params), signature)
+
+    def parse_webhook(self, kind: str, params: Mapping[str, str],
+                      query: Mapping[str, str]) -> list[WebhookEvent]:
+        """``status``: a message status callback (``MessageStatus``, ``ErrorCode``; the delivery
+        id is in the callback URL's query); error 21610 means the recipient refused SMS.
+        ``inbound``: a message to our number; STOP-type keywords opt the sender out of SMS,
+        START-type opt it back in; other text is not ours to act on."""
+        raw = dict(params)
+        if kind == "status":
+            code = params.get("ErrorCode") or None
+            return [WebhookEvent("status", delivery_id=query.get("delivery_id") or None,
+                                 provider_message_id=params.get("MessageSid") or None,
+                                 status=params.get("MessageStatus") or None, reason=code,
+                                 refused=code in OPT_OUT_CODES, raw=raw)]
+        if kind == "inbound":
+            word = (params.get("Body") or "").strip().upper()
+            sender = params.get("From") or None
+            if word in STOP_WORDS:
+                return [WebhookEvent("opt_out", address=sender, reason=word, raw=raw)]
+            if word in START_WORDS:
+                return [WebhookEvent("opt_in", address=sender, reason=word, raw=raw)]
+        return []
 
     # -- steps -------------------------------------------------------------------------------
     def build_payload(self, message: Message) -> dict[str, Any]:
         """Return the keyword arguments of ``messages.create``.
 
         Raises:
-            InvalidMessage: ``invalid_number`` (not E.164), ``empty_body``, ``body_too_long``
-                (> 1600 characters).
+            InvalidMessage: ``invalid_number`` (not E.164), and what :meth:`check_content`
+                raises.
         """
         if not isinstance(message.to, str) or not _E164.match(message.to):
             raise InvalidMessage("invalid_number", "SMS recipients must be E.164 (+15551234567)")
-        body = message.content.get("body")
-        if not isinstance(body, str) or not body:
-            raise InvalidMessage("empty_body", "SMS needs a non-empty text body")
-        if len(body) > MAX_BODY_CHARS:
-            raise InvalidMessage("body_too_long", f"{len(body)} characters > {MAX_BODY_CHARS}")
-        kwargs: dict[str, Any] = {"to": message.to, "body": body}
+        self.check_content(message.content)
+        kwargs: dict[str, Any] = {"to": message.to, "body": message.content["body"]}
         if self.messaging_service_sid:
             kwargs["messaging_service_sid"] = self.messaging_service_sid
         else:
             kwargs["from_"] = self.from_number
-        callback = message.options.get("status_callback")
-        if callback:
-            kwargs["status_callback"] = with_query(callback, delivery_id=message.delivery_id)
+        if message.status_callback:
+            kwargs["status_callback"] = with_query(message.status_callback,
+                                                   delivery_id=message.delivery_id)
         return kwargs
 
     def post(self, message: Message, payload: dict[str, Any]) -> Any:
@@ -141,7 +210,7 @@ class TwilioSMSChannel(RequestsTransport, Channel):
         detail = getattr(exc, "msg", None) or getattr(exc, "detail", None)
         headers = {"Retry-After": getattr(self._last, "retry_after", None)}
         return http_result(status, headers=headers, reason=code, retry_reasons=RETRY_CODES,
-                           raw={"status": status, "code": exc.code, "message": detail})
+                           refused=code in OPT_OUT_CODES, raw={"status": status, "code": exc.code, "message": detail})
 
     def close(self) -> None:
         """Close the pooled session."""

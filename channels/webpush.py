@@ -12,7 +12,9 @@ ECDSA signature per message (what ``pywebpush.webpush()`` does).
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import ipaddress
 import re
 import threading
 import time
@@ -25,7 +27,8 @@ import requests
 from py_vapid import Vapid
 from pywebpush import WebPushException, WebPusher
 
-from .base import Channel, Message, Result
+from .base import AddressKind, Channel, InvalidAddress, Message, Result, RetryDefaults, Setting, \
+    common_settings
 from .errors import ChannelConfigurationError, InvalidMessage
 from .http import RequestsTransport, config_timeout, http_result, json_bytes, require_file, \
     response_json, retryless_session
@@ -42,6 +45,7 @@ VAPID_RESIGN_MARGIN_SECONDS = 3600
 DEFAULT_TTL_SECONDS = 28 * 24 * 3600
 #: ``Topic`` header: at most 32 characters of the URL-safe base64 alphabet.
 _TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_PLACEHOLDER_ID = "00000000-0000-0000-0000-000000000000"
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,24 @@ class WebPushChannel(RequestsTransport, Channel):
     """
 
     name = "webpush"
-    required_config = ("vapid_private_key_file", "vapid_subject")
+    provider = "webpush"
+    label = "Web Push"
+    content_group = "push"
+    address_kind = AddressKind.SUBSCRIPTION
+    platform = "web"
+    retry = RetryDefaults(max_attempts=8, max_age=6 * 3600)
+    settings = (
+        Setting("vapid_private_key_file", "NOTIFY_VAPID_PRIVATE_KEY_FILE", required=True,
+                sandbox="webpush.vapid_private_key_file", doc="VAPID P-256 private key (PEM)"),
+        Setting("vapid_public_key", "NOTIFY_VAPID_PUBLIC_KEY", sandbox="webpush.vapid_public_key",
+                doc="its public key (base64url), for browsers' `applicationServerKey`"),
+        Setting("vapid_subject", "NOTIFY_VAPID_SUBJECT", required=True,
+                sandbox="webpush.vapid_subject", doc="`mailto:` or `https:` contact"),
+        Setting("private_endpoints", "NOTIFY_WEBPUSH_PRIVATE_ENDPOINTS", sandbox="webpush.url",
+                doc="comma-separated `host:port` of push services on private addresses that "
+                    "subscriptions may use (the sandbox's by default)"),
+        *common_settings("NOTIFY_WEBPUSH"),
+    )
     collapses_resends = True
 
     def __init__(self, config: Mapping[str, Any]):
@@ -119,6 +140,59 @@ class WebPushChannel(RequestsTransport, Channel):
         self.signer = VapidSigner(require_file(config, "vapid_private_key_file"),
                                   str(config["vapid_subject"]))
         self.session = retryless_session(config)
+
+    # -- declarations ------------------------------------------------------------------------
+    @classmethod
+    def check_content(cls, content: Mapping[str, Any]) -> None:
+        """Push content must say something and fit 4096 bytes once encrypted.
+
+        Raises:
+            InvalidMessage: ``empty_content``, ``payload_too_large``.
+        """
+        _plaintext(content, _PLACEHOLDER_ID)
+
+    @classmethod
+    def validate_address(cls, value: Any, config: Mapping[str, Any]) -> dict[str, Any]:
+        """A PushSubscription's JSON (W3C Push API): an https ``endpoint`` on a public push
+        service, ``keys.p256dh`` (65-byte uncompressed P-256 point, RFC 8291) and ``keys.auth``
+        (16 bytes). Returns ``{"endpoint", "keys": {"p256dh", "auth"}}``.
+
+        The workers POST to subscription endpoints, so an endpoint on a loopback, private,
+        link-local or reserved address (or ``localhost``) is refused unless its ``host:port``
+        is in the ``private_endpoints`` setting. Host names are not resolved here; egress
+        filtering at the network layer covers names that resolve inward.
+
+        Raises:
+            InvalidAddress: naming the part that is wrong.
+        """
+        if not isinstance(value, Mapping) or not isinstance(value.get("keys"), Mapping):
+            raise InvalidAddress("subscription must be {endpoint, keys: {p256dh, auth}}")
+        endpoint = value.get("endpoint")
+        url = urlsplit(endpoint) if isinstance(endpoint, str) else None
+        if url is None or url.scheme != "https" or not url.netloc:
+            raise InvalidAddress("subscription endpoint must be an https URL")
+        if not _public_host(url.hostname or "") and \
+                url.netloc.lower() not in private_endpoints(config.get("private_endpoints")):
+            raise InvalidAddress("subscription endpoint must be a public push service")
+        keys = value["keys"]
+        for name, size in (("p256dh", 65), ("auth", 16)):
+            if not isinstance(keys.get(name), str):
+                raise InvalidAddress(f"keys.{name} must be a base64url string")
+            try:
+                raw = base64.urlsafe_b64decode(keys[name] + "=" * (-len(keys[name]) % 4))
+            except (ValueError, binascii.Error):
+                raise InvalidAddress(f"keys.{name} is not base64url") from None
+            if len(raw) != size:
+                raise InvalidAddress(f"keys.{name} must decode to {size} bytes")
+        return {"endpoint": endpoint, "keys": {"p256dh": keys["p256dh"], "auth": keys["auth"]}}
+
+    @classmethod
+    def breaker_scope(cls, to: Any) -> str:
+        """One breaker per push service (endpoint origin): browsers use many, and one that is
+        down must not hold back the others."""
+        endpoint = to.get("endpoint", "") if isinstance(to, Mapping) else str(to)
+        url = urlsplit(endpoint)
+        return f"{cls.provider}:{url.scheme}://{url.netloc}"
 
     # -- steps -------------------------------------------------------------------------------
     def build_payload(self, message: Message) -> _Request:
@@ -140,18 +214,7 @@ class WebPushChannel(RequestsTransport, Channel):
                 or len(pusher.auth_key) != 16:
             raise InvalidMessage("invalid_subscription", "p256dh / auth keys are malformed")
 
-        content = message.content
-        plaintext = json_bytes({
-            "title": content.get("title"),
-            "body": content.get("body"),
-            "url": content.get("url"),
-            "data": dict(content.get("data") or {}),
-            "notify_delivery_id": message.delivery_id,
-        })
-        encrypted_size = len(plaintext) + ENCRYPTION_OVERHEAD
-        if encrypted_size > MAX_ENCRYPTED_BYTES:
-            raise InvalidMessage("payload_too_large",
-                                 f"{encrypted_size} encrypted bytes > {MAX_ENCRYPTED_BYTES}")
+        plaintext = _plaintext(message.content, message.delivery_id)
         headers = {
             "Urgency": "high" if message.priority == "high" else "normal",
             "Topic": topic_for(message.collapse_key or message.delivery_id),
@@ -180,6 +243,39 @@ class WebPushChannel(RequestsTransport, Channel):
     def close(self) -> None:
         """Close the pooled session."""
         self.session.close()
+
+
+def _plaintext(content: Mapping[str, Any], delivery_id: str) -> bytes:
+    """The JSON the browser's service worker receives; InvalidMessage if empty or too large."""
+    if not (content.get("title") or content.get("body") or content.get("data")):
+        raise InvalidMessage("empty_content", "push content needs a title, a body or data")
+    plaintext = json_bytes({
+        "title": content.get("title"),
+        "body": content.get("body"),
+        "url": content.get("url"),
+        "data": dict(content.get("data") or {}),
+        "notify_delivery_id": delivery_id,
+    })
+    encrypted_size = len(plaintext) + ENCRYPTION_OVERHEAD
+    if encrypted_size > MAX_ENCRYPTED_BYTES:
+        raise InvalidMessage("payload_too_large",
+                             f"{encrypted_size} encrypted bytes > {MAX_ENCRYPTED_BYTES}")
+    return plaintext
+
+
+def private_endpoints(setting: str | None) -> frozenset[str]:
+    """The ``host:port`` entries of the ``private_endpoints`` setting (a comma-separated list of
+    ``host:port`` or URLs), lower-cased."""
+    entries = (item.strip() for item in (setting or "").split(","))
+    return frozenset((urlsplit(e).netloc if "://" in e else e).lower() for e in entries if e)
+
+
+def _public_host(host: str) -> bool:
+    host = host.lower()
+    try:
+        return ipaddress.ip_address(host).is_global
+    except ValueError:
+        return host != "localhost" and not host.endswith(".localhost")
 
 
 def topic_for(key: str) -> str:

@@ -7,7 +7,7 @@ import logging
 from celery import Celery
 from celery.signals import after_setup_logger
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.production")
 
 app = Celery("notify")
 app.config_from_object("celeryconfig")
@@ -18,6 +18,8 @@ app.autodiscover_tasks(["notify"])
 def _quiet_per_task_logs(**kwargs):
     """Celery logs two INFO lines per task (received, succeeded): at millions of tasks a day
     that is work on the send path and noise in the logs. Outcomes are in the delivery log."""
-    level = os.environ.get("NOTIFY_TASK_LOG_LEVEL", "WARNING")
+    from django.conf import settings
+
+    level = settings.NOTIFY_TASK_LOG_LEVEL
     for name in ("celery.app.trace", "celery.worker.strategy"):
         logging.getLogger(name).setLevel(level)

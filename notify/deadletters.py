@@ -11,11 +11,9 @@ from __future__ import annotations
 import json
 import logging
 
-from django.db import connection, transaction
-from django.db.models.functions import Now
-
-from .models import Delivery, DeliveryLog, DeliveryStatus
-from .publishing import wake_relay
+from . import store
+from .models import Delivery, DeliveryStatus
+from .queues import DEAD_LETTER_EXCHANGE, dead_letter_queue
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +26,9 @@ def publish_dead_letter(channel: str, delivery_id: str, reason: str) -> None:
     try:
         with app.producer_or_acquire() as producer:
             producer.publish({"delivery_id": delivery_id, "channel": channel, "reason": reason},
-                             exchange="notify.dead", routing_key=channel, serializer="json",
-                             delivery_mode="persistent", declare=[q for q in app.conf.task_queues if q.name == f"{channel}.dead"],
+                             exchange=DEAD_LETTER_EXCHANGE, routing_key=channel, serializer="json",
+                             delivery_mode="persistent",
+                             declare=[q for q in app.conf.task_queues if q.name == dead_letter_queue(channel)],
                              retry=True, retry_policy={"max_retries": 2})
     except Exception:  # noqa: BLE001
         log.exception("could not publish dead letter of delivery %s", delivery_id)
@@ -44,34 +43,20 @@ def replay(delivery_ids: list[str] | None = None, channel: str | None = None) ->
     Returns:
         How many were replayed.
     """
-    with transaction.atomic():
-        rows = Delivery.objects.select_for_update(skip_locked=True).filter(status=DeliveryStatus.DEAD_LETTERED)
-        if delivery_ids is not None:
-            rows = rows.filter(id__in=delivery_ids)
-        if channel:
-            rows = rows.filter(channel=channel)
-        items = list(rows.values_list("id", "channel", "attempts"))
-        Delivery.objects.filter(id__in=[i for i, _, _ in items]).update(
-            status=DeliveryStatus.QUEUED, attempts=0, published_at=None, updated_at=Now(), reason="replayed",
-            unknown_outcome=False)
-        DeliveryLog.objects.bulk_create(
-            DeliveryLog(delivery_id=i, from_status="dead_lettered", to_status="queued", attempt=a, reason="replayed")
-            for i, _, a in items)
-        if items:
-            with connection.cursor() as cursor:
-                wake_relay(cursor)
-    return len(items)
+    return store.replay_dead_letters(delivery_ids, channel)
 
 
 def queue_depths() -> dict[str, int]:
     """Messages waiting on each ``<channel>.dead`` queue."""
     from .celery import app
 
+    from django.conf import settings
+
     depths = {}
     with app.connection_for_write() as conn:
-        for queue in app.conf.task_queues:
-            if queue.name.endswith(".dead"):
-                depths[queue.name[:-5]] = queue.bind(conn.default_channel).queue_declare(passive=True).message_count
+        for channel in settings.NOTIFY_CHANNELS:
+            depths[channel] = conn.default_channel.queue_declare(
+                queue=dead_letter_queue(channel), passive=True).message_count
     return depths
 
 
@@ -87,7 +72,7 @@ def drain_queue_messages(channels: list[str], delivery_ids: list[str] | None = N
             held = []
             while True:
                 # A raw py-amqp message: acknowledged and rejected through its channel.
-                message = channel.basic_get(f"{name}.dead", no_ack=False)
+                message = channel.basic_get(dead_letter_queue(name), no_ack=False)
                 if message is None:
                     break
                 try:

@@ -1,50 +1,59 @@
-"""Celery tasks. Thin on purpose: they carry ids and call the sending logic.
+"""Celery tasks. Thin on purpose: they carry ids and call the stage that does the work.
 
-One task per channel, named ``notify.deliver.<channel>`` and routed by that name to the
-channel's own queue (``celeryconfig.task_routes``), so each channel has its own worker pool. A
-task carries up to ``NOTIFY_TASK_BATCH`` delivery ids of its channel (notify.publishing).
+One task per channel (``notify.queues.task_name``), routed by that name to the channel's own
+queue (``celeryconfig.task_routes``), so each channel has its own worker pool. A task carries up
+to ``NOTIFY_TASK_BATCH`` delivery ids of its channel (notify.outbox).
 """
 
 from celery.exceptions import Reject
-from celery.signals import task_prerun, worker_process_shutdown
+from celery.signals import task_prerun, worker_init, worker_process_shutdown
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 
-from channels.registry import CHANNELS, close_all
+from channels.registry import close_all
 
-from . import delivery, publishing
+from . import maintenance, providers, send
 from .celery import app
+from .queues import task_name
+
 
 def _deliver_task(channel: str):
-    @app.task(name=f"notify.deliver.{channel}", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+    @app.task(name=task_name(channel), acks_late=True, reject_on_worker_lost=True, ignore_result=True)
     def deliver(delivery_ids: list[str] | str) -> dict[str, int]:
         # A bare id is a message published by a version that sent one delivery per task.
         ids = [delivery_ids] if isinstance(delivery_ids, str) else delivery_ids
         try:
-            return delivery.send_batch(ids)
+            return send.send_batch(ids)
         except (OperationalError, InterfaceError) as exc:
             # The database stayed away longer than the send waits: put the message back rather
             # than acknowledge deliveries nobody has claimed or recorded.
             raise Reject(exc, requeue=True) from exc
 
-    deliver.__doc__ = (f"Send a batch of {channel} deliveries by id (see notify.delivery.send_batch); "
+    deliver.__doc__ = (f"Send a batch of {channel} deliveries by id (see notify.send.send_batch); "
                        "returns how many ended in each status.")
     return deliver
 
 
-deliver_tasks = {channel: _deliver_task(channel) for channel in CHANNELS}
+deliver_tasks = {channel: _deliver_task(channel) for channel in settings.NOTIFY_CHANNELS}
 
 
 @app.task(name="notify.maintenance.dispatch_due", ignore_result=True)
 def dispatch_due() -> int:
     """Move retries whose delay is over and sends whose worker died back into the outbox, and
-    publish what no relay took (notify.publishing.dispatch_due)."""
-    return publishing.dispatch_due()
+    publish what no relay took (notify.maintenance.dispatch_due)."""
+    return maintenance.dispatch_due()
 
 
 @app.task(name="notify.maintenance.forget_idempotency_keys", ignore_result=True)
 def forget_idempotency_keys() -> int:
     """Release idempotency keys past their retention window."""
-    return publishing.forget_idempotency_keys()
+    return maintenance.forget_idempotency_keys()
+
+
+@worker_init.connect
+def _check_configuration(**kwargs):
+    # A worker with a provider setting missing must not start (production settings).
+    providers.check_configuration()
 
 
 @task_prerun.connect

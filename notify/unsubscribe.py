@@ -2,8 +2,8 @@
 
 Each email carries ``List-Unsubscribe: <https://…/unsubscribe/<token>>`` and
 ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``; the mailbox provider POSTs
-``List-Unsubscribe=One-Click`` to that URL and the recipient is opted out of email for the
-notification's category at once. The token is the delivery id signed with the secret key, so it
+``List-Unsubscribe=One-Click`` to that URL and the recipient is opted out of the delivery's
+channel for the notification's category at once. The token is the delivery id signed with the secret key, so it
 cannot be guessed or forged.
 """
 
@@ -16,7 +16,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from .api.errors import error_body
-from .models import Delivery, Preference
+from . import store
+from .models import Delivery
 
 _SALT = "notify.unsubscribe"
 
@@ -44,7 +45,7 @@ def unsubscribe(request, token: str):
     delivery = Delivery.objects.select_related("notification").filter(id=delivery_id).first()
     if delivery is None:
         return JsonResponse(error_body("not_found", "unknown delivery"), status=404)
-    Preference.objects.update_or_create(
-        recipient_id=delivery.notification.recipient_id, channel="email", category=delivery.notification.category,
-        defaults={"enabled": False, "source": "unsubscribe"})
+    # The link came in one delivery: the recipient leaves that channel for that category.
+    store.set_preferences([delivery.notification.recipient_id], [delivery.channel], delivery.notification.category,
+                          False, "unsubscribe")
     return HttpResponse("You are unsubscribed.")

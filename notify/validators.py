@@ -1,24 +1,16 @@
-"""Address validation: E.164 phone numbers (phonenumbers), email addresses (email-validator,
-internationalised allowed), APNs device tokens, FCM registration tokens, Web Push subscriptions."""
+"""Validation of what the API stores: a recipient's E.164 phone number (phonenumbers) and email
+address (email-validator, internationalised domains), time zones, ids, idempotency keys and
+free-form JSON. Device tokens and subscriptions are their channel's: each adapter validates its
+own (channels.base.Channel.validate_address)."""
 
 from __future__ import annotations
 
-import base64
-import ipaddress
 import re
 import zoneinfo
-from urllib.parse import urlsplit
 
 import phonenumbers
-from django.conf import settings
 from email_validator import EmailNotValidError, validate_email
 from rest_framework import serializers
-
-from .channel_config import config_for
-
-_APNS_TOKEN = re.compile(r"^[0-9a-fA-F]{64}$")
-# FCM registration tokens are opaque; observed ones are ~150-180 chars of this alphabet.
-_FCM_TOKEN = re.compile(r"^[A-Za-z0-9_:\-.]{32,4096}$")
 
 
 def e164(value: str) -> str:
@@ -43,69 +35,6 @@ def email_address(value: str) -> str:
         return validate_email(value, check_deliverability=False, allow_smtputf8=False).ascii_email
     except EmailNotValidError as exc:
         raise serializers.ValidationError(str(exc)) from None
-
-
-def apns_token(value: str) -> str:
-    """APNs device tokens are 32 bytes written as 64 hex characters."""
-    if not _APNS_TOKEN.fullmatch(value or ""):
-        raise serializers.ValidationError("APNs device token must be 64 hexadecimal characters")
-    return value.lower()
-
-
-def fcm_token(value: str) -> str:
-    if not _FCM_TOKEN.fullmatch(value or ""):
-        raise serializers.ValidationError("not an FCM registration token")
-    return value
-
-
-def _b64url_len(value: str, size: int, name: str) -> None:
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except (ValueError, TypeError):
-        raise serializers.ValidationError(f"keys.{name} is not base64url") from None
-    if len(raw) != size:
-        raise serializers.ValidationError(f"keys.{name} must decode to {size} bytes")
-
-
-def _public_push_host(url) -> bool:
-    """True unless the endpoint names a loopback, private, link-local or reserved address (or
-    ``localhost``): the workers POST to subscription endpoints, so a client must not be able to
-    point them at internal services. ``NOTIFY_WEBPUSH_PRIVATE_ENDPOINTS`` (``host:port`` list)
-    and the provider sandbox's own push service are the exceptions. Host names are not resolved
-    here; egress filtering at the network layer covers names that resolve inward."""
-    host = (url.hostname or "").lower()
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        if host != "localhost" and not host.endswith(".localhost"):
-            return True
-    else:
-        if address.is_global:
-            return True
-    allowed = set(settings.NOTIFY_WEBPUSH_PRIVATE_ENDPOINTS)
-    sandbox_push = urlsplit(config_for("webpush").get("sandbox_push_url") or "")
-    if sandbox_push.netloc:
-        allowed.add(sandbox_push.netloc)
-    return url.netloc.lower() in allowed
-
-
-def webpush_subscription(value) -> dict:
-    """A PushSubscription's JSON (W3C Push API): https ``endpoint``, ``keys.p256dh`` (65-byte
-    uncompressed P-256 point, RFC 8291) and ``keys.auth`` (16 bytes)."""
-    if not isinstance(value, dict) or not isinstance(value.get("keys"), dict):
-        raise serializers.ValidationError("subscription must be {endpoint, keys: {p256dh, auth}}")
-    endpoint = value.get("endpoint")
-    if not isinstance(endpoint, str) or urlsplit(endpoint).scheme != "https" or not urlsplit(endpoint).netloc:
-        raise serializers.ValidationError("subscription endpoint must be an https URL")
-    if not _public_push_host(urlsplit(endpoint)):
-        raise serializers.ValidationError("subscription endpoint must be a public push service")
-    keys = value["keys"]
-    for name in ("p256dh", "auth"):
-        if not isinstance(keys.get(name), str):
-            raise serializers.ValidationError(f"keys.{name} must be a base64url string")
-    _b64url_len(keys["p256dh"], 65, "p256dh")
-    _b64url_len(keys["auth"], 16, "auth")
-    return {"endpoint": endpoint, "keys": {"p256dh": keys["p256dh"], "auth": keys["auth"]}}
 
 
 def timezone_name(value: str) -> str:

@@ -9,7 +9,8 @@ What is created under ``<dir>`` (all keys are fresh random keys, never real ones
   …). ``token_uri`` points at the sandbox FCM port ``/token`` (on ``--public-host``) and is
   rewritten on every start, so the port base and public host may change between runs;
 - ``vapid_private.pem``: the demo application server's VAPID key (EC P-256, PKCS#8 PEM);
-- ``credentials.json``: ids and secrets (Twilio account SID/auth token, SES access keys, …).
+- ``credentials.json``: ids and secrets (Twilio account SID/auth token, SES access keys, the SMTP
+  AUTH username and password, …).
 
 :func:`ensure_credentials` returns a :class:`Credentials`; :func:`sandbox_json` and
 :func:`sandbox_env` render the two files of the contract (sandbox/README.md).
@@ -24,6 +25,7 @@ import secrets
 import string
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -39,6 +41,9 @@ TWILIO_FROM = "+15005550006"
 SES_REGION = "us-east-1"
 SES_FROM = "notify@example.com"
 SES_VERIFIED_DOMAIN = "example.com"
+SMTP_FROM = "notify@example.com"
+#: How clients reach the SMTP port: STARTTLS (required by the server) then AUTH PLAIN/LOGIN.
+SMTP_TLS = "starttls"
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 
 _UPPER_ALNUM = string.ascii_uppercase + string.digits
@@ -99,6 +104,9 @@ class Credentials:
     ses_access_key_id: str
     ses_secret_access_key: str
     ses_from: str
+    smtp_username: str
+    smtp_password: str
+    smtp_from: str
 
 
 def _new_secrets() -> dict[str, str]:
@@ -112,6 +120,8 @@ def _new_secrets() -> dict[str, str]:
         "twilio_messaging_service_sid": "MG" + secrets.token_hex(16),
         "ses_access_key_id": "AKIA" + _rand(_UPPER_ALNUM, 16),
         "ses_secret_access_key": _rand(string.ascii_letters + string.digits + "+/", 40),
+        "smtp_username": "notify-" + secrets.token_hex(4),
+        "smtp_password": secrets.token_urlsafe(24),
     }
 
 
@@ -209,6 +219,9 @@ def ensure_credentials(directory: Path | str, ports: Ports) -> Credentials:
         ses_access_key_id=meta["ses_access_key_id"],
         ses_secret_access_key=meta["ses_secret_access_key"],
         ses_from=SES_FROM,
+        smtp_username=meta["smtp_username"],
+        smtp_password=meta["smtp_password"],
+        smtp_from=SMTP_FROM,
     )
 
 
@@ -239,7 +252,10 @@ def sandbox_json(c: Credentials) -> dict[str, Any]:
             "url": p.https(p.ses), "region": c.ses_region, "access_key_id": c.ses_access_key_id,
             "secret_access_key": c.ses_secret_access_key, "from_address": c.ses_from,
         },
-        "smtp": {"host": p.public_host, "port": p.smtp},
+        "smtp": {
+            "host": p.public_host, "port": p.smtp, "tls": SMTP_TLS, "username": c.smtp_username,
+            "password": c.smtp_password, "from_address": c.smtp_from,
+        },
     }
 
 
@@ -259,6 +275,9 @@ def sandbox_env(c: Credentials) -> str:
         ("NOTIFY_VAPID_PRIVATE_KEY_FILE", doc["webpush"]["vapid_private_key_file"]),
         ("NOTIFY_VAPID_PUBLIC_KEY", doc["webpush"]["vapid_public_key"]),
         ("NOTIFY_VAPID_SUBJECT", doc["webpush"]["vapid_subject"]),
+        # The sandbox's push service is on a loopback address, which subscriptions may only use
+        # when allowed (channels.webpush.WebPushChannel.validate_address).
+        ("NOTIFY_WEBPUSH_PRIVATE_ENDPOINTS", urlsplit(doc["webpush"]["url"]).netloc),
         ("NOTIFY_TWILIO_URL", doc["twilio"]["url"]),
         ("NOTIFY_TWILIO_ACCOUNT_SID", doc["twilio"]["account_sid"]),
         ("NOTIFY_TWILIO_AUTH_TOKEN", doc["twilio"]["auth_token"]),
@@ -271,6 +290,10 @@ def sandbox_env(c: Credentials) -> str:
         ("NOTIFY_SES_FROM", doc["ses"]["from_address"]),
         ("NOTIFY_SMTP_HOST", doc["smtp"]["host"]),
         ("NOTIFY_SMTP_PORT", str(doc["smtp"]["port"])),
+        ("NOTIFY_SMTP_TLS", doc["smtp"]["tls"]),
+        ("NOTIFY_SMTP_USERNAME", doc["smtp"]["username"]),
+        ("NOTIFY_SMTP_PASSWORD", doc["smtp"]["password"]),
+        ("NOTIFY_SMTP_FROM", doc["smtp"]["from_address"]),
         ("NOTIFY_SANDBOX_CONTROL_URL", doc["control_url"]),
     ]
     return "".join(f"{k}={v}\n" for k, v in pairs)

@@ -1,9 +1,23 @@
-"""SMTP sink (aiosmtpd ``Controller`` on its own thread) that records every message.
+"""SMTP submission server (aiosmtpd ``Controller`` on its own thread) that records every message.
 
-Each ``DATA`` becomes one ``smtp`` record: ``body`` ``{"mail_from", "rcpt_tos", "subject", "text",
-"html"}``, ``headers`` the message headers, ``to`` the first recipient, ``delivery_id`` the
-``X-Notify-Delivery-Id`` header. Fault rules for ``smtp`` use ``status`` as the SMTP reply code
-(e.g. 421, 451, 550) and ``reason`` as its text; ``latency_ms`` delays the reply.
+Like a real submission service (RFC 6409 on port 587) it requires **STARTTLS** (RFC 3207) with
+the sandbox's server certificate (signed by ``ca.pem``, see :mod:`sandbox.certs`) and then
+**AUTH** PLAIN or LOGIN (RFC 4954) with the ``smtp.username`` / ``smtp.password`` of
+``sandbox.json``. Everything is aiosmtpd's own behaviour (``tls_context``, ``require_starttls``,
+``auth_required``, ``auth_require_tls``, ``authenticator``):
+
+- any command but EHLO, NOOP, STARTTLS and QUIT before STARTTLS: ``530 Must issue a STARTTLS
+  command first``; AUTH is only offered (EHLO) and accepted after STARTTLS;
+- MAIL, RCPT or DATA before a successful AUTH: ``530 5.7.0 Authentication required``;
+- a wrong username or password: ``535 5.7.8 Authentication credentials invalid``.
+
+Refused sessions leave no record (nothing reached ``DATA``). Each ``DATA`` becomes one ``smtp``
+record: ``body`` ``{"mail_from", "rcpt_tos", "subject", "text", "html"}``, ``headers`` the message
+headers, ``to`` the first recipient, ``delivery_id`` the ``X-Notify-Delivery-Id`` header,
+``extra`` ``{"size", "peer", "peer_port", "tls", "tls_version", "user"}`` (``peer_port`` is the
+client's source port: records with the same peer and port came over one connection). Fault rules
+for ``smtp`` use ``status`` as the SMTP reply code (e.g. 421, 451, 550) and ``reason`` as its text;
+``latency_ms`` delays the reply.
 """
 
 from __future__ import annotations
@@ -11,11 +25,54 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import hmac
+import ssl
 import time
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from .certs import TlsFiles
 from .common import Exchange
+
+#: The AUTH mechanisms the server accepts (aiosmtpd's built-in ones).
+AUTH_MECHANISMS = ("LOGIN", "PLAIN")
+
+
+def server_tls_context(tls: TlsFiles) -> ssl.SSLContext:
+    """Server-side TLS context with the sandbox's certificate chain (no client certificates)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    return context
+
+
+class Authenticator:
+    """aiosmtpd ``authenticator``: one username and password, compared in constant time."""
+
+    def __init__(self, username: str, password: str) -> None:
+        self.username = username.encode("utf-8")
+        self.password = password.encode("utf-8")
+
+    def __call__(self, server, session, envelope, mechanism: str, auth_data) -> AuthResult:
+        if mechanism not in AUTH_MECHANISMS or not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        ok = (hmac.compare_digest(auth_data.login, self.username)
+              & hmac.compare_digest(auth_data.password, self.password))
+        return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
+
+
+def _session_facts(session) -> dict:
+    """Connection facts of an aiosmtpd session for a record's ``extra``."""
+    peer = session.peer if isinstance(session.peer, tuple) else None
+    ssl_object = (session.ssl or {}).get("ssl_object") if session.ssl else None
+    login = getattr(session.auth_data, "login", None) if session.authenticated else None
+    return {
+        "peer": str(peer[0]) if peer else None,
+        "peer_port": peer[1] if peer and len(peer) > 1 else None,
+        "tls": session.ssl is not None,
+        "tls_version": ssl_object.version() if ssl_object is not None else None,
+        "user": login.decode("utf-8", "replace") if isinstance(login, bytes) else login,
+    }
 
 
 class RecordingHandler:
@@ -51,7 +108,7 @@ class RecordingHandler:
         ex.to = rcpts[0] if rcpts else None
         lower = {k.lower(): v for k, v in headers.items()}
         ex.delivery_id = lower.get("x-notify-delivery-id")
-        ex.extra = {"size": len(raw), "peer": str(session.peer[0]) if session.peer else None}
+        ex.extra = {"size": len(raw), **_session_facts(session)}
         applied = self.state.faults.take("smtp", rcpts)
         reply = "250 2.0.0 Message accepted for delivery"
         ex.status, ex.accepted = 250, True
@@ -72,10 +129,16 @@ class RecordingHandler:
 
 
 def start_smtp(state, host: str, port: int) -> Controller:
-    """Start the SMTP server thread on ``host:port`` (blocks until it accepts connections)."""
-    controller = Controller(RecordingHandler(state), hostname=host, port=port,
-                            ready_timeout=10.0, data_size_limit=40 * 1024 * 1024)
+    """Start the SMTP server thread on ``host:port`` (blocks until it accepts connections).
+
+    STARTTLS with ``state.creds.tls`` and AUTH with ``state.creds.smtp_username`` /
+    ``smtp_password`` are required (module docstring)."""
+    creds = state.creds
+    controller = Controller(
+        RecordingHandler(state), hostname=host, port=port, ready_timeout=10.0,
+        data_size_limit=40 * 1024 * 1024,
+        tls_context=server_tls_context(creds.tls), require_starttls=True,
+        auth_required=True, auth_require_tls=True,
+        authenticator=Authenticator(creds.smtp_username, creds.smtp_password))
     controller.start()
     return controller
-
-

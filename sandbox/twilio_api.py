@@ -14,7 +14,8 @@ twilio.com/docs/usage/webhooks/webhooks-security:
   (21614).
 - 201 with the Message resource (``sid`` ``SM`` + 32 hex, ``status`` ``queued`` — ``accepted``
   with a Messaging Service —, ``num_segments`` as a string, RFC 2822 dates …). Encoding and
-  segments (:mod:`sandbox.sms_segments`) go to the record's ``extra``.
+  segments (:func:`channels.sms_segments.sms_info`, the product's counter) go to the record's
+  ``extra``; a media-only message (MMS, empty ``Body``) counts as one segment.
 - Status callbacks: when ``StatusCallback`` is given, ``sent`` then ``delivered`` are POSTed to it
   (form-encoded ``MessageSid``, ``MessageStatus``, ``SmsSid``, ``SmsStatus``, ``To``, ``From``,
   ``AccountSid``, ``ApiVersion`` …) with ``X-Twilio-Signature`` computed by
@@ -45,10 +46,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from twilio.request_validator import RequestValidator
 
+from channels.sms_segments import sms_info
+
 from .common import Exchange, ProviderApp, Reject, json_response
 from .faults import Applied
 from .ports import normalize_host
-from .sms_segments import sms_info
 
 log = logging.getLogger("sandbox.twilio")
 API_VERSION = "2010-04-01"
@@ -220,6 +222,7 @@ class TwilioApp(ProviderApp):
             raise _err(400, 21610)
 
         info = sms_info(body)
+        segments = info["segments"] or 1  # media only (MMS): one message, no text segments
         now = time.time()
         sid = "SM" + secrets.token_hex(16)
         uri = f"/{API_VERSION}/Accounts/{self._sid}/Messages/{sid}.json"
@@ -229,7 +232,7 @@ class TwilioApp(ProviderApp):
             "direction": "outbound-api", "error_code": None, "error_message": None,
             "from": sender, "messaging_service_sid": service,
             "num_media": str(len(form_multi.get("MediaUrl", []))),
-            "num_segments": str(info["segments"]), "price": None, "price_unit": "USD",
+            "num_segments": str(segments), "price": None, "price_unit": "USD",
             "sid": sid, "status": "accepted" if service and not sender else "queued",
             "subresource_uris": {"media": uri.replace(".json", "/Media.json")},
             "to": to, "uri": uri,
@@ -242,7 +245,7 @@ class TwilioApp(ProviderApp):
         if applied is not None and applied.callback is not None:
             final = applied.callback.callback_status
             error_code = applied.callback.error_code or 30003
-        ex.extra.update(segments=info["segments"], encoding=info["encoding"],
+        ex.extra.update(segments=segments, encoding=info["encoding"],
                         units=info["units"], sid=sid, final_status=final,
                         status_callback=callback)
         self._spawn(self._progress(sid, callback, final, error_code))

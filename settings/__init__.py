@@ -1,9 +1,10 @@
-"""Django settings for notify.
+"""Django settings for notify, one module per way of running it:
 
-Every value comes from an environment variable with a working local default, so a fresh machine
-runs the whole stack against the project's provider sandbox and operators point the same code at
-the real providers by setting variables only (README: Configuration).
+- ``settings.production``: the default of manage.py, gunicorn and Celery. Every value comes from
+  an environment variable; provider settings must be set (a missing one stops the start-up).
+- ``settings.dev``: ``make run``, the provider sandbox as the embedded default.
+- ``settings.test``: the test suite, on its own database, vhost, Redis database and ports.
+
+This package imports nothing itself, so that ``settings.dev`` and ``settings.test`` can set their
+environment defaults before any value is read.
 """
-
-from .base import *  # noqa: F401,F403
-from .providers import *  # noqa: F401,F403

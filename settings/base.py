@@ -63,7 +63,7 @@ DATABASES = {
         # Persistent connections: no per-request / per-message connection set-up.
         "CONN_MAX_AGE": env_int("NOTIFY_DB_CONN_MAX_AGE", 300),
         "CONN_HEALTH_CHECKS": True,
-        # prepare_threshold: lets notify.sql prepare the hot statements (Django's own client-side
+        # prepare_threshold: lets notify.store prepare the hot statements (Django's own client-side
         # binding cursors never prepare). keepalives: a half-open socket after a failover is
         # noticed instead of hanging the relay or a worker.
         "OPTIONS": {"connect_timeout": 5, "prepare_threshold": 5 if env("NOTIFY_DB_PREPARE", "1") == "1" else None,
@@ -71,10 +71,15 @@ DATABASES = {
         "TEST": {"NAME": env("NOTIFY_TEST_DB_NAME", "test_notify")},
     }
 }
-#: Prepare the hot paths' statements on the server (notify.sql); 0 behind an old transaction-pooling PgBouncer.
+#: Prepare the hot paths' statements on the server (notify.store); 0 behind an old transaction-pooling PgBouncer.
 NOTIFY_DB_PREPARE = env("NOTIFY_DB_PREPARE", "1") == "1"
 
 REDIS_URL = env("NOTIFY_REDIS_URL", "redis://127.0.0.1:6379/0")
+NOTIFY_BROKER_URL = env("NOTIFY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+#: Celery task events (one extra publish per task state) only while someone watches (Flower).
+NOTIFY_TASK_EVENTS = env_bool("NOTIFY_TASK_EVENTS", False)
+#: Celery's per-task log lines (received, succeeded); WARNING keeps them off the hot path.
+NOTIFY_TASK_LOG_LEVEL = env("NOTIFY_TASK_LOG_LEVEL", "WARNING")
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",

@@ -37,3 +37,8 @@ def env_bool(name: str, default: bool) -> bool:
     if raw in {"0", "false", "no", "off"}:
         return False
     raise ValueError(f"{name} must be a boolean, got {raw!r}")
+
+
+def env_list(name: str) -> list[str]:
+    """Return ``$name`` split at commas, blanks dropped (``"a, b,"`` → ``["a", "b"]``)."""
+    return [item.strip() for item in env(name).split(",") if item.strip()]

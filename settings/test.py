@@ -8,11 +8,17 @@ os.environ.setdefault("NOTIFY_REDIS_URL", "redis://127.0.0.1:6379/1")
 os.environ.setdefault("NOTIFY_TEST_SANDBOX_PORT_BASE", "19600")
 os.environ.setdefault("NOTIFY_TEST_API_PORT", "18000")
 os.environ.setdefault("NOTIFY_SEND_LEASE", "6")
-# Provider timeouts stay under the lease (a worker must never outlive its claim).
-for _channel in ("APNS", "FCM", "WEBPUSH", "TWILIO", "SES"):
-    os.environ.setdefault(f"NOTIFY_{_channel}_TIMEOUT", "3")
+os.environ.setdefault("NOTIFY_SANDBOX_FALLBACK", "1")
 
-from . import *  # noqa: E402,F401,F403
+from channels import registry  # noqa: E402
+
+# Provider timeouts stay under the lease (a worker must never outlive its claim).
+for _cls in registry.providers().values():
+    for _setting in _cls.settings:
+        if _setting.key == "timeout":
+            os.environ.setdefault(_setting.env, "3")
+
+from .production import *  # noqa: E402,F401,F403
 from .base import VAR_DIR  # noqa: E402
 
 NOTIFY_SANDBOX_DIR = os.environ.setdefault("NOTIFY_SANDBOX_DIR", str(VAR_DIR / "test-sandbox"))

@@ -11,8 +11,8 @@ import pytest
 from django.conf import settings
 from django.core.cache import cache
 
-from notify import demo
-from notify.stack import Stack, StackConfig
+from devtools import demo
+from devtools.stack import Stack, StackConfig
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +47,8 @@ def api(app_key):
 def stack(request, django_db_setup, django_db_blocker, tmp_path_factory):
     """The whole system as child processes on the test database and the test vhost.
 
-    A test module may set ``STACK_ENV`` (a dict) for its workers, e.g. a small retry budget.
+    A test module may set ``STACK_ENV`` (a dict) for its workers, e.g. a small retry budget, and
+    ``STACK_EXTRA_CHANNELS`` for worker pools of channels its STACK_ENV adds.
     """
     db_name = settings.DATABASES["default"]["NAME"]
     config = StackConfig(
@@ -58,13 +59,14 @@ def stack(request, django_db_setup, django_db_blocker, tmp_path_factory):
         sandbox_dir=Path(settings.NOTIFY_SANDBOX_DIR),
         log_dir=Path(settings.VAR_DIR) / "test-log" / request.module.__name__.rsplit(".", 1)[-1],
         concurrency=2, api_workers=2, flower_port=None,
+        channels=tuple(settings.NOTIFY_CHANNELS) + tuple(getattr(request.module, "STACK_EXTRA_CHANNELS", ())),
     )
     running = Stack(config)
     _purge_queues()
     running.start()
-    from notify import channel_config
+    from notify import providers
 
-    channel_config.reset()
+    providers.reset()
     yield running
     running.stop()
 

@@ -8,7 +8,7 @@ import secrets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from channels.registry import CHANNELS
+from channels import registry
 
 
 def queue_depths() -> dict[str, int]:
@@ -18,7 +18,7 @@ def queue_depths() -> dict[str, int]:
     depths = {}
     with app.connection_for_write() as conn:
         channel = conn.default_channel
-        for name in CHANNELS:
+        for name in registry.channels():
             depths[name] = channel.queue_declare(queue=name, passive=True).message_count
     return depths
 
@@ -80,7 +80,7 @@ class OutboxListener:
         import psycopg
         from django.db import connection
 
-        from notify.publishing import OUTBOX_EVENT
+        from notify.store import OUTBOX_EVENT
 
         s = connection.settings_dict
         self.event = OUTBOX_EVENT

@@ -3,7 +3,7 @@ acceptance, suppression, and every bad input answered 4xx with nothing written o
 
 The API publishes nothing itself: an accepted send commits its queued deliveries to the outbox
 (``published_at`` NULL) and wakes the relay with ``NOTIFY notify_outbox``; these tests run no
-relay, so they call ``notify.publishing.relay_once()`` where the relay process would."""
+relay, so they call ``notify.outbox.relay_once()`` where the relay process would."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import secrets
 
 import pytest
 
-from notify import demo
+from devtools import demo
 from notify.models import Delivery, Notification, Preference, Recipient
-from notify.publishing import relay_once
+from notify.outbox import relay_once
 
 from tests.helpers import browser_subscription, db_counts, queue_depths, queued_tasks
 
@@ -113,12 +113,27 @@ def test_explicit_channel_without_address_is_suppressed_with_reason(api):
         ("sms", "suppressed", "no_address"), ("email", "queued", None)]
 
 
-def test_push_data_values_become_strings_by_the_documented_rule(api, recipient):
-    r = _send(api, {"recipient": recipient, "channels": ["fcm"], "content": {"push": {
-        "title": "t", "data": {"count": 3, "ok": True, "nested": {"a": [1, 2]}, "s": "x", "none": None}}}})
+def test_push_data_values_reach_fcm_as_strings_by_the_documented_rule(api, recipient):
+    """The notification keeps the data as given (APNs and Web Push carry JSON values); FCM, whose
+    data map takes strings only, gets each other value as its compact JSON text."""
+    from channels.fcm import FCMChannel
+
+    given = {"count": 3, "ok": True, "nested": {"a": [1, 2]}, "s": "x", "none": None}
+    r = _send(api, {"recipient": recipient, "channels": ["fcm"], "content": {"push": {"title": "t", "data": given}}})
     assert r.status_code == 202, r.content
-    data = Notification.objects.get(id=r.json()["id"]).content["push"]["data"]
-    assert data == {"count": "3", "ok": "true", "nested": '{"a":[1,2]}', "s": "x", "none": "null"}
+    content = Notification.objects.get(id=r.json()["id"]).content["push"]
+    assert content["data"] == given
+    body = json.loads(FCMChannel.build_payload(FCMChannel.__new__(FCMChannel), _message(r, content)))
+    data = body["message"]["data"]
+    assert {k: v for k, v in data.items() if k != "notify_delivery_id"} == {
+        "count": "3", "ok": "true", "nested": '{"a":[1,2]}', "s": "x", "none": "null"}
+
+
+def _message(response, content):
+    from channels.base import Message
+
+    delivery = response.json()["deliveries"][0]
+    return Message(delivery["id"], delivery["to"], content)
 
 
 def test_rate_limit_per_recipient_and_channel_suppresses(api, recipient, settings):
@@ -157,12 +172,12 @@ BAD_SENDS = [
     ("channels not a list", {**GOOD, "channels": "sms"}, 400, "invalid_request"),
     ("unknown channel", {**GOOD, "channels": ["pager"]}, 400, "invalid_request"),
     ("empty sms", {"recipient": USER, "content": {"sms": {"body": ""}}}, 400, "invalid_request"),
-    ("empty push", {"recipient": USER, "content": {"push": {"title": "", "body": ""}}}, 400, "empty_content"),
+    ("empty push", {"recipient": USER, "content": {"push": {"title": "", "body": ""}}}, 422, "empty_content"),
     ("no content nor template", {"recipient": USER}, 400, "invalid_request"),
     ("both content and template", {**GOOD, "template": "order-shipped"}, 400, "invalid_request"),
     ("unknown field", {**GOOD, "colour": "red"}, 400, "invalid_request"),
     ("push too large", {"recipient": USER, "content": {"push": {"title": "t", "body": "가" * 1400}}}, 422, "payload_too_large"),
-    ("reserved data key", {"recipient": USER, "content": {"push": {"title": "t", "data": {"google.x": "1"}}}}, 400, "reserved_data_key"),
+    ("reserved data key", {"recipient": USER, "content": {"push": {"title": "t", "data": {"google.x": "1"}}}}, 422, "reserved_data_key"),
     ("channel without content", {**GOOD, "channels": ["email"]}, 422, "no_content_for_channel"),
     ("body too large", {**GOOD, "pad": "x" * 70000}, 413, "body_too_large"),
 ]
@@ -265,8 +280,8 @@ BAD_DEVICES = [
     ({"platform": "ios", "token": "abc123"}, "token"),
     ({"platform": "ios", "token": "z" * 64}, "token"),
     ({"platform": "android", "token": "short"}, "token"),
-    ({"platform": "web", "subscription": {"endpoint": "http://insecure.example/x", "keys": {"p256dh": "a", "auth": "b"}}}, "non_field_errors"),
-    ({"platform": "web", "subscription": {"endpoint": "https://push.example/x", "keys": {"p256dh": "AAAA", "auth": "AAAA"}}}, "non_field_errors"),
+    ({"platform": "web", "subscription": {"endpoint": "http://insecure.example/x", "keys": {"p256dh": "a", "auth": "b"}}}, "subscription"),
+    ({"platform": "web", "subscription": {"endpoint": "https://push.example/x", "keys": {"p256dh": "AAAA", "auth": "AAAA"}}}, "subscription"),
     ({"platform": "watch", "token": "x"}, "platform"),
 ]
 
@@ -389,7 +404,10 @@ def test_web_push_endpoint_on_an_internal_address_is_refused(api, recipient, end
 
 
 def test_web_push_endpoint_on_an_allowed_private_push_service_is_accepted(api, recipient, settings):
-    settings.NOTIFY_WEBPUSH_PRIVATE_ENDPOINTS = ["10.0.0.8:8443"]
+    # NOTIFY_WEBPUSH_PRIVATE_ENDPOINTS=10.0.0.8:8443, as the settings read it.
+    settings.NOTIFY_PROVIDER_ENV = {**settings.NOTIFY_PROVIDER_ENV,
+                                    "webpush": {**settings.NOTIFY_PROVIDER_ENV["webpush"],
+                                                "private_endpoints": "10.0.0.8:8443"}}
     r = api.post(f"/api/v1/recipients/{recipient}/devices",
                  {"platform": "web", "subscription": browser_subscription("https://10.0.0.8:8443/wp/1")}, format="json")
     assert r.status_code == 201, r.content

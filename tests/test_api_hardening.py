@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from notify import demo
+from devtools import demo
 from notify.models import Device, Notification, Recipient
 
 from tests.helpers import browser_subscription, db_counts, queue_depths

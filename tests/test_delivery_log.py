@@ -9,14 +9,14 @@ import pytest
 from django.db import connection
 
 from channels.base import Outcome, Result
-from notify.delivery import ANSWER_LIMIT, _answer_json
+from notify.store import ANSWER_LIMIT, answer_json
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("size", [10, ANSWER_LIMIT * 3])
 def test_provider_answer_of_any_length_is_stored_as_valid_json(size):
     result = Result(Outcome.FAILED, status=400, raw={"body": "é" * size, "status": 400})
-    text = _answer_json(result)
+    text = answer_json(result.raw)
     assert len(text) <= ANSWER_LIMIT
     stored = json.loads(text)
     assert stored == result.raw if size < ANSWER_LIMIT else stored["truncated"].startswith('{"body": "')

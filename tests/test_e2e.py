@@ -11,7 +11,7 @@ import time
 import jwt
 import pytest
 
-from notify import demo
+from devtools import demo
 from notify.models import Delivery
 from tests.conftest import wait_until
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from notify import demo
+from devtools import demo
 from notify.models import Delivery, DeliveryLog
 from tests.conftest import wait_until
 from tests.test_e2e import register

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from notify import deadletters, demo
+from devtools import demo
+from notify import deadletters
 from notify.models import Delivery, DeliveryLog, Device, Notification, Preference
 from tests.conftest import wait_until
 from tests.test_e2e import register, wait_final
@@ -275,7 +276,7 @@ def test_twilio_status_callbacks_are_verified_and_logged(stack, key, control):
                                              "Content-Type": "application/x-www-form-urlencoded"})
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(forged, timeout=5)
-    assert err.value.code == 400
+    assert err.value.code == 403
 
 
 def test_sms_provider_500_after_accepting_fails_visibly_instead_of_sending_twice(stack, key, control):

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from ..errors import SendRejected
-from ..sending import BatchRejected
+from ..accept import BatchRejected
 
 _CODES = {
     exceptions.ParseError: "invalid_json",

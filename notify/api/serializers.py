@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from rest_framework import serializers
 
-from .. import validators
-from ..models import Device, Preference, Recipient
-from ..models.recipients import Channel
+from channels import registry
+from channels.base import AddressKind, InvalidAddress
 
-CHANNEL_CHOICES = [c.value for c in Channel]
+from .. import providers, validators
+from ..models import Device, Preference, Recipient
+
+CHANNEL_CHOICES = list(registry.channels())
+#: A preference may name a content group (``push``) for all of its channels.
+PREFERENCE_CHOICES = CHANNEL_CHOICES + [g for g in registry.content_groups() if g not in CHANNEL_CHOICES]
 
 
 class StrictSerializer(serializers.Serializer):
@@ -66,7 +71,7 @@ class SendSerializer(StrictSerializer):
     data = StorableJSONObject(required=False)
     content = Content(required=False)
     channels = serializers.ListField(child=serializers.ChoiceField(CHANNEL_CHOICES), required=False,
-                                     allow_empty=False, max_length=5)
+                                     allow_empty=False, max_length=len(CHANNEL_CHOICES))
     category = serializers.SlugField(max_length=64, required=False)
     priority = serializers.ChoiceField(["high", "normal"], required=False)
     ttl = serializers.IntegerField(min_value=1, max_value=28 * 24 * 3600, required=False)  # FCM's maximum
@@ -118,6 +123,11 @@ MAX_ENDPOINT_BYTES = 2048
 
 
 class DeviceSerializer(serializers.ModelSerializer):
+    """A device of one of the platforms the device channels declare. Subscription channels
+    (Web Push) take ``subscription``, token channels ``token``; the channel's adapter validates
+    it (channels.base.Channel.validate_address)."""
+
+    platform = serializers.ChoiceField(list(registry.device_platforms()))
     # APNs tokens are 64 characters and FCM tokens ~160; 1024 leaves room for format changes while
     # keeping the token under the unique index's 2704-byte row limit (a longer one was a 500).
     token = serializers.CharField(required=False, max_length=1024)
@@ -129,34 +139,37 @@ class DeviceSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "active", "created_at"]
 
     def validate(self, attrs):
-        platform = attrs["platform"]
-        if platform == "web":
-            attrs["subscription"] = subscription = validators.webpush_subscription(attrs.get("subscription"))
+        channel = registry.device_platforms()[attrs["platform"]]
+        cls = registry.channel_class(channel)
+        field = "subscription" if cls.address_kind is AddressKind.SUBSCRIPTION else "token"
+        value = attrs.get(field)
+        if not value:
+            raise serializers.ValidationError({field: [f"required for platform {attrs['platform']}"]})
+        if field == "subscription":
             try:
-                validators.storable_json(subscription)
+                validators.storable_json(value)
             except serializers.ValidationError as exc:
                 raise serializers.ValidationError({"subscription": exc.detail}) from None
-            if len(subscription["endpoint"].encode()) > MAX_ENDPOINT_BYTES:
+        try:
+            # The channel's primary provider's configuration decides (e.g. which private push
+            # services are allowed).
+            value = cls.validate_address(value, providers.config_for(settings.NOTIFY_CHANNEL_PROVIDERS[channel][0]))
+        except InvalidAddress as exc:
+            raise serializers.ValidationError({field: [str(exc)]}) from None
+        if field == "subscription":
+            if len(value["endpoint"].encode()) > MAX_ENDPOINT_BYTES:
                 raise serializers.ValidationError(
                     {"subscription": {"endpoint": [f"longer than {MAX_ENDPOINT_BYTES} bytes"]}})
-            attrs["token"] = subscription["endpoint"]
+            attrs["subscription"], attrs["token"] = value, value["endpoint"]
         else:
-            token = attrs.get("token")
-            if not token:
-                raise serializers.ValidationError({"token": ["required for ios and android"]})
-            check = validators.apns_token if platform == "ios" else validators.fcm_token
-            try:
-                attrs["token"] = check(token)
-            except serializers.ValidationError as exc:
-                raise serializers.ValidationError({"token": exc.detail}) from None
-            attrs["subscription"] = None
+            attrs["token"], attrs["subscription"] = value, None
         return attrs
 
 
 class PreferenceSerializer(serializers.Serializer):
-    """One opt-in/opt-out; ``channel`` may be ``push`` for all three push channels."""
+    """One opt-in/opt-out; ``channel`` may name a content group (``push``) for all its channels."""
 
-    channel = serializers.ChoiceField(CHANNEL_CHOICES + ["push"])
+    channel = serializers.ChoiceField(PREFERENCE_CHOICES)
     category = serializers.SlugField(max_length=64, required=False, allow_blank=True, default="")
     enabled = serializers.BooleanField()
 

@@ -13,9 +13,10 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import sending, validators
-from ..models import Device, Notification, Preference, Recipient
-from ..models.recipients import PUSH_CHANNELS
+from channels import registry
+
+from .. import accept, store, validators
+from ..models import Device, Notification, Recipient
 from . import serializers as s
 from .errors import error_body
 
@@ -30,6 +31,9 @@ class AcceptedDelivery(drf_serializers.Serializer):
     to = drf_serializers.CharField(allow_null=True)
     status = drf_serializers.ChoiceField(["queued", "retrying", "suppressed"])
     reason = drf_serializers.CharField(allow_null=True)
+    content_info = drf_serializers.DictField(
+        required=False, help_text="What the channel reports about this content, when it has something to "
+                                  "say: for SMS `encoding` (`GSM-7` or `UCS-2`) and `segments` (each billed)")
 
 
 class Accepted(drf_serializers.Serializer):
@@ -75,7 +79,7 @@ class NotificationListView(APIView):
         payload = dict(serializer.validated_data)
         event_id = payload.pop("event_id", None)
         key = header_key if header_key is not None else event_id
-        accepted = sending.submit(request.user.app_id, request.user.key_id, payload, key)
+        accepted = accept.submit(request.user.app_id, request.user.key_id, payload, key)
         headers = {"Idempotent-Replayed": "true"} if accepted.replayed else {}
         return Response(accepted.body, status=status.HTTP_202_ACCEPTED, headers=headers)
 
@@ -108,7 +112,7 @@ class NotificationBatchView(APIView):
         for item in map(dict, serializer.validated_data["notifications"]):
             key = item.pop("event_id", None)
             items.append((item, key))
-        accepted = sending.submit_batch(request.user.app_id, request.user.key_id, items)
+        accepted = accept.submit_batch(request.user.app_id, request.user.key_id, items)
         return Response({"notifications": [a.body for a in accepted]}, status=status.HTTP_202_ACCEPTED)
 
 
@@ -210,7 +214,7 @@ class PreferenceView(RecipientScopedView):
     """``GET``/``PUT /api/v1/recipients/<external_id>/preferences``: opt-ins and opt-outs.
 
     PUT body: ``{"preferences": [{"channel": "sms", "category": "", "enabled": false}]}``;
-    ``channel: "push"`` sets apns, fcm and webpush together.
+    a content group (``channel: "push"``) sets each of its channels.
     """
 
     @extend_schema(responses=s.PreferenceListSerializer)
@@ -224,9 +228,7 @@ class PreferenceView(RecipientScopedView):
         serializer.is_valid(raise_exception=True)
         with transaction.atomic():
             for item in serializer.validated_data["preferences"]:
-                channels = PUSH_CHANNELS if item["channel"] == "push" else (item["channel"],)
-                for channel in channels:
-                    Preference.objects.update_or_create(
-                        recipient=recipient, channel=channel, category=item["category"],
-                        defaults={"enabled": item["enabled"], "source": "api"})
+                name = item["channel"]
+                channels = (name,) if name in registry.channels() else registry.channels_in_group(name)
+                store.set_preferences([recipient.id], channels, item["category"], item["enabled"], "api")
         return Response({"preferences": s.preferences_out(recipient)})

@@ -4,9 +4,9 @@ templates, notifications with their deliveries and the delivery log."""
 from .apps import App, AppAPIKey
 from .recipients import Device, Preference, Recipient
 from .templates import Template
-from .notifications import Delivery, DeliveryLog, DeliveryStatus, Notification
+from .notifications import FINAL_STATUSES, Delivery, DeliveryLog, DeliveryStatus, Notification
 
 __all__ = [
     "App", "AppAPIKey", "Device", "Preference", "Recipient", "Template",
-    "Delivery", "DeliveryLog", "DeliveryStatus", "Notification",
+    "Delivery", "DeliveryLog", "DeliveryStatus", "FINAL_STATUSES", "Notification",
 ]

@@ -4,14 +4,9 @@ from rest_framework_api_key.models import AbstractAPIKey
 
 class App(models.Model):
     """A product that sends notifications. Recipients, templates and notifications belong to one
-    app, so several products can share one deployment.
-
-    ``provider_overrides`` leaves room for per-app provider credentials: channel → setting key →
-    value, merged over the deployment's settings (not used by the sandbox default).
-    """
+    app, so several products can share one deployment."""
 
     name = models.CharField(max_length=100, unique=True)
-    provider_overrides = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -4,7 +4,9 @@ from django.db import models
 
 
 class DeliveryStatus(models.TextChoices):
-    """The delivery state machine (see :data:`TRANSITIONS`)."""
+    """Where a delivery stands. ``queued → sending → sent | retrying | failed | expired |
+    dead_lettered``; ``retrying → queued`` when due; ``suppressed`` never leaves the API;
+    an operator's replay moves ``dead_lettered → queued``."""
 
     QUEUED = "queued"
     SENDING = "sending"
@@ -16,20 +18,9 @@ class DeliveryStatus(models.TextChoices):
     DEAD_LETTERED = "dead_lettered"
 
 
-S = DeliveryStatus
-#: Legal transitions; everything else is a bug. Final states have no way out except the
-#: operator's replay of a dead letter (dead_lettered → queued).
-TRANSITIONS = {
-    S.QUEUED: {S.SENDING, S.EXPIRED, S.DEAD_LETTERED},
-    S.SENDING: {S.SENT, S.RETRYING, S.FAILED, S.EXPIRED, S.DEAD_LETTERED, S.QUEUED},
-    S.RETRYING: {S.QUEUED, S.SENDING, S.EXPIRED, S.DEAD_LETTERED},
-    S.DEAD_LETTERED: {S.QUEUED},
-    S.SENT: set(),
-    S.FAILED: set(),
-    S.EXPIRED: set(),
-    S.SUPPRESSED: set(),
-}
-FINAL_STATUSES = (S.SENT, S.FAILED, S.EXPIRED, S.SUPPRESSED)
+#: Statuses a delivery does not leave by itself.
+FINAL_STATUSES = frozenset({DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.EXPIRED,
+                            DeliveryStatus.SUPPRESSED, DeliveryStatus.DEAD_LETTERED})
 
 
 class Notification(models.Model):
@@ -70,14 +61,14 @@ class Delivery(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="deliveries")
-    channel = models.CharField(max_length=8)
+    channel = models.CharField(max_length=16)  # a channel of channels.registry
+    provider = models.CharField(max_length=32, blank=True)  # who sent it (notify.providers)
     device = models.ForeignKey("notify.Device", on_delete=models.SET_NULL, null=True, blank=True, related_name="deliveries")
     address = models.TextField(blank=True)  # token / endpoint / E.164 / email, as sent
     status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)
     reason = models.CharField(max_length=128, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     provider_message_id = models.CharField(max_length=255, blank=True)
-    last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     published_at = models.DateTimeField(null=True, blank=True)

@@ -1,19 +1,6 @@
 from django.db import models
 
 
-class Channel(models.TextChoices):
-    """Delivery channels; each has its own queue, worker pool and provider."""
-
-    APNS = "apns", "iOS push (APNs)"
-    FCM = "fcm", "Android push (FCM)"
-    WEBPUSH = "webpush", "Web Push"
-    SMS = "sms", "SMS (Twilio)"
-    EMAIL = "email", "Email (SES)"
-
-
-PUSH_CHANNELS = (Channel.APNS, Channel.FCM, Channel.WEBPUSH)
-
-
 class Recipient(models.Model):
     """A user of the calling product, known by the product's own id (``external_id``)."""
 
@@ -35,20 +22,13 @@ class Recipient(models.Model):
 
 
 class Device(models.Model):
-    """A push address of a recipient: an APNs device token, an FCM registration token or a Web
-    Push subscription (``token`` holds its endpoint, ``subscription`` the full object)."""
-
-    class Platform(models.TextChoices):
-        IOS = "ios"
-        ANDROID = "android"
-        WEB = "web"
-
-    #: platform → delivery channel
-    CHANNEL = {"ios": Channel.APNS, "android": Channel.FCM, "web": Channel.WEBPUSH}
+    """A push address of a recipient on one platform (``ios``, ``android``, ``web``: the
+    platforms the device channels declare, channels.registry.device_platforms): a device token,
+    or a Web Push subscription (``token`` holds its endpoint, ``subscription`` the object)."""
 
     app = models.ForeignKey("notify.App", on_delete=models.CASCADE, related_name="+")
     recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="devices")
-    platform = models.CharField(max_length=8, choices=Platform.choices)
+    platform = models.CharField(max_length=16)
     token = models.TextField()
     subscription = models.JSONField(null=True, blank=True)
     active = models.BooleanField(default=True)
@@ -60,10 +40,6 @@ class Device(models.Model):
         constraints = [models.UniqueConstraint(fields=["app", "platform", "token"], name="device_token_unique_per_app")]
         indexes = [models.Index(fields=["recipient", "active"])]
 
-    @property
-    def channel(self) -> str:
-        return self.CHANNEL[self.platform]
-
     def __str__(self) -> str:
         return f"{self.platform}:{self.token[:16]}…"
 
@@ -73,7 +49,7 @@ class Preference(models.Model):
     (``category`` empty = every category). No row means opted in."""
 
     recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="preferences")
-    channel = models.CharField(max_length=8, choices=Channel.choices)
+    channel = models.CharField(max_length=16)  # a channel of channels.registry
     category = models.CharField(max_length=64, blank=True, default="")
     enabled = models.BooleanField()
     source = models.CharField(max_length=32, default="api")  # api, admin, sms_stop, unsubscribe

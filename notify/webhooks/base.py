@@ -1,35 +1,82 @@
-"""One base view for provider webhooks: verify the signature, then let the provider's parser
-dispatch. A bad signature is a 400 (the provider must not retry forged calls); a transient
-failure of ours is a 5xx so the provider retries."""
+"""The one view every provider webhook goes through: ``POST /webhooks/<provider>/<kind>``.
+
+It verifies the call with the provider's adapter (``verify_webhook``: the signature over the
+public URL the provider called), refuses replays, lets the adapter parse the call into
+:class:`channels.base.WebhookEvent` values, and reacts to those in the service's terms: a later
+status of a message is logged on its delivery, a recipient's refusal (Twilio 21610, SMS STOP)
+opts the recipient out of the channel, an opt-in (SMS START) opts back in.
+
+A bad signature is a 403 and changes nothing (the provider must not retry forged calls); a
+replay of a call already handled is a 409 and changes nothing; a transient failure of ours is a
+5xx so the provider retries.
+"""
 
 from __future__ import annotations
 
+import hashlib
+
 from django.conf import settings
-from django.http import HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
+from django_redis import get_redis_connection
 
+from channels import registry
+from channels.base import WebhookEvent
+
+from .. import providers, store
 from ..api.errors import error_body
+
+#: Seconds a handled webhook call is remembered, so a replay of it is refused.
+REPLAY_WINDOW = 24 * 3600
+
+
+def _seen_key(provider: str, kind: str, url: str, params: dict) -> str:
+    """A signed call is identified by what was signed: the same URL and fields again is a replay."""
+    digest = hashlib.sha256(repr((provider, kind, url, sorted(params.items()))).encode()).hexdigest()
+    return f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:webhook:{digest}"
 
 
 @method_decorator(csrf_exempt, name="dispatch")
 class WebhookView(View):
-    """Subclasses implement ``verify(request, url) -> bool`` and ``handle(request)``."""
+    """Verify, refuse replays, parse through the provider's adapter, react."""
 
     http_method_names = ["post"]
 
-    def post(self, request, *args, **kwargs):
+    def post(self, request, provider: str, kind: str):
+        channels = settings.NOTIFY_CHANNEL_PROVIDERS.get(
+            getattr(registry.providers().get(provider), "name", None), ())
+        if provider not in channels or kind not in registry.provider_class(provider).webhook_kinds:
+            raise Http404(f"no {kind} webhook for provider {provider}")
+        adapter = providers.adapter(provider)
         # Providers sign the public URL they called, which a proxy may rewrite: rebuild it from
         # the configured public base.
         url = settings.NOTIFY_PUBLIC_URL.rstrip("/") + request.get_full_path()
-        if not self.verify(request, url):
-            return JsonResponse(error_body("invalid_signature", "webhook signature does not verify"), status=400)
-        self.handle(request)
+        params = request.POST.dict()
+        headers = dict(request.headers)
+        if not adapter.verify_webhook(url, params, headers):
+            return JsonResponse(error_body("invalid_signature", "webhook signature does not verify"), status=403)
+        redis = get_redis_connection("default")
+        seen = _seen_key(provider, kind, url, params)
+        if not redis.set(seen, 1, nx=True, ex=REPLAY_WINDOW):
+            return JsonResponse(error_body("replayed", "this webhook call was already handled"), status=409)
+        try:
+            for event in adapter.parse_webhook(kind, params, request.GET.dict()):
+                react(adapter.name, provider, event)
+        except Exception:
+            redis.delete(seen)  # not handled: the provider's retry must get through
+            raise
         return HttpResponse(status=204)
 
-    def verify(self, request, url: str) -> bool:
-        raise NotImplementedError
 
-    def handle(self, request) -> None:
-        raise NotImplementedError
+def react(channel: str, provider: str, event: WebhookEvent) -> None:
+    """What the service does with one webhook event of ``provider`` (a provider of ``channel``)."""
+    if event.kind == "status" and event.delivery_id and event.provider_message_id:
+        reason = f"provider:{event.status or ''}" + (f":{event.reason}" if event.reason else "")
+        recipient_id = store.record_provider_event(event.delivery_id, event.provider_message_id, reason, event.raw)
+        if recipient_id is not None and event.refused:
+            store.set_preferences([recipient_id], [channel], "", False, "provider")
+    elif event.kind in ("opt_out", "opt_in") and event.address:
+        store.set_preferences(store.recipients_at(event.address), [channel], "", event.kind == "opt_in",
+                              f"{provider}_keyword")

@@ -9,12 +9,14 @@ from typing import Any
 from channels.apns import APNsChannel
 from channels.fcm import FCMChannel
 from channels.ses_email import SESEmailChannel
+from channels.smtp_email import SMTPEmailChannel
 from channels.twilio_sms import TwilioSMSChannel
 from channels.webpush import WebPushChannel
 
-#: channel name (as in channels.registry) → adapter class
+#: config name (the channel, as in channels.registry; ``smtp`` for the email channel's second
+#: provider) → adapter class
 CHANNEL_CLASSES = {"apns": APNsChannel, "fcm": FCMChannel, "webpush": WebPushChannel,
-                   "sms": TwilioSMSChannel, "email": SESEmailChannel}
+                   "sms": TwilioSMSChannel, "email": SESEmailChannel, "smtp": SMTPEmailChannel}
 
 #: Korean + emoji: multi-byte UTF-8, UCS-2 SMS, surrogate pairs in UTF-16.
 KOREAN_TITLE = "주문하신 상품이 출발했어요 🚚"

@@ -17,6 +17,7 @@ import pytest
 from channels.apns import APNsChannel
 from channels.fcm import FCMChannel
 from channels.ses_email import SESEmailChannel
+from channels.smtp_email import SMTPEmailChannel
 from channels.twilio_sms import TwilioSMSChannel
 from channels.webpush import WebPushChannel
 
@@ -54,6 +55,7 @@ def configs(sandbox) -> dict[str, dict[str, Any]]:
                   "access_key_id": ses["access_key_id"],
                   "secret_access_key": ses["secret_access_key"],
                   "from_address": ses["from_address"], "ca_file": ca, "timeout": 5},
+        "smtp": {**c["smtp"], "ca_file": ca, "timeout": 5},
     }
 
 
@@ -105,5 +107,12 @@ def sms(configs):
 @pytest.fixture(scope="session")
 def email(configs):
     channel = SESEmailChannel(configs["email"])
+    yield channel
+    channel.close()
+
+
+@pytest.fixture(scope="session")
+def smtp(configs):
+    channel = SMTPEmailChannel(configs["smtp"])
     yield channel
     channel.close()

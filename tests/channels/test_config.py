@@ -58,29 +58,83 @@ def test_bad_apns_key(configs, tmp_path):
         _CLASSES["apns"]({**configs["apns"], "key_file": str(bad)})
 
 
-def test_registry_builds_each_channel_once_per_process(configs):
+PROVIDER_OF = {"apns": "apns", "fcm": "fcm", "webpush": "webpush", "sms": "twilio", "email": "ses"}
+
+
+def test_required_config_is_what_the_settings_declare():
+    for name, keys in REQUIRED.items():
+        assert _CLASSES[name].required_config() == keys
+
+
+def test_registry_builds_each_provider_once_per_process(configs):
     calls = []
 
-    def config_for(name):
-        calls.append(name)
-        return configs[name]
+    def config_for(provider):
+        calls.append(provider)
+        return configs[next(n for n, p in PROVIDER_OF.items() if p == provider)]
 
     registry.close_all()
     try:
-        built = {name: registry.get_channel(name, config_for) for name in REQUIRED}
-        again = {name: registry.get_channel(name, config_for) for name in REQUIRED}
-        assert all(built[n] is again[n] for n in REQUIRED)
-        assert sorted(calls) == sorted(REQUIRED)
-        for name, channel in built.items():
-            assert isinstance(channel, _CLASSES[name]) and channel.name == name
+        built = {p: registry.get_provider(p, config_for) for p in PROVIDER_OF.values()}
+        again = {p: registry.get_provider(p, config_for) for p in PROVIDER_OF.values()}
+        assert all(built[p] is again[p] for p in built)
+        assert sorted(calls) == sorted(PROVIDER_OF.values())
+        for name, provider in PROVIDER_OF.items():
+            assert isinstance(built[provider], _CLASSES[name]) and built[provider].name == name
     finally:
         registry.close_all()
+
+
+def test_every_list_of_channels_derives_from_the_registry():
+    assert registry.channels()[:5] == ("apns", "fcm", "webpush", "sms", "email")
+    assert registry.providers_of("email")[0] == "ses" and "smtp" in registry.providers_of("email")
+    assert registry.channels_in_group("push") == ("apns", "fcm", "webpush")
+    assert registry.device_platforms() == {"ios": "apns", "android": "fcm", "web": "webpush"}
+
+
+class _Pager(_CLASSES["apns"]):
+    name, provider, platform = "pager", "pager", "pager"
+
+
+class _DisagreeingEmail(_CLASSES["email"]):
+    provider = "other-email"
+    collapses_resends = True
+
+
+class _SamePlatform(_CLASSES["fcm"]):
+    name, provider = "fcm2", "fcm2"
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("channels.nowhere:Nothing", "cannot be imported"),
+    ("tests.channels.test_config:_DisagreeingEmail", "collapses_resends differs"),
+    ("tests.channels.test_config:_SamePlatform", "platform 'android'"),
+    ("channels.apns:APNsChannel", "two adapters for provider 'apns'"),
+])
+def test_registry_refuses_inconsistent_adapters(extra, message):
+    try:
+        with pytest.raises(ChannelConfigurationError, match=message):
+            registry.configure([extra])
+    finally:
+        registry.configure()
+
+
+def test_an_extra_adapter_adds_its_channel_and_enabled_limits_them():
+    try:
+        registry.configure(["tests.channels.test_config:_Pager"], enabled=["pager", "sms"])
+        assert registry.channels() == ("sms", "pager")
+        assert registry.device_platforms() == {"pager": "pager"}
+        with pytest.raises(ChannelConfigurationError, match="unknown channel"):
+            registry.configure(enabled=["pager"])
+    finally:
+        registry.configure()
 
 
 def test_channels_import_no_django():
     root = Path(__file__).resolve().parents[2]
     code = ("import sys, channels.apns, channels.fcm, channels.webpush, channels.twilio_sms, "
-            "channels.ses_email, channels.sms_segments, channels.registry; "
+            "channels.ses_email, channels.smtp_email, channels.email, channels.sms_segments, "
+            "channels.registry; "
             "bad = [m for m in sys.modules if m == 'django' or m.startswith(('django.', "
             "'notify'))]; print(bad); sys.exit(1 if bad else 0)")
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from channels.errors import InvalidMessage
 from channels.base import Message, Outcome
 from channels.fcm import FCMChannel
 
@@ -92,12 +93,23 @@ def test_resend_after_lost_answer_collapses(fcm, ctl):
     assert len(ctl.inbox("fcm", to=token)) == 1
 
 
-@pytest.mark.parametrize("data", [{"count": 3}, {"flag": True}, {"nested": {"a": "b"}},
-                                  {"from": "x"}, {"google.x": "y"}])
-def test_non_string_or_reserved_data_is_invalid(fcm, ctl, data):
+@pytest.mark.parametrize("data", [{"from": "x"}, {"google.x": "y"}, {"gcm.n": "y"}, {"message_type": "y"},
+                                  {"notification": "y"}, {"notify_delivery_id": "mine"}])
+def test_reserved_data_keys_are_refused_before_any_request(fcm, ctl, data):
     result = fcm.deliver(push(fcm_token(), content={"title": "t", "data": data}))
-    assert (result.outcome, result.reason) == (Outcome.FAILED, "invalid_data")
+    assert (result.outcome, result.reason) == (Outcome.FAILED, "reserved_data_key")
     assert send_requests(ctl) == []
+    with pytest.raises(InvalidMessage, match="reserved"):
+        FCMChannel.check_content({"title": "t", "data": data})  # what the API asks
+
+
+def test_data_values_that_are_not_strings_go_as_compact_json_text(fcm, ctl):
+    did = new_id()
+    data = {"count": 3, "flag": True, "nested": {"a": [1, "b"]}, "none": None}
+    assert fcm.deliver(push(fcm_token(), did, content={"title": "t", "data": data})).outcome is Outcome.SENT
+    (record,) = send_requests(ctl)
+    sent = record["body"]["message"]["data"]
+    assert {k: sent[k] for k in data} == {"count": "3", "flag": "true", "nested": '{"a":[1,"b"]}', "none": "null"}
 
 
 def test_oversize_payload_is_invalid_and_limit_matches_the_service(fcm, ctl):
@@ -194,7 +206,7 @@ def test_latency_beyond_timeout_is_transport_retry(make_channel, ctl):
     ctl.add_fault(provider="fcm", latency_ms=1500, count=1)
     result = channel.deliver(push(fcm_token()))
     assert (result.outcome, result.reason, result.status) == (Outcome.RETRY, "timeout", 0)
-    assert result.raw["maybe_delivered"] is True
+    assert result.maybe_delivered is True
     assert channel.deliver(push(fcm_token())).outcome is Outcome.SENT
 
 
@@ -208,7 +220,7 @@ def test_unreachable_token_endpoint_is_transport_retry(make_channel, ctl, tmp_pa
     result = make_channel("fcm", service_account_file=str(path), timeout=1).deliver(
         push(fcm_token()))
     assert (result.outcome, result.reason) == (Outcome.RETRY, "transport_error")
-    assert result.raw["maybe_delivered"] is False  # no access token, so no message POST
+    assert result.maybe_delivered is False  # no access token, so no message POST
 
 
 def test_refused_token_grant_is_retry_auth_refresh_failed(make_channel, ctl, tmp_path, configs):
@@ -220,5 +232,5 @@ def test_refused_token_grant_is_retry_auth_refresh_failed(make_channel, ctl, tmp
     path.write_text(json.dumps(account))
     result = make_channel("fcm", service_account_file=str(path)).deliver(push(fcm_token()))
     assert (result.outcome, result.reason) == (Outcome.RETRY, "auth_refresh_failed")
-    assert "invalid_grant" in result.raw["error"] and result.raw["maybe_delivered"] is False
+    assert "invalid_grant" in result.raw["error"] and result.maybe_delivered is False
     assert len(token_requests(ctl)) == 1 and send_requests(ctl) == []

@@ -130,4 +130,4 @@ def test_requests_unsent_tells_refused_from_dropped_after_send():
 @pytest.mark.parametrize("status, maybe", [(500, True), (502, True), (504, True), (503, False), (429, False)])
 def test_http_result_marks_answers_that_may_follow_a_delivery(status, maybe):
     # 500/502/504 can come after the provider acted; SMS and email must not resend on them.
-    assert http_result(status).raw["maybe_delivered"] is maybe
+    assert http_result(status).maybe_delivered is maybe

@@ -22,7 +22,7 @@ def mail(delivery_id: str | None = None, to: str = TO, **kw) -> Message:
 
 def test_sent_with_from_to_subject_body_and_headers(email, ctl, configs):
     did = new_id()
-    result = email.deliver(mail(did, options={"list_unsubscribe": UNSUBSCRIBE}))
+    result = email.deliver(mail(did, unsubscribe_url=UNSUBSCRIBE))
 
     assert result.outcome is Outcome.SENT and result.status == 200
     assert result.provider_message_id
@@ -115,7 +115,7 @@ def test_latency_beyond_timeout_is_transport_retry(make_channel, ctl):
     ctl.add_fault(provider="ses", latency_ms=1500, count=1)
     result = channel.deliver(mail())
     assert (result.outcome, result.reason, result.status) == (Outcome.RETRY, "timeout", 0)
-    assert result.raw["maybe_delivered"] is True
+    assert result.maybe_delivered is True
     assert not SESEmailChannel.collapses_resends
     assert channel.deliver(mail()).outcome is Outcome.SENT
 
@@ -124,7 +124,7 @@ def test_connection_refused_is_transport_retry(make_channel):
     channel = make_channel("email", endpoint_url="https://127.0.0.1:9", timeout=1)
     result = channel.deliver(mail())
     assert (result.outcome, result.reason) == (Outcome.RETRY, "transport_error")
-    assert result.raw["maybe_delivered"] is False
+    assert result.maybe_delivered is False
 
 
 def test_endpoint_from_environment(configs, ctl, monkeypatch):
@@ -138,17 +138,17 @@ def test_endpoint_from_environment(configs, ctl, monkeypatch):
         channel.close()
 
 
-@pytest.mark.parametrize("to, content, options, reason", [
-    ("not-an-address", {"subject": "s", "text": "t"}, {}, "invalid_address"),
-    ("a@b.c, x@y.z", {"subject": "s", "text": "t"}, {}, "invalid_address"),
-    (TO, {"subject": "", "text": "t"}, {}, "empty_subject"),
-    (TO, {"subject": "s"}, {}, "empty_body"),
-    (TO, {"subject": "s\r\nBcc: x@y.z", "text": "t"}, {}, "invalid_header"),
-    (TO, {"subject": "s", "text": "t", "headers": {"X-A": "1\nX-B: 2"}}, {}, "invalid_header"),
-    (TO, {"subject": "s", "text": "t"}, {"list_unsubscribe": "http://x.test/u"},
-     "invalid_list_unsubscribe"),
+@pytest.mark.parametrize("to, content, unsubscribe, reason", [
+    ("not-an-address", {"subject": "s", "text": "t"}, None, "invalid_address"),
+    ("a@b.c, x@y.z", {"subject": "s", "text": "t"}, None, "invalid_address"),
+    (TO, {"subject": "", "text": "t"}, None, "empty_subject"),
+    (TO, {"subject": "s"}, None, "empty_body"),
+    (TO, {"subject": "s\r\nBcc: x@y.z", "text": "t"}, None, "invalid_header"),
+    (TO, {"subject": "s\u2028Bcc: x@y.z", "text": "t"}, None, "invalid_header"),
+    (TO, {"subject": "s", "text": "t", "headers": {"X-A": "1\nX-B: 2"}}, None, "invalid_header"),
+    (TO, {"subject": "s", "text": "t"}, "http://x.test/u", "invalid_list_unsubscribe"),
 ])
-def test_invalid_messages_fail_before_any_request(email, ctl, to, content, options, reason):
-    result = email.deliver(Message(new_id(), to, content, options=options))
+def test_invalid_messages_fail_before_any_request(email, ctl, to, content, unsubscribe, reason):
+    result = email.deliver(Message(new_id(), to, content, unsubscribe_url=unsubscribe))
     assert (result.outcome, result.reason) == (Outcome.FAILED, reason)
     assert ctl.records("ses") == []

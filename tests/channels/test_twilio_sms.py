@@ -9,7 +9,7 @@ import pytest
 
 from channels.base import Message, Outcome
 from channels.sms_segments import segments
-from channels.twilio_sms import OPT_OUT_CODES, TwilioSMSChannel, is_opt_out
+from channels.twilio_sms import OPT_OUT_CODES, TwilioSMSChannel
 
 from .channel_support import KOREAN_BODY, connections_opened, new_id, only_record
 
@@ -18,9 +18,8 @@ TO = "+821012345678"
 
 
 def sms_message(body: str = KOREAN_BODY, to: str = TO, delivery_id: str | None = None,
-                **options) -> Message:
-    return Message(delivery_id or new_id(), to, {"body": body},
-                   options={"status_callback": CALLBACK, **options})
+                status_callback: str | None = CALLBACK) -> Message:
+    return Message(delivery_id or new_id(), to, {"body": body}, status_callback=status_callback)
 
 
 def test_sent_with_form_fields_auth_and_callback(sms, ctl, configs):
@@ -80,17 +79,16 @@ def test_client_and_connection_reused(make_channel, ctl):
     assert connections_opened(session, channel.config["url"]) == 1
 
 
-def test_opted_out_recipient_is_failed_21610(sms, ctl):
+def test_opted_out_recipient_is_a_recipient_refusal_21610(sms, ctl):
     result = sms.deliver(sms_message(to="+15005550004"))  # Twilio's magic opted-out number
-    assert (result.outcome, result.reason, result.status) == (Outcome.FAILED, "21610", 400)
-    assert is_opt_out(result) and OPT_OUT_CODES == {"21610"}
+    assert (result.outcome, result.reason, result.status) == (Outcome.RECIPIENT_REFUSED, "21610", 400)
+    assert OPT_OUT_CODES == {"21610"}
 
 
 def test_opt_out_from_fault_rule(sms, ctl):
     ctl.add_fault(provider="twilio", status=400, code=21610, count=1)
     result = sms.deliver(sms_message())
-    assert (result.outcome, result.reason) == (Outcome.FAILED, "21610")
-    assert is_opt_out(result)
+    assert (result.outcome, result.reason) == (Outcome.RECIPIENT_REFUSED, "21610")
 
 
 @pytest.mark.parametrize("to, code", [("+15005550001", "21211"), ("+15005550002", "21612"),
@@ -98,7 +96,6 @@ def test_opt_out_from_fault_rule(sms, ctl):
 def test_unusable_numbers_fail(sms, ctl, to, code):
     result = sms.deliver(sms_message(to=to))
     assert (result.outcome, result.reason, result.status) == (Outcome.FAILED, code, 400)
-    assert not is_opt_out(result)
 
 
 def test_too_many_requests_retries_with_retry_after(sms, ctl):
@@ -125,7 +122,7 @@ def test_latency_beyond_timeout_is_transport_retry(make_channel, ctl):
     ctl.add_fault(provider="twilio", latency_ms=1500, count=1)
     result = channel.deliver(sms_message())
     assert (result.outcome, result.reason, result.status) == (Outcome.RETRY, "timeout", 0)
-    assert result.raw["maybe_delivered"] is True
+    assert result.maybe_delivered is True
     assert not TwilioSMSChannel.collapses_resends  # a resend here may text twice
     assert channel.deliver(sms_message()).outcome is Outcome.SENT
 
@@ -134,7 +131,7 @@ def test_connection_refused_is_transport_retry(make_channel):
     channel = make_channel("sms", url="https://127.0.0.1:9", timeout=1)
     result = channel.deliver(sms_message())
     assert (result.outcome, result.reason) == (Outcome.RETRY, "transport_error")
-    assert result.raw["maybe_delivered"] is False
+    assert result.maybe_delivered is False
 
 
 @pytest.mark.parametrize("body, to, reason", [

@@ -166,7 +166,7 @@ def test_latency_beyond_timeout_is_transport_retry(make_channel, ctl, subscripti
     ctl.add_fault(provider="webpush", latency_ms=1500, count=1)
     result = channel.deliver(push(subscription))
     assert (result.outcome, result.reason, result.status) == (Outcome.RETRY, "timeout", 0)
-    assert result.raw["maybe_delivered"] is True
+    assert result.maybe_delivered is True
     assert channel.deliver(push(subscription)).outcome is Outcome.SENT
 
 
@@ -174,4 +174,4 @@ def test_unreachable_push_service_is_transport_retry_not_sent(webpush, subscript
     gone = {**subscription, "endpoint": "https://127.0.0.1:9/wp/x"}
     result = webpush.deliver(push(gone))
     assert (result.outcome, result.reason) == (Outcome.RETRY, "transport_error")
-    assert result.raw["maybe_delivered"] is False
+    assert result.maybe_delivered is False

@@ -34,7 +34,7 @@ def test_sandbox_json_shape(sandbox, cfg):
     assert cfg["webpush"]["url"] == f"https://127.0.0.1:{p + 3}"
     assert cfg["twilio"]["url"] == f"https://127.0.0.1:{p + 4}"
     assert cfg["ses"]["url"] == f"https://127.0.0.1:{p + 5}"
-    assert cfg["smtp"] == {"host": "127.0.0.1", "port": p + 6}
+    assert (cfg["smtp"]["host"], cfg["smtp"]["port"], cfg["smtp"]["tls"]) == ("127.0.0.1", p + 6, "starttls")
     a = cfg["apns"]
     assert re.fullmatch(r"[A-Z0-9]{10}", a["key_id"]) and re.fullmatch(r"[A-Z0-9]{10}",
                                                                          a["team_id"])
@@ -55,8 +55,26 @@ def test_sandbox_json_shape(sandbox, cfg):
     assert Path(cfg["ca_file"]).read_text().startswith("-----BEGIN CERTIFICATE-----")
 
 
-def test_sandbox_env(sandbox, cfg):
+def test_sandbox_env_sets_every_provider_setting_the_adapters_read_from_sandbox_json(sandbox, cfg):
+    """``set -a; . sandbox.env`` points the product at the sandbox: each adapter setting that has a
+    sandbox.json path (channels.base.Setting.sandbox) is in sandbox.env under its variable, with the
+    same value."""
+    from channels import registry
+    from channels.webpush import private_endpoints
+
     env = sandbox.env
+    for cls in registry.providers().values():
+        for setting in cls.settings:
+            if not setting.sandbox:
+                continue
+            value = cfg
+            for part in setting.sandbox.split("."):
+                value = value[part]
+            assert setting.env in env, setting
+            if setting.key == "private_endpoints":  # host:port in the environment, a URL in sandbox.json
+                assert private_endpoints(env[setting.env]) == private_endpoints(value)
+            else:
+                assert env[setting.env] == str(value), setting
     assert set(ENV_NAMES) <= set(env)
     assert env["NOTIFY_APNS_URL"] == cfg["apns"]["url"]
     assert env["AWS_ENDPOINT_URL_SESV2"] == cfg["ses"]["url"]

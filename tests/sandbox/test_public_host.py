@@ -112,7 +112,7 @@ def test_sandbox_json_uses_public_host(public):
     assert cfg["webpush"]["url"] == f"https://localhost:{p + 3}"
     assert cfg["twilio"]["url"] == f"https://localhost:{p + 4}"
     assert cfg["ses"]["url"] == f"https://localhost:{p + 5}"
-    assert cfg["smtp"] == {"host": "localhost", "port": p + 6}
+    assert (cfg["smtp"]["host"], cfg["smtp"]["port"]) == ("localhost", p + 6)
     sa = json.loads(Path(cfg["fcm"]["service_account_file"]).read_text())
     assert sa["token_uri"] == f"https://localhost:{p + 2}/token"
     env = public.env

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qsl
 
 import pytest
 from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 
-from sandbox.sms_segments import sms_info
+from channels.sms_segments import segments as segment_count
+from channels.sms_segments import sms_info
 
 from .conftest import make_twilio
 
@@ -86,6 +90,15 @@ def test_messaging_service_and_segments(ctl, cfg, twilio_client):
     assert m.status == "accepted" and m.num_segments == "2"
     rec = ctl.records("twilio")[-1]
     assert rec["extra"]["encoding"] == "UCS-2" and rec["extra"]["segments"] == 2
+
+
+def test_media_only_message_is_one_segment(ctl, cfg, twilio_client):
+    """MMS without text: no text segments, but Twilio reports (and bills) one message."""
+    m = twilio_client.messages.create(to=TO, from_=cfg["twilio"]["from_number"],
+                                      media_url=["https://example.com/cat.png"])
+    assert m.num_segments == "1" and m.num_media == "1"
+    rec = ctl.records("twilio")[-1]
+    assert rec["extra"]["segments"] == 1 and rec["extra"]["units"] == 0
 
 
 def _code(exc: pytest.ExceptionInfo) -> tuple[int, int]:
@@ -183,22 +196,50 @@ def test_inbound_stop_opts_out(ctl, cfg, twilio_client, callbacks):
 
 
 @pytest.mark.parametrize("body, encoding, segments", [
-    ("", "GSM-7", 1),
+    ("", "GSM-7", 0),             # no text; the Twilio emulator still reports 1 for MMS
     ("a" * 160, "GSM-7", 1),
     ("a" * 161, "GSM-7", 2),
-    ("a" * 306, "GSM-7", 2),
+    ("a" * 153 * 2, "GSM-7", 2),
     ("a" * 307, "GSM-7", 3),
     ("€" * 80, "GSM-7", 1),       # extension chars count 2 septets
     ("€" * 81, "GSM-7", 2),
-    ("a" * 152 + "€" + "a" * 10, "GSM-7", 2),  # the escape pair is not split
+    ("\f" * 80 + "^", "GSM-7", 2),  # form feed is an extension char too
+    ("a" * 152 + "€" + "a" * 10, "GSM-7", 2),   # the escape pair is not split
+    ("a" * 152 + "€" + "a" * 152, "GSM-7", 3),  # 152 | 2+151 | 1: would be 2 if split
     ("é" * 160, "GSM-7", 1),      # é is in the GSM-7 basic table
     ("ê" * 70, "UCS-2", 1),
     ("ê" * 71, "UCS-2", 2),
+    ("가" * 70, "UCS-2", 1),
+    ("가" * 71, "UCS-2", 2),
     ("😀" * 35, "UCS-2", 1),       # emoji are 2 UTF-16 units
     ("😀" * 36, "UCS-2", 2),
+    ("a" * 66 + "😀" * 3, "UCS-2", 2),       # 72 units; the surrogate pair is not split
+    ("가" * 66 + "😀" + "가" * 66, "UCS-2", 3),  # 66 | 2+65 | 1: would be 2 if split
     ("한" * 134, "UCS-2", 2),
     ("한" * 135, "UCS-2", 3),
 ])
 def test_segments(body, encoding, segments):
     info = sms_info(body)
     assert (info["encoding"], info["segments"]) == (encoding, segments)
+    assert segment_count(body) == (segments, encoding)  # the product's name, same counter
+
+
+@pytest.mark.parametrize("body, expected", [
+    ("", {"encoding": "GSM-7", "segments": 0, "units": 0, "characters": 0}),
+    ("Hi €", {"encoding": "GSM-7", "segments": 1, "units": 5, "characters": 4}),
+    ("😀" * 36, {"encoding": "UCS-2", "segments": 2, "units": 72, "characters": 36}),
+])
+def test_sms_info_shape(body, expected):
+    assert sms_info(body) == expected
+
+
+def test_sms_segments_is_stdlib_only():
+    """The sandbox imports the product's counter: it must not pull in Django, notify or any
+    third-party package."""
+    code = ("import sys; before = set(sys.modules); import channels.sms_segments; "
+            "new = {m.split('.')[0] for m in set(sys.modules) - before}; "
+            "print(sorted(new - set(sys.stdlib_module_names) - {'channels'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from channels.registry import CHANNELS
+from django.conf import settings
 
 from notify import deadletters
 from notify.models import Delivery, DeliveryStatus
@@ -14,7 +14,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("action", choices=["list", "replay"])
-        parser.add_argument("--channel", choices=CHANNELS)
+        parser.add_argument("--channel", choices=settings.NOTIFY_CHANNELS)
         parser.add_argument("--id", action="append", dest="ids", help="a delivery id (repeatable)")
         parser.add_argument("--limit", type=int, default=50)
 
@@ -34,5 +34,5 @@ class Command(BaseCommand):
         if ids is None and channel is None:
             raise CommandError("replay needs --channel or --id (replaying every channel at once is rarely meant)")
         count = deadletters.replay(ids, channel)
-        drained = deadletters.drain_queue_messages([channel] if channel else list(CHANNELS), ids)
+        drained = deadletters.drain_queue_messages([channel] if channel else list(settings.NOTIFY_CHANNELS), ids)
         self.stdout.write(f"replayed {count} deliveries; removed {drained} messages from the dead-letter queues")

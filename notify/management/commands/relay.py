@@ -2,7 +2,8 @@
 
 from django.core.management.base import BaseCommand
 
-from notify.relay import Relay
+from notify.outbox import Relay
+from notify.providers import check_configuration
 
 
 class Command(BaseCommand):
@@ -13,6 +14,7 @@ class Command(BaseCommand):
                             help="least time between publishing rounds (default NOTIFY_RELAY_INTERVAL_MS)")
 
     def handle(self, *args, interval_ms, **options):
+        check_configuration()
         relay = Relay(None if interval_ms is None else interval_ms / 1000)
         relay.install_signal_handlers()
         # The first round publishes whatever is waiting, so nothing committed before LISTEN is missed.

@@ -9,7 +9,7 @@ import secrets
 import time
 import urllib.request
 
-from .models import App, AppAPIKey, Template
+from notify.models import FINAL_STATUSES, App, AppAPIKey, Template
 
 DEMO_TEMPLATE = {
     "push": {"title": "{{ name }}님, 주문이 발송되었어요 📦", "body": "Order {{ order }} ships today. 오늘 출발합니다!",
@@ -81,8 +81,7 @@ def run_demo(api_url: str, control_url: str, key: str, out=print) -> dict:
     deadline = time.monotonic() + 60
     while True:
         _, notification = call(api_url, key, "GET", f"/api/v1/notifications/{accepted['id']}")
-        if all(d["status"] in ("sent", "failed", "expired", "suppressed", "dead_lettered")
-               for d in notification["deliveries"]) or time.monotonic() > deadline:
+        if all(d["status"] in FINAL_STATUSES for d in notification["deliveries"]) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     with urllib.request.urlopen(control_url + "/records?accepted=true", timeout=10) as response:

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from notify import demo
+from devtools import demo
 from notify.models import Delivery, DeliveryLog
 from tests.test_e2e import register, wait_final
 

@@ -2,7 +2,7 @@
 the outbox relay, one Celery worker pool per channel, the maintenance worker with beat
 (dispatcher), and Flower.
 
-Used by ``manage.py runstack`` (the quick start), by the end-to-end tests and by the benchmarks,
+Used by ``python -m devtools.run`` (``make run``), by the end-to-end tests and by the benchmarks,
 so all three run the same processes the same way. Nothing here runs in production: there each
 process is started by the operator's supervisor (see docker-compose.yml).
 """
@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
-
-from channels.registry import CHANNELS
 
 PYTHON = sys.executable
 CELERY = str(Path(sys.executable).with_name("celery"))
@@ -51,7 +49,7 @@ class StackConfig:
     api_workers: int = 2
     api_threads: int = 8
     flower_port: int | None = 5555
-    channels: tuple[str, ...] = CHANNELS
+    channels: tuple[str, ...] = field(default_factory=lambda: tuple(settings.NOTIFY_CHANNELS))
     worker_log_level: str = os.environ.get("NOTIFY_WORKER_LOG_LEVEL", "INFO")
     #: Celery pool of the channel workers: ``prefork`` (a process per concurrent send) or
     #: ``threads`` (one process, sends overlap while waiting on the provider).
@@ -73,7 +71,7 @@ class Stack:
         config.sandbox_dir.mkdir(parents=True, exist_ok=True)
         self.env = {
             **os.environ,
-            "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "settings"),
+            "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "settings.dev"),
             "NOTIFY_SANDBOX_DIR": str(config.sandbox_dir.resolve()),
             "NOTIFY_PUBLIC_URL": self.api_url,
             "PYTHONUNBUFFERED": "1",

@@ -1,4 +1,4 @@
-"""The transactional outbox (notify.publishing): the API only commits deliveries and wakes the
+"""The transactional outbox (notify.outbox): the API only commits deliveries and wakes the
 relay with ``NOTIFY notify_outbox``; the relay publishes them as batch tasks per channel and
 marks them published in the same transaction; workers hand unfinished batches back; the
 dispatcher publishes what no relay took. Against the real PostgreSQL and RabbitMQ (test vhost).
@@ -19,9 +19,13 @@ from django.db import connection, transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
-from notify import demo, publishing, sending
+from devtools import demo
+from notify import accept
 from notify.models import Delivery, DeliveryLog
-from notify.publishing import dispatch_due, hand_back, relay_once
+from notify.maintenance import dispatch_due
+from notify.outbox import relay_once
+from notify.queues import task_name
+from notify.store import hand_back
 from tests.conftest import wait_until
 from tests.helpers import queue_depths, queued_tasks
 from tests.test_e2e import FINAL, register, wait_final
@@ -266,18 +270,18 @@ def test_a_message_of_the_one_id_per_task_format_is_still_sent(stack, app_and_ke
     characters."""
     app, key = app_and_key
     register(stack, key, control, "old-format", platforms=())
-    planned = sending.plan(app.id, None, {"recipient": "old-format", "content": SMS, "channels": ["sms"]}, None)
+    planned = accept.plan(app.id, None, {"recipient": "old-format", "content": SMS, "channels": ["sms"]}, None)
     [delivery] = planned.deliveries
     # Committed as the old version left it: queued and already published (in the same
     # transaction, so the relay never sees it unpublished). Neither the relay nor the
     # dispatcher (until the stale sweep, 15 min) publishes it then: only our message can send it.
     with transaction.atomic():
-        sending.write([planned])
+        accept.write([planned])
         assert Delivery.objects.filter(id=delivery.id).update(published_at=timezone.now()) == 1
 
     from notify.celery import app as celery_app
 
-    celery_app.send_task(publishing.task_name("sms"), args=[str(delivery.id)])
+    celery_app.send_task(task_name("sms"), args=[str(delivery.id)])
     final = wait_final(stack, key, planned.body["id"])
     assert final["deliveries"][0]["status"] == "sent", final
     assert _sent_once(control, "twilio", str(delivery.id))

@@ -1,0 +1,126 @@
+"""The email channel's rules, shared by every email provider (Amazon SES, SMTP).
+
+What an email must be is the channel's, not a provider's: a subject and a text or HTML body, no
+line breaks (or other line separators) in any header, the delivery id in a header so events can be
+matched back, and the RFC 8058 one-click unsubscribe headers when the service gives a URL. Each
+provider module only turns the result of :meth:`EmailChannel.email_parts` into its own request.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
+
+from .base import AddressKind, Channel, Message, RetryDefaults
+from .errors import InvalidMessage
+
+#: Header carrying the delivery id (SES event records and the sandbox read it back).
+DELIVERY_ID_HEADER = "X-Notify-Delivery-Id"
+#: Characters that end a header line somewhere along the way (RFC 5322 forbids CR and LF in a
+#: header body; U+2028 / U+2029 and NEL are line breaks to Unicode-aware mail software, and NUL
+#: ends strings in C-based MTAs).
+FORBIDDEN_HEADER_CHARACTERS = frozenset("\r\n\x00\x85\u2028\u2029")
+#: RFC 5322 §2.1.1: a line must not exceed 998 characters.
+MAX_SUBJECT_CHARS = 998
+#: RFC 5322 §3.6.8 field name: printable ASCII except the colon.
+FIELD_NAME = re.compile(r"[!-9;-~]+")
+#: Headers every provider writes itself (or which would add recipients or break the MIME
+#: structure): a caller's ``headers`` may not set them, nor any ``Content-*``.
+RESERVED_HEADERS = frozenset({
+    "from", "sender", "to", "cc", "bcc", "subject", "date", "message-id", "mime-version",
+    "return-path", "reply-to-all", DELIVERY_ID_HEADER.lower(), "list-unsubscribe", "list-unsubscribe-post",
+})
+
+
+@dataclass(frozen=True)
+class EmailParts:
+    """A validated email, provider-neutral.
+
+    Attributes:
+        to: one address.
+        subject: the subject (no line breaks).
+        text, html: the bodies; at least one is non-empty.
+        headers: extra headers in order, ``(name, value)``, the delivery id and the RFC 8058 ones
+            included.
+    """
+
+    to: str
+    subject: str
+    text: str | None
+    html: str | None
+    headers: tuple[tuple[str, str], ...]
+
+
+class EmailChannel(Channel):
+    """What every email provider of the ``email`` channel shares (declarations and content).
+
+    Message mapping: ``to`` is one address; ``content`` keys ``subject``, ``text``, optional
+    ``html`` and ``headers`` (name → value). ``unsubscribe_url`` (an https URL) adds
+    ``List-Unsubscribe: <url>`` and ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``
+    (RFC 8058). ``X-Notify-Delivery-Id`` always carries the delivery id.
+    """
+
+    name: ClassVar[str] = "email"
+    label = "Email"
+    content_group = "email"
+    address_kind = AddressKind.EMAIL
+    retry = RetryDefaults(max_attempts=8, max_age=12 * 3600)
+    collapses_resends = False  # a resend after a lost answer can deliver the mail twice
+    one_click_unsubscribe = True
+
+    @classmethod
+    def check_content(cls, content: Mapping[str, Any]) -> None:
+        """An email needs a subject and a text or HTML body; no header may break a line.
+
+        Raises:
+            InvalidMessage: ``empty_subject``, ``subject_too_long``, ``empty_body``,
+                ``invalid_header`` (CR, LF, NUL, NEL, U+2028 or U+2029 in a header name or
+                value, the subject included; a header name that is not an RFC 5322 field name,
+                or one of :data:`RESERVED_HEADERS` or ``Content-*``).
+        """
+        subject = content.get("subject")
+        if not isinstance(subject, str) or not subject.strip():
+            raise InvalidMessage("empty_subject", "email needs a subject")
+        if len(subject) > MAX_SUBJECT_CHARS:
+            raise InvalidMessage("subject_too_long", f"{len(subject)} characters > {MAX_SUBJECT_CHARS}")
+        check_header("Subject", subject)
+        if not (content.get("text") or "").strip() and not (content.get("html") or "").strip():
+            raise InvalidMessage("empty_body", "email needs text or html")
+        for name, value in (content.get("headers") or {}).items():
+            name = str(name)
+            if not FIELD_NAME.fullmatch(name) or name.lower() in RESERVED_HEADERS \
+                    or name.lower().startswith("content-"):
+                raise InvalidMessage("invalid_header", f"{name!r} cannot be set on an email")
+            check_header(name, str(value))
+
+    @classmethod
+    def email_parts(cls, message: Message) -> EmailParts:
+        """Validate ``message`` and return its provider-neutral parts.
+
+        Raises:
+            InvalidMessage: ``invalid_address``, ``invalid_list_unsubscribe`` (not https, as
+                RFC 8058 requires), and what :meth:`check_content` raises.
+        """
+        to = message.to
+        if not isinstance(to, str) or "@" not in to or any(c in to for c in "\r\n,;<> "):
+            raise InvalidMessage("invalid_address", "one plain email address expected")
+        content = message.content
+        cls.check_content(content)
+        headers = [(str(name), str(value)) for name, value in (content.get("headers") or {}).items()]
+        headers.append((DELIVERY_ID_HEADER, message.delivery_id))
+        if message.unsubscribe_url:
+            if not message.unsubscribe_url.startswith("https://"):
+                raise InvalidMessage("invalid_list_unsubscribe",
+                                     "RFC 8058 one-click unsubscribe needs an https URL")
+            check_header("List-Unsubscribe", message.unsubscribe_url)
+            headers.append(("List-Unsubscribe", f"<{message.unsubscribe_url}>"))
+            headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+        return EmailParts(to=to, subject=content["subject"], text=content.get("text") or None,
+                          html=content.get("html") or None, headers=tuple(headers))
+
+
+def check_header(name: str, value: str) -> None:
+    """Raise InvalidMessage ``invalid_header`` if ``value`` could end the header's line."""
+    if any(c in FORBIDDEN_HEADER_CHARACTERS for c in value):
+        raise InvalidMessage("invalid_header", f"{name} contains a line break or NUL")

@@ -1,0 +1,60 @@
+"""``python -m devtools.run`` (``make run``): the whole system on the embedded provider sandbox,
+plus a demo send. Settings: ``settings.dev`` unless DJANGO_SETTINGS_MODULE says otherwise."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Start sandbox, API, outbox relay, one worker pool per channel, "
+                                                 "dispatcher and Flower; send a demo notification.")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--once", action="store_true", help="stop after the demo")
+    parser.add_argument("--no-demo", action="store_true")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.dev")
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    from devtools import demo
+    from devtools.stack import Stack, StackConfig
+
+    config = StackConfig(api_port=args.port, sandbox_dir=Path(settings.NOTIFY_SANDBOX_DIR),
+                         log_dir=settings.VAR_DIR / "log")
+    stack = Stack(config)
+    print(f"starting provider sandbox, API, outbox relay, workers ({' '.join(config.channels)}), dispatcher, "
+          "Flower …", flush=True)
+    stack.start()
+    try:
+        print(f"API      {stack.api_url}/api/v1/  (OpenAPI: {stack.api_url}/api/v1/schema)")
+        print(f"admin    {stack.api_url}/admin/  (python manage.py createsuperuser)")
+        print(f"Flower   http://127.0.0.1:{config.flower_port}/")
+        print(f"sandbox  {stack.control_url}/records   logs: {config.log_dir}/", flush=True)
+        if not args.no_demo:
+            _, key = demo.create_app()
+            print(f"demo API key: {key}")
+            demo.run_demo(stack.api_url, stack.control_url, key, out=lambda line: print(line, flush=True))
+        if args.once:
+            return
+        print("running; Ctrl-C stops everything", flush=True)
+        signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping …", flush=True)
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

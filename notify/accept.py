@@ -1,0 +1,340 @@
+"""Accept: the API's side of a send. Validate the request, plan its deliveries (the recipient's
+addresses, preferences, rate limits, the providers' content rules), and write the notification
+and its deliveries, which puts them in the outbox (notify.outbox publishes them after commit).
+
+Round trips on a warm cache: one idempotency look-up (only with a key), one pipelined Redis call
+for the rate limits, then one statement that inserts everything and wakes the relay
+(notify.store). Nothing here waits on RabbitMQ.
+
+Channel knowledge comes only from the adapters' declarations (channels.registry): which content
+group a channel carries, what kind of address it sends to, and its content limits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from channels import registry
+from channels.base import AddressKind
+from channels.errors import InvalidMessage
+
+from . import breaker, cache, providers, store
+from .errors import SendRejected
+from .models import DeliveryStatus
+from .ratelimit import over_limit
+from .rendering import RenderError, render_content
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The answer of :func:`submit`: ``body`` the 202 JSON response, ``replayed`` True when an
+    earlier request with the same idempotency key produced it."""
+
+    body: dict
+    replayed: bool = False
+
+
+def request_hash(payload: dict) -> str:
+    """SHA-256 of the canonical JSON of a send request (tells a replay from a different body)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclass
+class PlannedDelivery:
+    """A delivery row to be written: ``wait`` is seconds until it may be tried (parked ones)."""
+
+    id: uuid.UUID
+    notification_id: uuid.UUID
+    channel: str
+    device_id: int | None
+    address: str
+    status: str
+    reason: str = ""
+    wait: float = 0.0
+
+
+@dataclass
+class PlannedNotification:
+    """A notification row to be written (the Notification model's columns)."""
+
+    id: uuid.UUID
+    app_id: int
+    api_key_id: str | None
+    recipient_id: int
+    idempotency_key: str | None
+    request_hash: str
+    category: str
+    template_id: int | None
+    template_version: int | None
+    data: dict
+    content: dict
+    priority: str
+    ttl: int
+    expires_at: dt.datetime
+    response: dict = field(default_factory=dict)
+
+
+@dataclass
+class Planned:
+    """A send request turned into rows, not yet written."""
+
+    notification: PlannedNotification
+    deliveries: list[PlannedDelivery]
+    body: dict
+
+
+def addresses(channel: str, profile: dict) -> list[tuple[int | None, str]]:
+    """``(device id or None, address)`` pairs of a recipient on ``channel``, by the kind of
+    address the channel declares."""
+    cls = registry.channel_class(channel)
+    if cls.address_kind is AddressKind.PHONE:
+        return [(None, profile["phone"])] if profile["phone"] else []
+    if cls.address_kind is AddressKind.EMAIL:
+        return [(None, profile["email"])] if profile["email"] else []
+    return [(d["id"], d["token"]) for d in profile["devices"] if d["platform"] == cls.platform]
+
+
+def opted_in(profile: dict, channel: str, category: str) -> bool:
+    """The recipient's choice for ``channel`` and ``category``: a category's own preference
+    wins over the channel-wide one; no preference means opted in."""
+    prefs = profile["preferences"]
+    for key in (f"{channel}|{category}", f"{channel}|"):
+        if key in prefs:
+            return prefs[key]
+    return True
+
+
+def _content(app_id: int, payload: dict, profile: dict) -> tuple[dict, dict | None]:
+    if payload.get("template"):
+        template = cache.load_template(app_id, payload["template"])
+        if template is None:
+            raise SendRejected("template_not_found", f"no template named {payload['template']!r}", status=404,
+                               fields={"template": ["not found"]})
+        try:
+            rendered = render_content(template, payload.get("data") or {}, profile)
+        except RenderError as exc:
+            raise SendRejected("template_error", str(exc), status=422, fields={"template": [str(exc)]}) from None
+        return rendered, template
+    return payload["content"], None
+
+
+def check_content(channel: str, group: str, content: dict, checked: dict[str, dict]) -> dict:
+    """Ask the channel's adapter whether its provider would take ``content``; returns what the
+    adapter reports about it (e.g. SMS encoding and segments). ``checked`` caches per channel.
+
+    Raises:
+        SendRejected: 422 with the adapter's reason code (``payload_too_large``,
+            ``invalid_header``, ...) and the content group as the field.
+    """
+    if channel not in checked:
+        cls = registry.channel_class(channel)
+        try:
+            cls.check_content(content)
+        except InvalidMessage as exc:
+            raise SendRejected(exc.reason, f"{channel}: {exc}", status=422,
+                               fields={f"content.{group}": [f"{channel}: {exc}"]}) from None
+        checked[channel] = cls.describe_content(content)
+    return checked[channel]
+
+
+def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: str | None,
+         digest: str | None = None) -> Planned:
+    """Validate one send request against the recipient, preferences, rate limits, templates
+    and the providers' content rules, and build its rows (nothing is written).
+
+    Raises:
+        SendRejected: unknown recipient or template, content a provider would refuse, no
+            channel to send on.
+    """
+    profile = cache.load_profile(app_id, payload["recipient"])
+    if profile is None:
+        raise SendRejected("recipient_not_found", f"no recipient {payload['recipient']!r}", status=404,
+                           fields={"recipient": ["not found"]})
+    content, template = _content(app_id, payload, profile)
+    category = payload.get("category") or (template or {}).get("category") or "general"
+
+    requested = payload.get("channels")
+    allowed: list[tuple[str, list]] = []
+    deliveries: list[PlannedDelivery] = []
+    summary: list[dict] = []
+    checked: dict[str, dict] = {}
+    notification_id = uuid.uuid4()
+
+    def add(channel: str, device_id: int | None, address: str, status: str, reason: str = "",
+            wait: float = 0.0) -> None:
+        delivery = PlannedDelivery(uuid.uuid4(), notification_id, channel, device_id, address, status, reason, wait)
+        deliveries.append(delivery)
+        entry = {"id": str(delivery.id), "channel": channel, "to": address or None,
+                 "status": status, "reason": reason or None}
+        if checked.get(channel):
+            entry["content_info"] = checked[channel]
+        summary.append(entry)
+
+    for channel in requested or registry.channels():
+        cls = registry.channel_class(channel)
+        group = cls.content_group
+        if group not in content:
+            if requested:
+                raise SendRejected("no_content_for_channel", f"no {group} content for channel {channel}",
+                                   status=422, fields={"channels": [f"{channel} has no {group} content"]})
+            continue
+        found = addresses(channel, profile)
+        if not found:
+            if requested:
+                add(channel, None, "", DeliveryStatus.SUPPRESSED,
+                    "no_device" if cls.address_kind.is_device else "no_address")
+            continue
+        if not opted_in(profile, channel, category):
+            for device_id, address in found:
+                add(channel, device_id, address, DeliveryStatus.SUPPRESSED, "opted_out")
+            continue
+        # Content is checked only for the channels this send will use.
+        check_content(channel, group, content[group], checked)
+        allowed.append((channel, found))
+
+    limited = over_limit(app_id, profile["id"], [channel for channel, _ in allowed])
+    for channel, found in allowed:
+        held = providers.held(channel)
+        for device_id, address in found:
+            if channel in limited:
+                add(channel, device_id, address, DeliveryStatus.SUPPRESSED, "rate_limited")
+            elif held:
+                # Every provider of the channel is failing for everyone right now: park the
+                # delivery for the dispatcher instead of queueing a task that could only wait.
+                add(channel, device_id, address, DeliveryStatus.RETRYING, "circuit_open", breaker.cooldown())
+            else:
+                add(channel, device_id, address, DeliveryStatus.QUEUED)
+
+    if not deliveries:
+        raise SendRejected("no_channel", "the recipient has no address on any channel with content", status=422,
+                           fields={"recipient": ["no device, phone or email for this content"]})
+
+    ttl = payload.get("ttl") or settings.NOTIFY_DEFAULT_TTL
+    body = {"id": str(notification_id), "event_id": idempotency_key, "deliveries": summary}
+    notification = PlannedNotification(
+        id=notification_id, app_id=app_id, api_key_id=api_key_id, recipient_id=profile["id"],
+        idempotency_key=idempotency_key, request_hash=digest or request_hash(payload), category=category,
+        template_id=template["id"] if template else None, template_version=template["version"] if template else None,
+        data=payload.get("data") or {}, content=content, priority=payload.get("priority") or "normal",
+        ttl=ttl, expires_at=timezone.now() + dt.timedelta(seconds=ttl), response=body,
+    )
+    return Planned(notification, deliveries, body)
+
+
+def write(planned: list[Planned]) -> None:
+    """Insert the notifications and deliveries in one transaction; its commit wakes the outbox
+    relay, which publishes the queued ones. Raises IntegrityError on an idempotency-key race."""
+    with transaction.atomic():
+        store.insert_notifications([p.notification for p in planned],
+                                   [d for p in planned for d in p.deliveries])
+
+
+def _replay(earlier: tuple[str, dict] | None, digest: str) -> Accepted | None:
+    if earlier is None:
+        return None
+    stored_hash, response = earlier
+    if stored_hash != digest:
+        raise SendRejected("idempotency_key_reused", "this Idempotency-Key was used with a different request body",
+                           status=409)
+    return Accepted(response, replayed=True)
+
+
+def submit(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: str | None) -> Accepted:
+    """Accept one send request.
+
+    Args:
+        app_id: the calling app (from its API key).
+        api_key_id: the API key's id, kept on the notification for audit.
+        payload: the validated request (see ``notify.api.serializers.SendSerializer``).
+        idempotency_key: the ``Idempotency-Key`` header or ``event_id``; None for none.
+
+    Returns:
+        Accepted with the 202 body ``{"id", "event_id", "deliveries": [{"id", "channel", "to",
+        "status", "reason", "content_info"?}]}`` (``content_info``: what the channel's adapter
+        reports about the content, e.g. SMS encoding and segments).
+
+    Raises:
+        SendRejected: unknown recipient or template, unusable content, reused idempotency key with
+            another body. Nothing is written or queued in that case.
+    """
+    digest = request_hash(payload)
+    if idempotency_key:
+        earlier = _replay(store.idempotent_responses(app_id, [idempotency_key]).get(idempotency_key), digest)
+        if earlier:
+            return earlier
+    planned = plan(app_id, api_key_id, payload, idempotency_key, digest)
+    try:
+        write([planned])
+    except IntegrityError:
+        # A concurrent request with the same key won the insert: answer with its response.
+        if idempotency_key:
+            earlier = _replay(store.idempotent_responses(app_id, [idempotency_key]).get(idempotency_key), digest)
+            if earlier:
+                return earlier
+        raise
+    return Accepted(planned.body)
+
+
+class BatchRejected(SendRejected):
+    """Some items of a batch are refused; ``items`` maps the item's index to its error body."""
+
+    def __init__(self, items: dict[int, dict]):
+        super().__init__("batch_rejected", f"{len(items)} notification(s) of the batch are refused; nothing was sent",
+                         status=400)
+        self.items = items
+
+
+def submit_batch(app_id: int, api_key_id: str | None, items: list[tuple[dict, str | None]]) -> list[Accepted]:
+    """Accept many send requests at once: all or none.
+
+    One query finds earlier idempotency keys, each new item is planned, and all rows are written
+    in one transaction (the per-request costs of a single send are paid once per batch).
+
+    Args:
+        items: ``(payload, idempotency_key)`` pairs, as for :func:`submit`.
+    Returns:
+        One Accepted per item, in order (replays of earlier keys included).
+    Raises:
+        BatchRejected: one or more items are invalid (duplicate key in the batch, key reused with
+            another body, unknown recipient, ...); nothing is written or queued.
+    """
+    for _ in range(2):  # a second pass only after losing an idempotency-key race
+        earlier = store.idempotent_responses(app_id, [key for _, key in items if key])
+        results: list[Accepted | None] = []
+        planned: list[Planned] = []
+        errors: dict[int, dict] = {}
+        seen: set[str] = set()
+        for index, (payload, key) in enumerate(items):
+            try:
+                if key:
+                    if key in seen:
+                        raise SendRejected("duplicate_idempotency_key", "the same key twice in one batch")
+                    seen.add(key)
+                digest = request_hash(payload)
+                replayed = _replay(earlier.get(key) if key else None, digest)
+                if replayed:
+                    results.append(replayed)
+                    continue
+                planned.append(plan(app_id, api_key_id, payload, key, digest))
+                results.append(Accepted(planned[-1].body))
+            except SendRejected as exc:
+                errors[index] = {"code": exc.code, "message": str(exc), "fields": exc.fields}
+                results.append(None)
+        if errors:
+            raise BatchRejected(errors)
+        try:
+            if planned:
+                write(planned)
+            return results  # type: ignore[return-value]
+        except IntegrityError:
+            continue
+    raise SendRejected("conflict", "idempotency keys of this batch are being used concurrently; retry", status=409)
+

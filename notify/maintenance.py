@@ -1,0 +1,63 @@
+"""Maintenance: the dispatcher and retention, run by Celery beat on the maintenance queue.
+
+The dispatcher (:func:`dispatch_due`, every second) puts back into the outbox what is due and
+not on a queue, and is the outbox relay's backstop. Retention (:func:`forget_idempotency_keys`,
+hourly) releases idempotency keys past ``NOTIFY_IDEMPOTENCY_RETENTION``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from . import breaker, outbox, providers, store
+
+log = logging.getLogger(__name__)
+
+
+def dispatch_due(batch: int = 1000) -> int:
+    """Put every delivery that is due and not on a queue back into the outbox, and publish what
+    the relay has left there; returns how many rows it moved or published.
+
+    - ``retrying`` whose ``next_attempt_at`` passed → ``queued``, unless every provider of the
+      channel is tripped (notify.providers.held): then one per call while a breaker is
+      half-open (the probe), and the rest once a probe succeeded;
+    - ``sending`` whose lease ran out (the worker died mid-send) → ``queued`` with
+      ``unknown_outcome`` set, so the worker applies the channel's unknown-outcome policy;
+    - ``queued`` published more than ``NOTIFY_REPUBLISH_STALE_AFTER`` seconds ago and never
+      claimed (the broker lost the message) → unpublished;
+    - ``queued`` and unpublished for ``NOTIFY_REPUBLISH_AFTER`` seconds (no relay running, or
+      the broker was down) → published here.
+
+    Safe to run in several processes at once (``FOR UPDATE SKIP LOCKED``).
+    """
+    moved = 0
+    with transaction.atomic():
+        held = [channel for channel in settings.NOTIFY_CHANNELS if providers.held(channel)]
+        moved += store.move_due(held, batch)
+        for channel in held:
+            if any(breaker.state(p) == breaker.HALF_OPEN for p in settings.NOTIFY_CHANNEL_PROVIDERS[channel]):
+                moved += store.move_probe(channel)
+        moved += store.unpublish_stale(settings.NOTIFY_REPUBLISH_STALE_AFTER, batch)
+    if moved:
+        log.info("moved %d due deliveries to the outbox", moved)
+    try:
+        published = outbox.relay_once(batch, older_than=settings.NOTIFY_REPUBLISH_AFTER)
+    except Exception:  # noqa: BLE001 - broker down: the rows wait in the outbox
+        log.exception("publishing the outbox's backlog failed; retrying in the next round")
+        published = 0
+    if published:
+        log.warning("published %d deliveries no relay had taken (is `manage.py relay` running?)", published)
+    return moved + published
+
+
+def forget_idempotency_keys() -> int:
+    """Release idempotency keys older than ``NOTIFY_IDEMPOTENCY_RETENTION``; returns the count."""
+    from .models import Notification
+
+    cutoff = timezone.now() - dt.timedelta(seconds=settings.NOTIFY_IDEMPOTENCY_RETENTION)
+    return Notification.objects.filter(idempotency_key__isnull=False, created_at__lt=cutoff).update(idempotency_key=None)

@@ -1,0 +1,114 @@
+"""Which provider sends a channel's deliveries, and with what configuration.
+
+A channel has a primary provider and optionally a secondary one
+(``NOTIFY_<CHANNEL>_PROVIDER``, ``NOTIFY_<CHANNEL>_SECONDARY_PROVIDER``): while the primary's
+circuit breaker is open, the secondary takes the channel's deliveries (the way GOV.UK Notify
+switches SMS providers), and the first successful probe of the primary brings them back.
+
+An adapter's configuration is resolved per setting: the environment (read in
+``settings.NOTIFY_PROVIDER_ENV``), then, with ``NOTIFY_SANDBOX_FALLBACK`` on, the provider
+sandbox's ``sandbox.json`` (the embedded default of ``make run`` and the tests; read lazily,
+since the sandbox may start after the settings), then the adapter's declared default.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from channels import registry
+from channels.base import Channel
+
+from . import breaker
+
+
+@lru_cache(maxsize=1)
+def _sandbox_file() -> dict:
+    path = Path(settings.NOTIFY_SANDBOX_DIR) / "sandbox.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def _lookup(tree: dict, dotted: str | None) -> Any:
+    if not dotted:
+        return None
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def config_for(provider: str) -> dict[str, Any]:
+    """The config mapping the adapter of ``provider`` is built with (keys of its ``settings``);
+    a value found nowhere is its declared default, or None."""
+    environment = settings.NOTIFY_PROVIDER_ENV[provider]
+    sandbox = _sandbox_file() if settings.NOTIFY_SANDBOX_FALLBACK else {}
+    config: dict[str, Any] = {}
+    for setting in registry.provider_class(provider).settings:
+        value = environment.get(setting.key)
+        if value is None and setting.sandbox:
+            value = _lookup(sandbox, setting.sandbox)
+        config[setting.key] = value if value not in (None, "") else setting.default
+    return config
+
+
+def check_configuration() -> None:
+    """Refuse to start with a provider setting missing (production settings).
+
+    Checks every required setting of every provider in use (primary and secondary of each
+    enabled channel). With ``NOTIFY_SANDBOX_FALLBACK`` on, the sandbox supplies them later and
+    nothing is checked here.
+
+    Raises:
+        ImproperlyConfigured: naming each missing environment variable and its provider.
+    """
+    if settings.NOTIFY_SANDBOX_FALLBACK:
+        return
+    missing = []
+    for channel, chosen in settings.NOTIFY_CHANNEL_PROVIDERS.items():
+        for provider in chosen:
+            environment = settings.NOTIFY_PROVIDER_ENV[provider]
+            for setting in registry.provider_class(provider).settings:
+                if setting.required and not (environment.get(setting.key) or setting.default):
+                    missing.append(f"{setting.env} ({channel} through {provider})")
+    if missing:
+        raise ImproperlyConfigured(
+            "provider settings missing: " + ", ".join(missing) + ". Set them, choose other "
+            "providers (NOTIFY_<CHANNEL>_PROVIDER), leave channels out (NOTIFY_CHANNELS), or use "
+            "the provider sandbox (DJANGO_SETTINGS_MODULE=settings.dev).")
+
+
+def adapter(provider: str) -> Channel:
+    """This process's long-lived adapter instance of ``provider``."""
+    return registry.get_provider(provider, config_for)
+
+
+def choose(channel: str, to: Any) -> str | None:
+    """The provider that may send a delivery of ``channel`` to ``to`` now: the primary unless its
+    breaker refuses the call, then the secondary if its breaker allows; None when neither may be
+    called (the delivery waits for the breaker)."""
+    for provider in settings.NOTIFY_CHANNEL_PROVIDERS[channel]:
+        if breaker.may_call(registry.provider_class(provider).breaker_scope(to)):
+            return provider
+    return None
+
+
+def held(channel: str) -> bool:
+    """True when every provider of ``channel`` is tripped as a whole (its provider-wide breaker
+    is open or half-open): new deliveries wait instead of being queued, and the dispatcher holds
+    the channel's retries."""
+    return all(breaker.state(provider) != breaker.CLOSED
+               for provider in settings.NOTIFY_CHANNEL_PROVIDERS[channel])
+
+
+def reset() -> None:
+    """Forget the cached sandbox file (tests that restart the sandbox)."""
+    _sandbox_file.cache_clear()

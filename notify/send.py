@@ -1,0 +1,233 @@
+"""Send: the worker's side. Claim the delivery, choose its provider, call the adapter, record the
+outcome and react to it.
+
+Exactly-once toward the user is built from three parts:
+
+1. *Claim*: a conditional UPDATE moves the delivery ``queued → sending`` and takes a lease; a
+   duplicate task (redelivered message, re-published row) finds nothing to claim and stops.
+2. *Lease*: a worker that dies mid-send leaves the lease to run out; the dispatcher then hands the
+   delivery back flagged ``unknown_outcome`` and the channel's policy decides (resend where the
+   device collapses resends, otherwise fail visibly).
+3. *Outcome*: written in one statement with its log row; a database outage at that moment is
+   waited out (the provider already answered, so the answer must not be lost).
+
+The database is committed before the provider is called, and the task itself only passes ids.
+The service reacts to the adapter's :class:`~channels.base.Outcome`, never to a provider: a
+dead token deactivates the device, a recipient's refusal opts the recipient out of the channel.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+
+from channels import registry
+from channels.base import Message, Outcome, Result
+
+from . import breaker, providers, store
+from .dbretry import through_outage
+from .deadletters import publish_dead_letter
+from .unsubscribe import unsubscribe_url
+from .webhooks.urls import webhook_url
+
+log = logging.getLogger(__name__)
+
+#: Seconds a worker waits out a database outage before claiming (then the task is rejected back
+#: to its queue) and before recording an outcome.
+CLAIM_PATIENCE = 60
+RECORD_PATIENCE = 120
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery this worker now holds, with what the send needs (see notify.store.claim)."""
+
+    id: Any
+    channel: str
+    address: str
+    attempt: int
+    unknown_outcome: bool
+    device_id: int | None
+    subscription: dict | None
+    device_active: bool | None
+    content: dict
+    priority: str
+    expires_at: Any
+    created_at: Any
+    recipient_id: int
+    ttl_left: float
+    age: float
+
+    @property
+    def to(self) -> Any:
+        """What the adapter sends to: the device's subscription object where it has one (Web
+        Push), else the stored address."""
+        return self.subscription or self.address
+
+
+def claim(delivery_id: str) -> Claim | None:
+    """Take the delivery ``queued → sending`` with a lease; None if it is not ours to send.
+
+    A database outage is waited out (``CLAIM_PATIENCE``): failing here would end the task and
+    acknowledge its message while the row stays ``queued`` and already published, which the
+    dispatcher only publishes again after ``NOTIFY_REPUBLISH_STALE_AFTER`` (15 minutes). The
+    claim is one autocommit statement, so a retry either finds the row still ``queued`` or, if
+    the lost answer was a commit, finds it ``sending`` and leaves it to the lease.
+    """
+    values = through_outage(f"claiming delivery {delivery_id}", CLAIM_PATIENCE,
+                            lambda: store.claim(delivery_id))
+    if values is None:
+        return None
+    values["attempt"] = values.pop("attempts")
+    values["ttl_left"] = float(values["ttl_left"])
+    values["age"] = float(values["age"])
+    return Claim(**values)
+
+
+def retry_delay(attempt: int, result: Result, policy: dict) -> float:
+    """Seconds before the next attempt: the provider's ``Retry-After`` clamped to
+    ``[1, retry_after_max]`` when given, else exponential back-off with full jitter
+    (``uniform(0, min(backoff_max, backoff_base * 2**(attempt-1)))``, AWS Architecture Blog,
+    "Exponential Backoff And Jitter")."""
+    if result.retry_after is not None:
+        return min(max(float(result.retry_after), 1.0), policy["retry_after_max"])
+    ceiling = min(policy["backoff_max"], policy["backoff_base"] * (2 ** (attempt - 1)))
+    return random.uniform(0, ceiling)
+
+
+def message_for(c: Claim, provider: str) -> Message:
+    """The provider-neutral message of a claimed delivery, with the extras its adapter uses."""
+    cls = registry.provider_class(provider)
+    return Message(
+        delivery_id=str(c.id),
+        to=c.to,
+        content=c.content.get(cls.content_group, {}),
+        priority=c.priority,
+        ttl=max(int(c.ttl_left), 0),
+        status_callback=webhook_url(provider, "status") if cls.status_callbacks else None,
+        unsubscribe_url=unsubscribe_url(c.id) if cls.one_click_unsubscribe else None,
+    )
+
+
+def _record(c: Claim, status: str, reason: str, result: Result | None = None, provider: str | None = None,
+            delay: float = 0.0, duration: float | None = None, refund: bool = False) -> None:
+    """Write the outcome of attempt ``c.attempt``; a database outage is waited out (the provider
+    has answered: losing that answer would cause a resend)."""
+    def write() -> None:
+        if not store.record_outcome(
+                c.id, c.attempt, status, reason, provider=provider,
+                provider_message_id=result.provider_message_id if result else None,
+                provider_status=result.status if result else None,
+                answer=result.raw if result else None, delay=delay, duration_ms=duration, refund=refund):
+            log.warning("delivery %s changed hands before its outcome %s was recorded", c.id, status)
+
+    through_outage(f"recording delivery {c.id}", RECORD_PATIENCE, write)
+
+
+def _react(c: Claim, result: Result) -> None:
+    """Side effects of a permanent answer about the address (idempotent, so a repeated outcome
+    write after a database outage is harmless)."""
+    if result.outcome is Outcome.DEAD_TOKEN and c.device_id:
+        store.deactivate_device(c.device_id, result.reason or "dead_token")
+    elif result.outcome is Outcome.RECIPIENT_REFUSED:
+        store.set_preferences([c.recipient_id], [c.channel], "", False, "provider")
+
+
+def send_batch(delivery_ids: list[str]) -> dict[str, int]:
+    """Send the deliveries of one task one after the other; returns how many ended in each
+    status (``handed_back``: left for another task).
+
+    After ``NOTIFY_TASK_BUDGET`` seconds the rest goes back to the outbox, so a slow provider
+    cannot push a batch past the task's time limit. An unexpected error (Redis down, a bug)
+    hands back the deliveries after the failing one and propagates: the task ends and its
+    message is acknowledged, and they must not wait for the stale-publish sweep. A database
+    outage propagates alone (the caller requeues the whole message; what was recorded is
+    skipped when it comes back, its claim finding nothing).
+    """
+    started = time.monotonic()
+    outcomes: dict[str, int] = {}
+    for index, delivery_id in enumerate(delivery_ids):
+        if index and time.monotonic() - started > settings.NOTIFY_TASK_BUDGET:
+            store.hand_back(delivery_ids[index:])
+            outcomes["handed_back"] = len(delivery_ids) - index
+            break
+        try:
+            status = send(delivery_id)
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception:
+            if delivery_ids[index + 1:]:
+                store.hand_back(delivery_ids[index + 1:])
+            raise
+        outcomes[status] = outcomes.get(status, 0) + 1
+    return outcomes
+
+
+def send(delivery_id: str) -> str:
+    """Send one delivery if it is still due. Returns the status it ended in, or ``skipped``.
+
+    Never raises for provider trouble (that becomes ``retrying`` / ``failed`` /
+    ``dead_lettered``); raises only if the database stays unreachable for two minutes.
+    """
+    c = claim(delivery_id)
+    if c is None:
+        return "skipped"
+    policy = settings.NOTIFY_RETRY_POLICY[c.channel]
+    if c.ttl_left <= 0:
+        _record(c, "expired", "ttl_elapsed")
+        return "expired"
+    if c.device_active is False:
+        _record(c, "failed", "device_inactive")
+        return "failed"
+    if c.attempt > policy["max_attempts"]:
+        _record(c, "dead_lettered", "max_attempts")
+        publish_dead_letter(c.channel, str(c.id), "max_attempts")
+        return "dead_lettered"
+    if c.unknown_outcome and policy["on_unknown_outcome"] == "fail":
+        _record(c, "failed", "outcome_unknown")
+        return "failed"
+
+    provider = providers.choose(c.channel, c.to)
+    if provider is None:
+        # Every provider of the channel is failing for everyone: wait with the others instead
+        # of adding a call. The dispatcher holds the channel's retries until a probe succeeds.
+        _record(c, "retrying", "circuit_open", delay=breaker.cooldown() * random.uniform(1, 2), refund=True)
+        return "retrying"
+    scope = registry.provider_class(provider).breaker_scope(c.to)
+
+    started = time.monotonic()
+    result = providers.adapter(provider).deliver(message_for(c, provider))
+    duration = (time.monotonic() - started) * 1000
+    reason = result.reason or str(result.status)
+
+    if result.outcome is Outcome.SENT:
+        _record(c, "sent", "", result, provider, duration=duration)
+        breaker.record_success(scope)
+        return "sent"
+    if result.outcome is Outcome.RETRY:
+        breaker.record_failure(scope)
+        if policy["on_unknown_outcome"] == "fail" and result.maybe_delivered:
+            # The request reached the provider and no answer came back: it may have been
+            # delivered. Resending could show the message twice on a channel that does not
+            # collapse resends, so this is the same unknown outcome as a worker dying mid-send.
+            _record(c, "failed", f"outcome_unknown:{result.reason}", result, provider, duration=duration)
+            return "failed"
+        delay = retry_delay(c.attempt, result, policy)
+        if c.attempt >= policy["max_attempts"] or c.age + delay > policy["max_age"]:
+            reason = f"retries_exhausted:{reason}"
+            _record(c, "dead_lettered", reason, result, provider, duration=duration)
+            publish_dead_letter(c.channel, str(c.id), reason)
+            return "dead_lettered"
+        _record(c, "retrying", reason, result, provider, delay=delay, duration=duration)
+        return "retrying"
+    # Side effects first: whoever sees the delivery failed also sees the device deactivated or
+    # the opt-out recorded.
+    _react(c, result)
+    _record(c, "failed", reason, result, provider, duration=duration)
+    return "failed"

@@ -1,0 +1,480 @@
+"""The store: every hand-written SQL statement of notify, and the prepared cursor they run on.
+
+The hot paths (the API's insert, the worker's claim and outcome, the relay's round) are single
+statements, each doing its whole job in one round trip: the row changes, the delivery-log rows
+(:func:`_log_rows`, the one writer of ``notify_deliverylog``) and the relay's wake-up. The
+recipient's preferences have one writer too (:func:`set_preferences`): the API, provider opt-outs
+(SMS STOP, Twilio 21610), one-click unsubscribe all go through it, and it clears the recipient's
+cached profile.
+
+Django's psycopg backend binds parameters on the client and never prepares, so PostgreSQL parses
+and plans every statement again. :func:`prepared_cursor` lets PostgreSQL keep the plans per
+connection (psycopg's ``prepare=True``, which needs the connection's ``prepare_threshold`` set:
+settings.DATABASES). Behind a transaction-pooling PgBouncer older than 1.21, set
+``NOTIFY_DB_PREPARE=0``.
+
+Timestamps come from the database's clock everywhere, so API, relay and workers agree.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator, Sequence
+
+import psycopg
+from django.conf import settings
+from django.db import connection, transaction
+from psycopg.types.json import Jsonb
+
+from . import cache
+
+#: The PostgreSQL LISTEN/NOTIFY channel the outbox relay waits on.
+OUTBOX_EVENT = "notify_outbox"
+#: Longest provider answer kept in the delivery log, in characters of JSON.
+ANSWER_LIMIT = 8000
+
+
+class _PreparingCursor(psycopg.Cursor):
+    def execute(self, query, params=None, **kwargs):
+        kwargs.setdefault("prepare", True if settings.NOTIFY_DB_PREPARE else False)
+        return super().execute(query, params, **kwargs)
+
+
+@contextmanager
+def prepared_cursor() -> Iterator[psycopg.Cursor]:
+    """A server-side-binding psycopg cursor on Django's connection (so in the same transaction)
+    whose statements are prepared, and whose errors are raised as Django's
+    (``django.db.IntegrityError``, ``OperationalError``, ...)."""
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    with connection.wrap_database_errors, _PreparingCursor(connection.connection) as cursor:
+        yield cursor
+
+
+def _log_rows(source: str) -> str:
+    """The INSERT writing one delivery-log row per row of ``source`` (a CTE or subquery whose
+    columns are named as the log's: ``delivery_id, from_status, to_status, attempt, reason,
+    provider_status, provider_answer, duration_ms``). Every log row is written through this."""
+    return f"""INSERT INTO notify_deliverylog (delivery_id, at, from_status, to_status, attempt, reason,
+                                     provider_status, provider_answer, duration_ms)
+    SELECT delivery_id, now(), from_status, to_status, attempt, reason, provider_status, provider_answer,
+           duration_ms FROM {source}"""
+
+
+def _wake_relay_sql(condition: str = "true") -> str:
+    return f"SELECT pg_notify('{OUTBOX_EVENT}', '') WHERE {condition}"
+
+
+def wake_relay(cursor) -> None:
+    """Ask PostgreSQL to wake the outbox relay when the current transaction commits (a rolled
+    back transaction wakes nobody; several notifies in one transaction arrive as one)."""
+    cursor.execute(_wake_relay_sql())
+
+
+def answer_json(raw: Any) -> str:
+    """A provider's answer as JSON for the log; a longer one is kept as a cut string, still
+    valid JSON (cutting the JSON text itself would make the jsonb cast, and the outcome, fail)."""
+    text = json.dumps(dict(raw), default=str, ensure_ascii=False)
+    if len(text) <= ANSWER_LIMIT:
+        return text
+    # Quoting the cut text as a JSON string at most doubles it (every '"' and '\\' escaped).
+    return json.dumps({"truncated": text[:ANSWER_LIMIT // 2 - 20]}, ensure_ascii=False)
+
+
+# -- accept ------------------------------------------------------------------------------------
+_IDEMPOTENT_SQL = """
+SELECT idempotency_key, request_hash, response FROM notify_notification
+WHERE app_id = %s AND idempotency_key = ANY(%s::varchar[])
+"""
+
+
+def idempotent_responses(app_id: int, keys: Sequence[str]) -> dict[str, tuple[str, dict]]:
+    """Earlier notifications of ``app_id`` with these idempotency keys: key → (request hash,
+    the 202 body answered then)."""
+    if not keys:
+        return {}
+    with prepared_cursor() as cursor:
+        cursor.execute(_IDEMPOTENT_SQL, [app_id, list(keys)])
+        rows = cursor.fetchall()
+    # Django's connection loads jsonb as text.
+    return {key: (digest, json.loads(body) if isinstance(body, str) else body) for key, digest, body in rows}
+
+
+_INSERT_SQL = f"""
+WITH notification AS (
+    INSERT INTO notify_notification (id, app_id, api_key_id, recipient_id, idempotency_key, request_hash,
+        category, template_id, template_version, data, content, priority, ttl, expires_at, response, created_at)
+    SELECT *, now() FROM unnest(%(n_id)s::uuid[], %(n_app)s::bigint[], %(n_key)s::varchar[], %(n_recipient)s::bigint[],
+        %(n_idem)s::varchar[], %(n_hash)s::varchar[], %(n_category)s::varchar[], %(n_template)s::bigint[],
+        %(n_version)s::int[], %(n_data)s::jsonb[], %(n_content)s::jsonb[], %(n_priority)s::varchar[],
+        %(n_ttl)s::int[], %(n_expires)s::timestamptz[], %(n_response)s::jsonb[])
+    RETURNING 1
+), delivery AS (
+    INSERT INTO notify_delivery (id, notification_id, channel, provider, device_id, address, status, reason,
+        attempts, provider_message_id, created_at, updated_at, next_attempt_at, unknown_outcome)
+    SELECT id, notification_id, channel, '', device_id, address, status, reason, 0, '', now(), now(),
+           now() + make_interval(secs => wait), false
+    FROM unnest(%(d_id)s::uuid[], %(d_notification)s::uuid[], %(d_channel)s::varchar[], %(d_device)s::bigint[],
+                %(d_address)s::text[], %(d_status)s::varchar[], %(d_reason)s::varchar[], %(d_wait)s::float8[])
+         AS d(id, notification_id, channel, device_id, address, status, reason, wait)
+    RETURNING id, status, reason
+), parked AS (
+    {_log_rows('''(SELECT id AS delivery_id, '' AS from_status, status AS to_status, 0 AS attempt, reason,
+                          NULL::int AS provider_status, NULL::jsonb AS provider_answer, NULL::float8 AS duration_ms
+                   FROM delivery WHERE status = 'retrying') p''')}
+)
+-- The relay is woken at commit if anything is queued.
+SELECT (SELECT count(*) FROM notification),
+       (SELECT count(*) FROM (SELECT pg_notify(%(event)s::text, '') FROM delivery WHERE status = 'queued' LIMIT 1) w)
+"""
+
+
+def insert_notifications(notifications: Sequence[Any], deliveries: Sequence[Any]) -> None:
+    """Insert notifications and their deliveries in one statement, log the ones parked
+    ``retrying`` (``wait`` seconds from now: the breaker's cooldown), and wake the relay at
+    commit if any is ``queued``. Runs in the caller's transaction.
+
+    Args:
+        notifications: objects with the Notification model's attributes.
+        deliveries: objects with ``id, notification_id, channel, device_id, address, status,
+            reason, wait``.
+    Raises:
+        IntegrityError: an idempotency key is taken (a concurrent request won).
+    """
+    params = {
+        "event": OUTBOX_EVENT,
+        "n_id": [n.id for n in notifications], "n_app": [n.app_id for n in notifications],
+        "n_key": [n.api_key_id for n in notifications], "n_recipient": [n.recipient_id for n in notifications],
+        "n_idem": [n.idempotency_key for n in notifications], "n_hash": [n.request_hash for n in notifications],
+        "n_category": [n.category for n in notifications], "n_template": [n.template_id for n in notifications],
+        "n_version": [n.template_version for n in notifications],
+        "n_data": [Jsonb(n.data) for n in notifications], "n_content": [Jsonb(n.content) for n in notifications],
+        "n_priority": [n.priority for n in notifications], "n_ttl": [n.ttl for n in notifications],
+        "n_expires": [n.expires_at for n in notifications], "n_response": [Jsonb(n.response) for n in notifications],
+        "d_id": [d.id for d in deliveries], "d_notification": [d.notification_id for d in deliveries],
+        "d_channel": [d.channel for d in deliveries], "d_device": [d.device_id for d in deliveries],
+        "d_address": [d.address for d in deliveries], "d_status": [d.status for d in deliveries],
+        "d_reason": [d.reason for d in deliveries], "d_wait": [d.wait for d in deliveries],
+    }
+    with prepared_cursor() as cursor:
+        cursor.execute(_INSERT_SQL, params)
+
+
+# -- outbox ------------------------------------------------------------------------------------
+_TAKE_OUTBOX_SQL = """
+WITH batch AS (
+    SELECT id FROM notify_delivery
+    WHERE status = 'queued' AND published_at IS NULL
+      AND updated_at <= now() - make_interval(secs => %(older_than)s::float8)
+    ORDER BY created_at LIMIT %(limit)s::int FOR UPDATE SKIP LOCKED
+)
+UPDATE notify_delivery d SET published_at = now() FROM batch WHERE d.id = batch.id
+RETURNING d.id, d.channel
+"""
+#: The relay holds its rows' locks while it publishes, and a worker that got a message first
+#: waits for them in its claim: PostgreSQL ends a relay transaction stuck longer than this.
+_RELAY_TX_LIMIT = "SET LOCAL idle_in_transaction_session_timeout = '30s'"
+
+
+def take_outbox(cursor, limit: int, older_than: float) -> list[tuple[Any, str]]:
+    """Mark up to ``limit`` outbox rows published and return their ``(id, channel)``; the rows
+    stay locked until the caller's transaction ends (it publishes, then commits or rolls back).
+
+    Args:
+        older_than: only rows untouched for this many seconds.
+    """
+    cursor.execute(_TAKE_OUTBOX_SQL, {"older_than": older_than, "limit": limit})
+    rows = cursor.fetchall()
+    if rows:
+        cursor.execute(_RELAY_TX_LIMIT, prepare=False)
+    return rows
+
+
+_HAND_BACK_SQL = f"""
+WITH back AS (
+    UPDATE notify_delivery SET published_at = NULL, updated_at = now()
+    WHERE id = ANY(%s::uuid[]) AND status = 'queued' RETURNING 1
+)
+SELECT count(*), (SELECT count(*) FROM ({_wake_relay_sql("EXISTS (SELECT 1 FROM back)")}) w) FROM back
+"""
+
+
+def hand_back(delivery_ids: Sequence[str]) -> int:
+    """Put still-queued deliveries back into the outbox (a worker that ran out of its batch's
+    time budget); returns how many. Rows another worker already took are left alone."""
+    with transaction.atomic(), prepared_cursor() as cursor:
+        cursor.execute(_HAND_BACK_SQL, [list(delivery_ids)])
+        return cursor.fetchone()[0]
+
+
+# -- send --------------------------------------------------------------------------------------
+_CLAIM_SQL = f"""
+WITH claimed AS (
+    UPDATE notify_delivery d
+    SET status = 'sending', attempts = d.attempts + 1, updated_at = clock_timestamp(),
+        -- clock_timestamp(): time spent waiting for the relay's row lock is not taken from the lease
+        lease_until = clock_timestamp() + make_interval(secs => %s::float8)
+    FROM notify_notification n
+    WHERE d.id = %s::uuid AND d.status = 'queued' AND n.id = d.notification_id
+    RETURNING d.id, d.channel, d.address, d.attempts, d.unknown_outcome, d.device_id,
+              (SELECT subscription FROM notify_device WHERE id = d.device_id) AS subscription,
+              (SELECT active FROM notify_device WHERE id = d.device_id) AS device_active,
+              n.content, n.priority, n.expires_at, n.created_at, n.recipient_id,
+              extract(epoch FROM n.expires_at - now()) AS ttl_left,
+              extract(epoch FROM now() - n.created_at) AS age
+), logged AS (
+    {_log_rows('''(SELECT id AS delivery_id, 'queued' AS from_status, 'sending' AS to_status, attempts AS attempt,
+                          '' AS reason, NULL::int AS provider_status, NULL::jsonb AS provider_answer,
+                          NULL::float8 AS duration_ms FROM claimed) c''')}
+)
+SELECT * FROM claimed
+"""
+
+
+def claim(delivery_id: str) -> dict[str, Any] | None:
+    """Move a ``queued`` delivery to ``sending`` with a lease of ``NOTIFY_SEND_LEASE`` seconds
+    and log it; return what its send needs, or None when it is not queued (another worker has
+    it, or it is done). One autocommit statement."""
+    with prepared_cursor() as cursor:
+        cursor.execute(_CLAIM_SQL, [settings.NOTIFY_SEND_LEASE, delivery_id])
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        values = dict(zip((c.name for c in cursor.description), row))
+    for key in ("content", "subscription"):
+        if isinstance(values[key], str):
+            values[key] = json.loads(values[key])
+    return values
+
+
+_RECORD_SQL = f"""
+WITH updated AS (
+    UPDATE notify_delivery SET status = %(status)s::varchar, reason = %(reason)s::varchar, updated_at = now(),
+        attempts = attempts - %(refund)s::int,
+        provider = COALESCE(%(provider)s::varchar, provider),
+        provider_message_id = COALESCE(%(message_id)s::varchar, provider_message_id),
+        lease_until = NULL, unknown_outcome = false,
+        next_attempt_at = now() + make_interval(secs => %(delay)s::float8),
+        sent_at = CASE WHEN %(status)s::varchar = 'sent' THEN now() ELSE sent_at END
+    WHERE id = %(id)s::uuid AND attempts = %(attempt)s::int AND status IN ('sending', 'queued')
+    RETURNING id
+), logged AS (
+    {_log_rows('''(SELECT id AS delivery_id, 'sending' AS from_status, %(status)s::varchar AS to_status,
+                          %(attempt)s::int AS attempt, %(reason)s::varchar AS reason,
+                          %(provider_status)s::int AS provider_status, %(answer)s::jsonb AS provider_answer,
+                          %(duration)s::float8 AS duration_ms FROM updated) u''')}
+)
+SELECT count(*) FROM updated
+"""
+
+
+def record_outcome(delivery_id: Any, attempt: int, status: str, reason: str, *, provider: str | None = None,
+                   provider_message_id: str | None = None, provider_status: int | None = None,
+                   answer: Any = None, delay: float = 0.0, duration_ms: float | None = None,
+                   refund: bool = False) -> bool:
+    """Write the outcome of attempt ``attempt`` and its log row in one statement.
+
+    Args:
+        delay: seconds until ``next_attempt_at`` (a retry's back-off).
+        refund: give the attempt back (the provider was not called).
+        answer: the provider's answer (a mapping) for the log, or None.
+    Returns:
+        False when the delivery changed hands meanwhile (its lease ran out and another worker
+        took it): nothing was written.
+    """
+    params = {
+        "refund": 1 if refund else 0, "id": delivery_id, "attempt": attempt, "status": status,
+        "reason": reason[:128], "delay": delay, "provider": provider, "message_id": provider_message_id,
+        "provider_status": provider_status or None,
+        "answer": answer_json(answer) if answer is not None else None, "duration": duration_ms,
+    }
+    with prepared_cursor() as cursor:
+        cursor.execute(_RECORD_SQL, params)
+        return cursor.fetchone()[0] == 1
+
+
+_DEACTIVATE_SQL = """
+UPDATE notify_device d SET active = false, deactivated_reason = %s
+FROM notify_recipient r WHERE d.id = %s AND r.id = d.recipient_id
+RETURNING r.app_id, r.external_id
+"""
+
+
+def deactivate_device(device_id: int, reason: str) -> None:
+    """Deactivate a device whose address is gone (a dead token); later sends skip it."""
+    with prepared_cursor() as cursor:
+        cursor.execute(_DEACTIVATE_SQL, [reason[:64], device_id])
+        _forget(cursor.fetchall())
+
+
+# -- preferences -------------------------------------------------------------------------------
+_SET_PREFERENCES_SQL = """
+WITH written AS (
+    INSERT INTO notify_preference (recipient_id, channel, category, enabled, source, updated_at)
+    SELECT r, c, %(category)s::varchar, %(enabled)s::boolean, %(source)s::varchar, now()
+    FROM unnest(%(recipients)s::bigint[]) AS r CROSS JOIN unnest(%(channels)s::varchar[]) AS c
+    ON CONFLICT (recipient_id, channel, category)
+    DO UPDATE SET enabled = EXCLUDED.enabled, source = EXCLUDED.source, updated_at = now()
+    RETURNING recipient_id
+)
+SELECT DISTINCT r.app_id, r.external_id FROM notify_recipient r JOIN written w ON w.recipient_id = r.id
+"""
+
+
+def set_preferences(recipient_ids: Iterable[int], channels: Sequence[str], category: str, enabled: bool,
+                    source: str) -> None:
+    """Opt recipients in or out of channels for a category (``""``: every category), and clear
+    their cached profiles so the next send sees it. The one writer of preferences.
+
+    Args:
+        source: who decided (``api``, ``sms_stop``, ``sms_keyword``, ``unsubscribe``,
+            ``provider``), kept on the row.
+    """
+    ids = list(recipient_ids)
+    if not ids or not channels:
+        return
+    with prepared_cursor() as cursor:
+        cursor.execute(_SET_PREFERENCES_SQL, {"recipients": ids, "channels": list(channels), "category": category,
+                                              "enabled": enabled, "source": source})
+        _forget(cursor.fetchall())
+
+
+_RECIPIENTS_AT_SQL = "SELECT id FROM notify_recipient WHERE phone = %(address)s OR email = %(address)s"
+
+
+def recipients_at(address: str) -> list[int]:
+    """Ids of the recipients (of every app) whose phone number or email address is ``address``."""
+    with prepared_cursor() as cursor:
+        cursor.execute(_RECIPIENTS_AT_SQL, {"address": address})
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _forget(rows: Iterable[tuple[int, str]]) -> None:
+    """Clear cached profiles now and again after the commit (a send between the two could
+    otherwise cache the profile as it was)."""
+    rows = list(rows)
+    for app_id, external_id in rows:
+        cache.forget_recipient(app_id, external_id)
+    if rows:
+        transaction.on_commit(lambda: [cache.forget_recipient(a, e) for a, e in rows])
+
+
+# -- provider events -----------------------------------------------------------------------------
+_PROVIDER_EVENT_SQL = f"""
+WITH d AS (
+    SELECT d.id, d.status, d.attempts, n.recipient_id FROM notify_delivery d
+    JOIN notify_notification n ON n.id = d.notification_id
+    WHERE d.id = %(id)s::uuid AND d.provider_message_id = %(message_id)s::varchar
+), logged AS (
+    {_log_rows('''(SELECT id AS delivery_id, status AS from_status, status AS to_status, attempts AS attempt,
+                          %(reason)s::varchar AS reason, NULL::int AS provider_status,
+                          %(answer)s::jsonb AS provider_answer, NULL::float8 AS duration_ms FROM d) e''')}
+)
+SELECT recipient_id FROM d
+"""
+
+
+def record_provider_event(delivery_id: str, provider_message_id: str, reason: str, answer: Any) -> int | None:
+    """Log what a provider said later about a message it accepted (a status callback), if the
+    delivery and the provider's message id match; returns the recipient's id, or None."""
+    with prepared_cursor() as cursor:
+        cursor.execute(_PROVIDER_EVENT_SQL, {"id": delivery_id, "message_id": provider_message_id,
+                                              "reason": reason[:128], "answer": answer_json(answer)})
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+# -- maintenance ---------------------------------------------------------------------------------
+_MOVE_DUE_SQL = """
+WITH due AS (
+    SELECT id, status AS old_status FROM notify_delivery
+    WHERE {where}
+    ORDER BY next_attempt_at NULLS FIRST
+    LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+), moved AS (
+    UPDATE notify_delivery d SET status = 'queued', published_at = NULL, updated_at = now(),
+           lease_until = NULL, unknown_outcome = d.unknown_outcome OR due.old_status = 'sending'
+    FROM due WHERE d.id = due.id
+    RETURNING d.id, d.attempts, due.old_status
+), logged AS (
+    {log}
+)
+SELECT count(*), (SELECT count(*) FROM ({wake}) w) FROM moved
+"""
+_MOVED_LOG = _log_rows('''(SELECT id AS delivery_id, old_status AS from_status, 'queued' AS to_status,
+                                  attempts AS attempt,
+                                  CASE WHEN old_status = 'sending' THEN 'lease_expired' ELSE 'retry_due' END AS reason,
+                                  NULL::int AS provider_status, NULL::jsonb AS provider_answer,
+                                  NULL::float8 AS duration_ms FROM moved) m''')
+_MOVE_WAKE = _wake_relay_sql("EXISTS (SELECT 1 FROM moved)")
+#: Due retries of channels that are not held, and sends whose worker died.
+_DUE_SQL = _MOVE_DUE_SQL.format(where="""
+    (status = 'retrying' AND next_attempt_at <= now() AND NOT channel = ANY(%(held)s))
+    OR (status = 'sending' AND lease_until < now())""", log=_MOVED_LOG, wake=_MOVE_WAKE)
+#: One due retry of a held channel: the dispatcher's probe.
+_PROBE_SQL = _MOVE_DUE_SQL.format(where="status = 'retrying' AND next_attempt_at <= now() AND channel = %(channel)s",
+                                  log=_MOVED_LOG, wake=_MOVE_WAKE)
+#: Published long ago and never claimed: the broker lost the message.
+_STALE_SQL = f"""
+WITH stale AS (
+    UPDATE notify_delivery SET published_at = NULL WHERE id IN (
+        SELECT id FROM notify_delivery
+        WHERE status = 'queued' AND published_at < now() - make_interval(secs => %(after)s::float8)
+        LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+    RETURNING 1
+)
+SELECT count(*), (SELECT count(*) FROM ({_wake_relay_sql("EXISTS (SELECT 1 FROM stale)")}) w) FROM stale
+"""
+
+
+def move_due(held: Sequence[str], limit: int) -> int:
+    """Due retries of channels not in ``held`` and sends whose lease ran out → ``queued`` in the
+    outbox (logged; the relay woken at commit); returns how many."""
+    with prepared_cursor() as cursor:
+        cursor.execute(_DUE_SQL, {"held": list(held), "limit": limit})
+        return cursor.fetchone()[0]
+
+
+def move_probe(channel: str) -> int:
+    """One due retry of a held ``channel`` → ``queued`` (the probe of its breaker)."""
+    with prepared_cursor() as cursor:
+        cursor.execute(_PROBE_SQL, {"channel": channel, "limit": 1})
+        return cursor.fetchone()[0]
+
+
+def unpublish_stale(after: float, limit: int) -> int:
+    """Queued deliveries published more than ``after`` seconds ago and never claimed → back
+    into the outbox; returns how many."""
+    with prepared_cursor() as cursor:
+        cursor.execute(_STALE_SQL, {"after": after, "limit": limit})
+        return cursor.fetchone()[0]
+
+
+_REPLAY_SQL = f"""
+WITH chosen AS (
+    SELECT id FROM notify_delivery
+    WHERE status = 'dead_lettered' AND (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))
+      AND (%(channel)s::varchar IS NULL OR channel = %(channel)s::varchar)
+    FOR UPDATE SKIP LOCKED
+), replayed AS (
+    UPDATE notify_delivery d SET status = 'queued', attempts = 0, published_at = NULL, updated_at = now(),
+           reason = 'replayed', unknown_outcome = false
+    FROM chosen WHERE d.id = chosen.id
+    RETURNING d.id
+), logged AS (
+    {_log_rows('''(SELECT id AS delivery_id, 'dead_lettered' AS from_status, 'queued' AS to_status, 0 AS attempt,
+                          'replayed' AS reason, NULL::int AS provider_status, NULL::jsonb AS provider_answer,
+                          NULL::float8 AS duration_ms FROM replayed) r''')}
+)
+SELECT count(*), (SELECT count(*) FROM ({_wake_relay_sql("EXISTS (SELECT 1 FROM replayed)")}) w) FROM replayed
+"""
+
+
+def replay_dead_letters(delivery_ids: Sequence[str] | None, channel: str | None) -> int:
+    """Dead-lettered deliveries (these, or all; of ``channel`` if given) → ``queued`` with a fresh
+    attempt budget, logged; the relay publishes them once this commits. Returns how many."""
+    with transaction.atomic(), prepared_cursor() as cursor:
+        cursor.execute(_REPLAY_SQL, {"ids": None if delivery_ids is None else list(delivery_ids),
+                                     "channel": channel})
+        return cursor.fetchone()[0]

@@ -1,0 +1,84 @@
+"""Send (notify.send): the worker's claim → provider → record, called in this process against a
+real provider sandbox. The service reacts to the adapters' outcomes and chooses the provider."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from notify import send
+from notify.models import Delivery, DeliveryLog, Device, Preference
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def accept(api, user, body, **profile):
+    api.put(f"/api/v1/recipients/{user}", profile, format="json")
+    r = api.post("/api/v1/notifications", {"recipient": user, **body}, format="json")
+    assert r.status_code == 202, r.content
+    return r.json()["deliveries"]
+
+
+def test_a_sent_delivery_records_its_provider_and_answer(api, ctl):
+    (d,) = accept(api, "s1", {"content": {"sms": {"body": "안녕하세요"}}}, phone="+14155550111")
+    assert send.send(d["id"]) == "sent"
+    row = Delivery.objects.get(id=d["id"])
+    assert (row.status, row.provider) == ("sent", "twilio") and row.provider_message_id.startswith("SM")
+    (record,) = ctl.records("twilio", delivery_id=d["id"])
+    assert record["accepted"]
+    assert send.send(d["id"]) == "skipped"  # a duplicate task finds nothing to claim
+
+
+def test_a_recipient_refusal_opts_the_recipient_out_of_the_channel(api, ctl):
+    ctl.add_fault(provider="twilio", status=400, code=21610, to="+14155550112", count=1)
+    (d,) = accept(api, "s2", {"content": {"sms": {"body": "hi"}}}, phone="+14155550112")
+    assert send.send(d["id"]) == "failed"
+    assert Delivery.objects.get(id=d["id"]).reason == "21610"
+    pref = Preference.objects.get(recipient__external_id="s2")
+    assert (pref.channel, pref.category, pref.enabled, pref.source) == ("sms", "", False, "provider")
+    (again,) = accept(api, "s2", {"content": {"sms": {"body": "hi"}}})
+    assert (again["status"], again["reason"]) == ("suppressed", "opted_out")
+
+
+def test_a_dead_token_deactivates_only_that_device(api, ctl):
+    api.put("/api/v1/recipients/s3", {}, format="json")
+    tokens = [secrets.token_hex(32), secrets.token_hex(32)]
+    for token in tokens:
+        api.post("/api/v1/recipients/s3/devices", {"platform": "ios", "token": token}, format="json")
+    ctl.kill_token("apns", tokens[0])
+    deliveries = accept(api, "s3", {"content": {"push": {"title": "t"}}})
+    outcomes = {d["to"]: send.send(d["id"]) for d in deliveries}
+    assert outcomes == {tokens[0]: "failed", tokens[1]: "sent"}
+    assert {d.token: d.active for d in Device.objects.filter(recipient__external_id="s3")} == {
+        tokens[0]: False, tokens[1]: True}
+
+
+def test_the_secondary_provider_sends_while_the_primarys_breaker_is_open(api, ctl, tripped, settings):
+    settings.NOTIFY_CHANNEL_PROVIDERS = {**settings.NOTIFY_CHANNEL_PROVIDERS, "email": ("ses", "smtp")}
+    tripped("ses")
+    (d,) = accept(api, "s4", {"content": {"email": {"subject": "주문", "text": "t"}}}, email="s4@example.com")
+    assert send.send(d["id"]) == "sent"
+    assert Delivery.objects.get(id=d["id"]).provider == "smtp"
+    assert len(ctl.records("smtp", delivery_id=d["id"])) == 1 and not ctl.records("ses", delivery_id=d["id"])
+
+
+def test_without_a_provider_to_call_the_delivery_waits_and_keeps_its_attempt(api, ctl, tripped, settings):
+    (d,) = accept(api, "s5", {"content": {"email": {"subject": "s", "text": "t"}}}, email="s5@example.com")
+    tripped("ses")
+    assert send.send(d["id"]) == "retrying"
+    row = Delivery.objects.get(id=d["id"])
+    assert (row.reason, row.attempts, row.provider) == ("circuit_open", 0, "")
+    assert not ctl.records("ses", delivery_id=d["id"])
+
+
+def test_the_message_carries_only_the_extras_its_adapter_declares(api, ctl, settings):
+    settings.NOTIFY_PUBLIC_URL = "https://notify.example.com"
+    deliveries = accept(api, "s6", {"content": {"sms": {"body": "x"}, "email": {"subject": "s", "text": "t"}}},
+                        phone="+14155550113", email="s6@example.com")
+    claims = {d["channel"]: send.claim(d["id"]) for d in deliveries}
+    sms = send.message_for(claims["sms"], "twilio")
+    email = send.message_for(claims["email"], "ses")
+    assert sms.status_callback == "https://notify.example.com/webhooks/twilio/status" and sms.unsubscribe_url is None
+    assert email.status_callback is None and email.unsubscribe_url.startswith("https://notify.example.com/unsubscribe/")
+    assert DeliveryLog.objects.filter(delivery_id__in=[d["id"] for d in deliveries], to_status="sending").count() == 2
