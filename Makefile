@@ -5,7 +5,7 @@ PYTEST_ARGS ?=
 
 .PHONY: run test install services migrate reset bench-e2e bench-sandbox bench-faults
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt sandbox/requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	touch $@

@@ -37,6 +37,7 @@ BUILTIN: tuple[str, ...] = (
 
 _lock = threading.Lock()
 _providers: dict[str, type[Channel]] = {}
+_channel_classes: dict[str, type[Channel]] = {}  # channel → its default provider's class
 _enabled: tuple[str, ...] | None = None
 _instances: dict[tuple[int, str], Channel] = {}
 
@@ -98,6 +99,9 @@ def configure(extra: Iterable[str] = (), enabled: Iterable[str] | None = None) -
     with _lock:
         _providers.clear()
         _providers.update(providers)
+        _channel_classes.clear()
+        for cls in providers.values():
+            _channel_classes.setdefault(cls.name, cls)
         _enabled = tuple(name for name in names if name in chosen)
         _instances.clear()
 
@@ -136,10 +140,7 @@ def channel_class(channel: str) -> type[Channel]:
     """The channel's declarations (its default provider's class: providers of one channel agree
     on every channel-level declaration). KeyError for an unknown channel."""
     _ensure()
-    for cls in _providers.values():
-        if cls.name == channel:
-            return cls
-    raise KeyError(channel)
+    return _channel_classes[channel]
 
 
 def channels_in_group(group: str) -> tuple[str, ...]:

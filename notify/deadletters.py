@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 
+from django.conf import settings
+
 from . import store
 from .models import Delivery, DeliveryStatus
 from .queues import DEAD_LETTER_EXCHANGE, dead_letter_queue
@@ -49,8 +51,6 @@ def replay(delivery_ids: list[str] | None = None, channel: str | None = None) ->
 def queue_depths() -> dict[str, int]:
     """Messages waiting on each ``<channel>.dead`` queue."""
     from .celery import app
-
-    from django.conf import settings
 
     depths = {}
     with app.connection_for_write() as conn:

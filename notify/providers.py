@@ -86,6 +86,11 @@ def check_configuration() -> None:
             "the provider sandbox (DJANGO_SETTINGS_MODULE=settings.dev).")
 
 
+def in_use(provider: str) -> bool:
+    """True when ``provider`` sends for an enabled channel (as its primary or secondary)."""
+    return any(provider in chosen for chosen in settings.NOTIFY_CHANNEL_PROVIDERS.values())
+
+
 def adapter(provider: str) -> Channel:
     """This process's long-lived adapter instance of ``provider``."""
     return registry.get_provider(provider, config_for)

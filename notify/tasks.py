@@ -8,6 +8,7 @@ to ``NOTIFY_TASK_BATCH`` delivery ids of its channel (notify.outbox).
 from celery.exceptions import Reject
 from celery.signals import task_prerun, worker_init, worker_process_shutdown
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import InterfaceError, OperationalError, close_old_connections
 
 from channels.registry import close_all
@@ -52,8 +53,12 @@ def forget_idempotency_keys() -> int:
 
 @worker_init.connect
 def _check_configuration(**kwargs):
-    # A worker with a provider setting missing must not start (production settings).
-    providers.check_configuration()
+    # A worker with a provider setting missing must not start (production settings). Celery logs
+    # and swallows a receiver's exceptions, so the refusal is a SystemExit.
+    try:
+        providers.check_configuration()
+    except ImproperlyConfigured as exc:
+        raise SystemExit(f"ImproperlyConfigured: {exc}") from exc
 
 
 @task_prerun.connect

@@ -25,8 +25,10 @@ STACK_ENV = {
     "NOTIFY_APNS_MAX_ATTEMPTS": "50",
     "NOTIFY_EMAIL_MAX_ATTEMPTS": "5",
     **{f"NOTIFY_{c}_BACKOFF_MAX": "2" for c in ("APNS", "FCM", "WEBPUSH", "SMS", "EMAIL")},
-    # A push service that is down (nothing listens there), for the per-origin breaker test.
-    "NOTIFY_WEBPUSH_PRIVATE_ENDPOINTS": "127.0.0.1:19699",
+    # A push service that is down (nothing listens there), for the per-origin breaker test, beside
+    # the sandbox's (a variable that is set replaces the sandbox's default).
+    "NOTIFY_WEBPUSH_PRIVATE_ENDPOINTS":
+        f"127.0.0.1:19699,127.0.0.1:{int(os.environ['NOTIFY_TEST_SANDBOX_PORT_BASE']) + 3}",
 }
 
 

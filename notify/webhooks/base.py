@@ -45,9 +45,7 @@ class WebhookView(View):
     http_method_names = ["post"]
 
     def post(self, request, provider: str, kind: str):
-        channels = settings.NOTIFY_CHANNEL_PROVIDERS.get(
-            getattr(registry.providers().get(provider), "name", None), ())
-        if provider not in channels or kind not in registry.provider_class(provider).webhook_kinds:
+        if not providers.in_use(provider) or kind not in registry.provider_class(provider).webhook_kinds:
             raise Http404(f"no {kind} webhook for provider {provider}")
         adapter = providers.adapter(provider)
         # Providers sign the public URL they called, which a proxy may rewrite: rebuild it from

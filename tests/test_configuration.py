@@ -1,0 +1,55 @@
+"""Production settings never fall back to the provider sandbox: a provider setting that is
+missing stops the API, the relay and the workers at start-up, naming the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TWILIO = {"NOTIFY_TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "NOTIFY_TWILIO_AUTH_TOKEN": "secret",
+          "NOTIFY_TWILIO_FROM": "+15005550006"}
+
+
+def start(argv: list[str], **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "AWS_", "DJANGO_"))}
+    clean.update({"DJANGO_SETTINGS_MODULE": "settings.production", **env})
+    return subprocess.run(argv, cwd=ROOT, env=clean, capture_output=True, text=True, timeout=120)
+
+
+API = [sys.executable, "-c", "import notify.wsgi"]
+RELAY = [sys.executable, "manage.py", "relay"]
+WORKER = [str(Path(sys.executable).with_name("celery")), "-A", "notify", "worker", "-Q", "sms", "-P", "solo",
+          "--without-gossip", "--without-mingle", "--without-heartbeat"]
+
+
+@pytest.mark.parametrize("process", [API, RELAY, WORKER], ids=["api", "relay", "worker"])
+def test_a_missing_provider_setting_stops_the_start_and_names_the_variable(process):
+    done = start(process, NOTIFY_CHANNELS="sms", **{k: v for k, v in TWILIO.items() if k != "NOTIFY_TWILIO_AUTH_TOKEN"})
+    assert done.returncode != 0
+    assert "ImproperlyConfigured" in done.stderr and "NOTIFY_TWILIO_AUTH_TOKEN (sms through twilio)" in done.stderr
+
+
+def test_every_missing_setting_of_every_enabled_channel_is_named():
+    done = start(API)
+    assert done.returncode != 0
+    for variable in ("NOTIFY_APNS_KEY_FILE", "NOTIFY_FCM_PROJECT_ID", "NOTIFY_VAPID_SUBJECT",
+                     "NOTIFY_TWILIO_ACCOUNT_SID", "NOTIFY_SES_FROM"):
+        assert variable in done.stderr
+    assert "NOTIFY_SMTP_HOST" not in done.stderr  # SMTP is not in use unless chosen
+
+
+def test_a_complete_configuration_starts_and_a_secondary_provider_is_checked_too():
+    assert start(API, NOTIFY_CHANNELS="sms", **TWILIO).returncode == 0
+    done = start(API, NOTIFY_CHANNELS="email", NOTIFY_SES_FROM="n@example.com",
+                 NOTIFY_EMAIL_SECONDARY_PROVIDER="smtp")
+    assert done.returncode != 0 and "NOTIFY_SMTP_HOST (email through smtp)" in done.stderr
+
+
+def test_an_unknown_provider_choice_is_refused():
+    done = start(API, NOTIFY_CHANNELS="sms", NOTIFY_SMS_PROVIDER="ses", **TWILIO)
+    assert done.returncode != 0 and "is not a provider of sms" in done.stderr
