@@ -274,10 +274,11 @@ class Channel:
         return tuple(s.key for s in cls.settings if s.required)
 
     @classmethod
-    def check_content(cls, content: Mapping[str, Any]) -> None:
+    def check_content(cls, content: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> None:
         """Raise InvalidMessage if the provider is documented to refuse ``content`` whatever the
         address (size, types, header injection). The API asks this before writing anything and
-        ``build_payload`` applies the same rules, so the two can never disagree."""
+        ``build_payload`` applies the same rules, so the two can never disagree. ``config`` is
+        the adapter's config mapping, for limits a deployment sets (None: the defaults)."""
 
     @classmethod
     def describe_content(cls, content: Mapping[str, Any]) -> dict[str, Any]:

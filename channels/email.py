@@ -70,7 +70,7 @@ class EmailChannel(Channel):
     one_click_unsubscribe = True
 
     @classmethod
-    def check_content(cls, content: Mapping[str, Any]) -> None:
+    def check_content(cls, content: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> None:
         """An email needs a subject and a text or HTML body; no header may break a line.
 
         Raises:

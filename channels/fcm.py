@@ -127,7 +127,7 @@ class FCMChannel(RequestsTransport, Channel):
 
     # -- declarations ------------------------------------------------------------------------
     @classmethod
-    def check_content(cls, content: Mapping[str, Any]) -> None:
+    def check_content(cls, content: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> None:
         """Push content must say something, use no reserved data key, and fit 4096 bytes.
 
         Raises:
@@ -135,6 +135,15 @@ class FCMChannel(RequestsTransport, Channel):
                 ``payload_too_large`` (see :func:`device_payload_size`).
         """
         _message_body(content, "token", _PLACEHOLDER_ID, "normal", None, None)
+
+    @classmethod
+    def describe_content(cls, content: Mapping[str, Any]) -> dict[str, Any]:
+        """``{"payload_bytes": n, "payload_limit": 4096}`` (see :func:`device_payload_size`)."""
+        try:
+            body = _message_body(content, "token", _PLACEHOLDER_ID, "normal", None, None)
+        except InvalidMessage:
+            return {}
+        return {"payload_bytes": device_payload_size(body), "payload_limit": MAX_PAYLOAD_BYTES}
 
     @classmethod
     def validate_address(cls, value: Any, config: Mapping[str, Any]) -> str:

@@ -42,6 +42,8 @@ MAX_BODY_CHARS = 1600
 #: Error codes meaning the recipient opted out (replied STOP): RECIPIENT_REFUSED, so the service
 #: records the opt-out and stops sending SMS to that number, not just fails this one message.
 OPT_OUT_CODES = frozenset({"21610"})
+#: Segments one SMS may cost unless the deployment sets ``NOTIFY_TWILIO_MAX_SEGMENTS``.
+DEFAULT_MAX_SEGMENTS = 10
 #: Error codes meaning "too many requests": retry later.
 RETRY_CODES = frozenset({"20429"})
 #: Inbound keywords Twilio's Advanced Opt-Out treats as opt-out / opt-in ("Twilio support for
@@ -94,6 +96,8 @@ class TwilioSMSChannel(RequestsTransport, Channel):
                 doc="E.164 sender (or set the messaging service)"),
         Setting("messaging_service_sid", "NOTIFY_TWILIO_MESSAGING_SERVICE_SID",
                 doc="`MG…` Messaging Service, preferred over the sender number"),
+        Setting("max_segments", "NOTIFY_TWILIO_MAX_SEGMENTS", default=str(DEFAULT_MAX_SEGMENTS),
+                doc="most billed segments one SMS may cost (longer texts are refused at the API)"),
         *common_settings("NOTIFY_TWILIO"),
     )
     collapses_resends = False  # a resend after a lost answer can deliver the SMS twice
@@ -121,17 +125,23 @@ class TwilioSMSChannel(RequestsTransport, Channel):
 
     # -- declarations ------------------------------------------------------------------------
     @classmethod
-    def check_content(cls, content: Mapping[str, Any]) -> None:
-        """The SMS text must be non-empty and at most 1600 characters (Twilio's ``Body``).
+    def check_content(cls, content: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> None:
+        """The SMS text must be non-empty, at most 1600 characters (Twilio's ``Body``) and at most
+        ``max_segments`` billed segments (the deployment's cap, default 10).
 
         Raises:
-            InvalidMessage: ``empty_body``, ``body_too_long``.
+            InvalidMessage: ``empty_body``, ``body_too_long``, ``too_many_segments``.
         """
         body = content.get("body")
         if not isinstance(body, str) or not body.strip():
             raise InvalidMessage("empty_body", "SMS needs a non-empty text body")
         if len(body) > MAX_BODY_CHARS:
             raise InvalidMessage("body_too_long", f"{len(body)} characters > {MAX_BODY_CHARS}")
+        limit = int((config or {}).get("max_segments") or DEFAULT_MAX_SEGMENTS)
+        info = sms_info(body)
+        if info["segments"] > limit:
+            raise InvalidMessage("too_many_segments",
+                                 f"{info['segments']} {info['encoding']} segments > {limit}")
 
     @classmethod
     def describe_content(cls, content: Mapping[str, Any]) -> dict[str, Any]:
@@ -179,7 +189,7 @@ class TwilioSMSChannel(RequestsTransport, Channel):
         """
         if not isinstance(message.to, str) or not _E164.match(message.to):
             raise InvalidMessage("invalid_number", "SMS recipients must be E.164 (+15551234567)")
-        self.check_content(message.content)
+        self.check_content(message.content, self.config)
         kwargs: dict[str, Any] = {"to": message.to, "body": message.content["body"]}
         if self.messaging_service_sid:
             kwargs["messaging_service_sid"] = self.messaging_service_sid

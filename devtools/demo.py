@@ -9,7 +9,9 @@ import secrets
 import time
 import urllib.request
 
-from notify.models import FINAL_STATUSES, App, AppAPIKey, Template
+from django.utils import timezone
+
+from notify.models import FINAL_STATUSES, App, AppAPIKey, Template, TemplateVersion
 
 DEMO_TEMPLATE = {
     "push": {"title": "{{ name }}님, 주문이 발송되었어요 📦", "body": "Order {{ order }} ships today. 오늘 출발합니다!",
@@ -29,8 +31,11 @@ def fcm_token() -> str:
 def create_app(name: str = "demo") -> tuple[App, str]:
     """Create (or reuse) an app with a demo template; return it with a new API key."""
     app, _ = App.objects.get_or_create(name=name)
-    Template.objects.update_or_create(app=app, name="order-shipped", locale="",
-                                      defaults={"category": "orders", "content": DEMO_TEMPLATE})
+    template, _ = Template.objects.get_or_create(app=app, name="order-shipped",
+                                                 defaults={"category": "orders", "default_locale": "ko"})
+    if not template.versions.exists():
+        TemplateVersion.objects.create(template=template, number=1, content={"ko": DEMO_TEMPLATE},
+                                       published_at=timezone.now())
     _, key = AppAPIKey.objects.create_key(name=f"{name} key", app=app)
     return app, key
 

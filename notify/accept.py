@@ -30,7 +30,8 @@ from . import breaker, cache, providers, store
 from .errors import SendRejected
 from .models import DeliveryStatus
 from .ratelimit import over_limit
-from .rendering import RenderError, render_content
+from .rendering import MissingVariables, RenderError, assign_variant, render_parts, select_locale
+from .truncation import fit_for
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class PlannedDelivery:
     status: str
     reason: str = ""
     wait: float = 0.0
+    variant: str = ""
 
 
 @dataclass
@@ -74,6 +76,7 @@ class PlannedNotification:
     category: str
     template_id: int | None
     template_version: int | None
+    locale: str
     data: dict
     content: dict
     priority: str
@@ -112,23 +115,52 @@ def opted_in(profile: dict, channel: str, category: str) -> bool:
     return True
 
 
-def _content(app_id: int, payload: dict, profile: dict) -> tuple[dict, dict | None]:
-    if payload.get("template"):
-        template = cache.load_template(app_id, payload["template"])
-        if template is None:
-            raise SendRejected("template_not_found", f"no template named {payload['template']!r}", status=404,
-                               fields={"template": ["not found"]})
-        try:
-            rendered = render_content(template, payload.get("data") or {}, profile)
-        except RenderError as exc:
-            raise SendRejected("template_error", str(exc), status=422, fields={"template": [str(exc)]}) from None
-        return rendered, template
-    return payload["content"], None
+@dataclass(frozen=True)
+class Content:
+    """What a send says: the rendered content per group, and where it came from."""
+
+    parts: dict
+    template: dict | None = None
+    locale: str = ""
+    variant: str = ""
 
 
-def check_content(channel: str, group: str, content: dict, checked: dict[str, dict]) -> dict:
-    """Ask the channel's adapter whether its provider would take ``content``; returns what the
-    adapter reports about it (e.g. SMS encoding and segments). ``checked`` caches per channel.
+def _content(app_id: int, payload: dict, profile: dict, groups: tuple[str, ...] | None) -> Content:
+    """The send's content: its explicit ``content``, or its template rendered for this recipient
+    (version pinned or latest published, variant by weight, locale by fallback). Only the
+    ``groups`` the send can use are rendered (all of the template's when None)."""
+    if not payload.get("template"):
+        return Content(payload["content"])
+    template = cache.load_template(app_id, payload["template"], payload.get("template_version"))
+    if template is None or template["archived"]:
+        raise SendRejected("template_not_found", f"no template named {payload['template']!r}", status=404,
+                           fields={"template": ["not found"]})
+    if template["version"] is None:
+        raise SendRejected("template_version_not_found", "no such published version of this template", status=404,
+                           fields={"template_version": ["not a published version"]})
+    variant = assign_variant(template["variants"], f"{app_id}:{profile['external_id']}",
+                             f"{template['id']}:{template['version']}")
+    source = variant["content"] if variant else template["content"]
+    locale = select_locale(source, profile.get("locale"), template["default_locale"])
+    parts = source[locale]
+    try:
+        rendered = render_parts(parts, groups if groups is not None else tuple(parts), payload.get("data") or {},
+                                profile)
+    except MissingVariables as exc:
+        raise SendRejected("missing_variables", str(exc), status=400,
+                           fields={"data": [f"missing: {name}" for name in exc.names]}) from None
+    except RenderError as exc:
+        raise SendRejected("template_error", str(exc), status=422, fields={"template": [str(exc)]}) from None
+    return Content(rendered, template, locale, variant["name"] if variant else "")
+
+
+def check_content(channel: str, group: str, content: dict, checked: dict[str, dict], truncate: bool = False) -> dict:
+    """Ask the channel's adapter whether its provider would take ``content[group]``; returns what
+    the adapter reports about it (e.g. SMS encoding and segments). ``checked`` caches per channel.
+
+    With ``truncate`` (the template's ``truncate_push``), a body too large for the provider is
+    cut on grapheme-cluster boundaries until it fits (``content[group]`` is replaced), instead of
+    refusing the send.
 
     Raises:
         SendRejected: 422 with the adapter's reason code (``payload_too_large``,
@@ -136,13 +168,19 @@ def check_content(channel: str, group: str, content: dict, checked: dict[str, di
     """
     if channel not in checked:
         cls = registry.channel_class(channel)
+        config = providers.content_config(channel)
         try:
-            cls.check_content(content)
+            cls.check_content(content[group], config)
         except InvalidMessage as exc:
-            raise SendRejected(exc.reason, f"{channel}: {exc}", status=422,
-                               fields={f"content.{group}": [f"{channel}: {exc}"]}) from None
-        checked[channel] = cls.describe_content(content)
+            fitted = fit_for(cls, content[group], config) \
+                if truncate and exc.reason == "payload_too_large" else None
+            if fitted is None:
+                raise SendRejected(exc.reason, f"{channel}: {exc}", status=422,
+                                   fields={f"content.{group}": [f"{channel}: {exc}"]}) from None
+            content[group] = fitted
+        checked[channel] = cls.describe_content(content[group])
     return checked[channel]
+
 
 
 def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: str | None,
@@ -158,10 +196,13 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
     if profile is None:
         raise SendRejected("recipient_not_found", f"no recipient {payload['recipient']!r}", status=404,
                            fields={"recipient": ["not found"]})
-    content, template = _content(app_id, payload, profile)
+    requested = payload.get("channels")
+    groups = tuple(dict.fromkeys(registry.channel_class(c).content_group for c in requested)) if requested else None
+    rendered = _content(app_id, payload, profile, groups)
+    content, template = rendered.parts, rendered.template
+    truncate = bool(template and template["truncate_push"])
     category = payload.get("category") or (template or {}).get("category") or "general"
 
-    requested = payload.get("channels")
     allowed: list[tuple[str, list]] = []
     deliveries: list[PlannedDelivery] = []
     summary: list[dict] = []
@@ -170,7 +211,8 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
 
     def add(channel: str, device_id: int | None, address: str, status: str, reason: str = "",
             wait: float = 0.0) -> None:
-        delivery = PlannedDelivery(uuid.uuid4(), notification_id, channel, device_id, address, status, reason, wait)
+        delivery = PlannedDelivery(uuid.uuid4(), notification_id, channel, device_id, address, status, reason, wait,
+                                   rendered.variant)
         deliveries.append(delivery)
         entry = {"id": str(delivery.id), "channel": channel, "to": address or None,
                  "status": status, "reason": reason or None}
@@ -197,7 +239,7 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
                 add(channel, device_id, address, DeliveryStatus.SUPPRESSED, "opted_out")
             continue
         # Content is checked only for the channels this send will use.
-        check_content(channel, group, content[group], checked)
+        check_content(channel, group, content, checked, truncate)
         allowed.append((channel, found))
 
     limited = over_limit(app_id, profile["id"], [channel for channel, _ in allowed])
@@ -219,11 +261,14 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
 
     ttl = payload.get("ttl") or settings.NOTIFY_DEFAULT_TTL
     body = {"id": str(notification_id), "event_id": idempotency_key, "deliveries": summary}
+    if template:
+        body["template"] = {"name": template["name"], "version": template["version"], "locale": rendered.locale,
+                            "variant": rendered.variant or None}
     notification = PlannedNotification(
         id=notification_id, app_id=app_id, api_key_id=api_key_id, recipient_id=profile["id"],
         idempotency_key=idempotency_key, request_hash=digest or request_hash(payload), category=category,
         template_id=template["id"] if template else None, template_version=template["version"] if template else None,
-        data=payload.get("data") or {}, content=content, priority=payload.get("priority") or "normal",
+        locale=rendered.locale, data=payload.get("data") or {}, content=content, priority=payload.get("priority") or "normal",
         ttl=ttl, expires_at=timezone.now() + dt.timedelta(seconds=ttl), response=body,
     )
     return Planned(notification, deliveries, body)

@@ -5,7 +5,8 @@ from django.contrib import admin, messages
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
 from . import deadletters
-from .models import App, AppAPIKey, Delivery, DeliveryLog, Device, Notification, Preference, Recipient, Template
+from .models import App, AppAPIKey, Delivery, DeliveryLog, Device, Notification, Preference, Recipient, Template, \
+    TemplateVersion
 
 
 @admin.register(App)
@@ -46,11 +47,21 @@ class PreferenceAdmin(admin.ModelAdmin):
     search_fields = ["recipient__external_id"]
 
 
+class TemplateVersionInline(admin.StackedInline):
+    model = TemplateVersion
+    fields = ["number", "content", "variants", "published_at"]
+    extra = 0
+
+    def get_readonly_fields(self, request, obj=None):
+        # A published version never changes: editing means adding a new version.
+        return ["number", "content", "variants", "published_at"] if obj else []
+
+
 @admin.register(Template)
 class TemplateAdmin(admin.ModelAdmin):
-    list_display = ["name", "app", "category", "version", "updated_at"]
+    list_display = ["name", "app", "category", "default_locale", "archived_at", "updated_at"]
     list_filter = ["app", "category"]
-    readonly_fields = ["version"]
+    inlines = [TemplateVersionInline]
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -1,7 +1,7 @@
 """Redis cache in front of the look-ups on the API path.
 
 What is cached: a recipient's send profile (its row, active devices and preferences in one entry),
-each template, and each API key's stored hash (looked up by the key's public prefix). Entries
+each template with its latest published version (and each version a send pins), and each API key's stored hash (looked up by the key's public prefix). Entries
 are deleted by model signals on every save or delete, so a change made through the API or the
 Django admin takes effect on the very next request; the TTL only bounds memory (and, for API
 keys, changes made without signals, such as ``QuerySet.update``).
@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
-from .models import AppAPIKey, Device, Preference, Recipient, Template
+from .models import AppAPIKey, Device, Preference, Recipient, Template, TemplateVersion
 
 PROFILE_TTL = 300  # seconds
 TEMPLATE_TTL = 300
@@ -27,8 +27,8 @@ def profile_key(app_id: int, external_id: str) -> str:
     return f"recipient:{app_id}:{external_id}"
 
 
-def template_key(app_id: int, name: str) -> str:
-    return f"template:{app_id}:{name}"
+def template_key(app_id: int, name: str, version: int | None = None) -> str:
+    return f"template:{app_id}:{name}:{version or 'latest'}"
 
 
 def load_profile(app_id: int, external_id: str) -> dict | None:
@@ -68,17 +68,29 @@ def load_profile(app_id: int, external_id: str) -> dict | None:
     return profile
 
 
-def load_template(app_id: int, name: str) -> dict | None:
-    """Return ``{"id", "name", "category", "content", "version"}`` of a template, or None."""
-    key = template_key(app_id, name)
+def load_template(app_id: int, name: str, version: int | None = None) -> dict | None:
+    """Return a template with one of its published versions, or None if there is no such
+    template.
+
+    Shape: ``{"id", "name", "category", "default_locale", "truncate_push", "archived",
+    "version", "content", "variants"}``: ``version`` (with ``content`` and ``variants``) is the
+    pinned one, or the latest published when ``version`` is None; ``version`` None when there is
+    no such published version. A miss costs two queries.
+    """
+    key = template_key(app_id, name, version)
     entry = cache.get(key)
     if entry is not None:
         return entry
-    template = Template.objects.filter(app_id=app_id, name=name, locale="").first()
+    template = Template.objects.filter(app_id=app_id, name=name).first()
     if template is None:
         return None
+    published = template.versions.filter(published_at__isnull=False)
+    chosen = published.filter(number=version).first() if version else published.order_by("-number").first()
     entry = {"id": template.id, "name": template.name, "category": template.category,
-             "content": template.content, "version": template.version}
+             "default_locale": template.default_locale, "truncate_push": template.truncate_push,
+             "archived": template.archived_at is not None,
+             "version": chosen.number if chosen else None,
+             "content": chosen.content if chosen else {}, "variants": chosen.variants if chosen else []}
     cache.set(key, entry, TEMPLATE_TTL)
     return entry
 
@@ -126,9 +138,25 @@ def _recipient_part_changed(sender, instance, **kwargs):
         forget_recipient(recipient["app_id"], recipient["external_id"])
 
 
+def forget_template(template: Template) -> None:
+    """Drop every cached entry of ``template`` (its latest and each pinned version)."""
+    numbers = list(TemplateVersion.objects.filter(template_id=template.pk).values_list("number", flat=True))
+    keys = [template_key(template.app_id, template.name)] + [
+        template_key(template.app_id, template.name, n) for n in numbers]
+    cache.delete_many(keys)
+    transaction.on_commit(lambda: cache.delete_many(keys))
+
+
 @receiver([post_save, post_delete], sender=Template)
 def _template_changed(sender, instance: Template, **kwargs):
-    cache.delete(template_key(instance.app_id, instance.name))
+    forget_template(instance)
+
+
+@receiver([post_save, post_delete], sender=TemplateVersion)
+def _template_version_changed(sender, instance: TemplateVersion, **kwargs):
+    template = Template.objects.filter(pk=instance.template_id).first()
+    if template is not None:
+        forget_template(template)
 
 
 @receiver([post_save, post_delete], sender=AppAPIKey)

@@ -86,6 +86,11 @@ def check_configuration() -> None:
             "the provider sandbox (DJANGO_SETTINGS_MODULE=settings.dev).")
 
 
+def content_config(channel: str) -> dict[str, Any]:
+    """The config the API checks a channel's content with: its primary provider's."""
+    return config_for(settings.NOTIFY_CHANNEL_PROVIDERS[channel][0])
+
+
 def in_use(provider: str) -> bool:
     """True when ``provider`` sends for an enabled channel (as its primary or secondary)."""
     return any(provider in chosen for chosen in settings.NOTIFY_CHANNEL_PROVIDERS.values())

@@ -104,20 +104,21 @@ def idempotent_responses(app_id: int, keys: Sequence[str]) -> dict[str, tuple[st
 _INSERT_SQL = f"""
 WITH notification AS (
     INSERT INTO notify_notification (id, app_id, api_key_id, recipient_id, idempotency_key, request_hash,
-        category, template_id, template_version, data, content, priority, ttl, expires_at, response, created_at)
+        category, template_id, template_version, locale, data, content, priority, ttl, expires_at, response, created_at)
     SELECT *, now() FROM unnest(%(n_id)s::uuid[], %(n_app)s::bigint[], %(n_key)s::varchar[], %(n_recipient)s::bigint[],
         %(n_idem)s::varchar[], %(n_hash)s::varchar[], %(n_category)s::varchar[], %(n_template)s::bigint[],
-        %(n_version)s::int[], %(n_data)s::jsonb[], %(n_content)s::jsonb[], %(n_priority)s::varchar[],
+        %(n_version)s::int[], %(n_locale)s::varchar[], %(n_data)s::jsonb[], %(n_content)s::jsonb[], %(n_priority)s::varchar[],
         %(n_ttl)s::int[], %(n_expires)s::timestamptz[], %(n_response)s::jsonb[])
     RETURNING 1
 ), delivery AS (
-    INSERT INTO notify_delivery (id, notification_id, channel, provider, device_id, address, status, reason,
+    INSERT INTO notify_delivery (id, notification_id, channel, provider, variant, device_id, address, status, reason,
         attempts, provider_message_id, created_at, updated_at, next_attempt_at, unknown_outcome)
-    SELECT id, notification_id, channel, '', device_id, address, status, reason, 0, '', now(), now(),
+    SELECT id, notification_id, channel, '', variant, device_id, address, status, reason, 0, '', now(), now(),
            now() + make_interval(secs => wait), false
-    FROM unnest(%(d_id)s::uuid[], %(d_notification)s::uuid[], %(d_channel)s::varchar[], %(d_device)s::bigint[],
-                %(d_address)s::text[], %(d_status)s::varchar[], %(d_reason)s::varchar[], %(d_wait)s::float8[])
-         AS d(id, notification_id, channel, device_id, address, status, reason, wait)
+    FROM unnest(%(d_id)s::uuid[], %(d_notification)s::uuid[], %(d_channel)s::varchar[], %(d_variant)s::varchar[],
+                %(d_device)s::bigint[], %(d_address)s::text[], %(d_status)s::varchar[], %(d_reason)s::varchar[],
+                %(d_wait)s::float8[])
+         AS d(id, notification_id, channel, variant, device_id, address, status, reason, wait)
     RETURNING id, status, reason
 ), parked AS (
     {_log_rows('''(SELECT id AS delivery_id, '' AS from_status, status AS to_status, 0 AS attempt, reason,
@@ -137,8 +138,8 @@ def insert_notifications(notifications: Sequence[Any], deliveries: Sequence[Any]
 
     Args:
         notifications: objects with the Notification model's attributes.
-        deliveries: objects with ``id, notification_id, channel, device_id, address, status,
-            reason, wait``.
+        deliveries: objects with ``id, notification_id, channel, variant, device_id, address,
+            status, reason, wait``.
     Raises:
         IntegrityError: an idempotency key is taken (a concurrent request won).
     """
@@ -148,12 +149,12 @@ def insert_notifications(notifications: Sequence[Any], deliveries: Sequence[Any]
         "n_key": [n.api_key_id for n in notifications], "n_recipient": [n.recipient_id for n in notifications],
         "n_idem": [n.idempotency_key for n in notifications], "n_hash": [n.request_hash for n in notifications],
         "n_category": [n.category for n in notifications], "n_template": [n.template_id for n in notifications],
-        "n_version": [n.template_version for n in notifications],
+        "n_version": [n.template_version for n in notifications], "n_locale": [n.locale for n in notifications],
         "n_data": [Jsonb(n.data) for n in notifications], "n_content": [Jsonb(n.content) for n in notifications],
         "n_priority": [n.priority for n in notifications], "n_ttl": [n.ttl for n in notifications],
         "n_expires": [n.expires_at for n in notifications], "n_response": [Jsonb(n.response) for n in notifications],
         "d_id": [d.id for d in deliveries], "d_notification": [d.notification_id for d in deliveries],
-        "d_channel": [d.channel for d in deliveries], "d_device": [d.device_id for d in deliveries],
+        "d_channel": [d.channel for d in deliveries], "d_variant": [d.variant for d in deliveries], "d_device": [d.device_id for d in deliveries],
         "d_address": [d.address for d in deliveries], "d_status": [d.status for d in deliveries],
         "d_reason": [d.reason for d in deliveries], "d_wait": [d.wait for d in deliveries],
     }

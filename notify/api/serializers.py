@@ -68,6 +68,8 @@ class SendSerializer(StrictSerializer):
 
     recipient = serializers.CharField(max_length=255, validators=[validators.external_id])
     template = serializers.SlugField(max_length=100, required=False)
+    template_version = serializers.IntegerField(min_value=1, required=False,
+                                                help_text="a published version to use (default: the latest)")
     data = StorableJSONObject(required=False)
     content = Content(required=False)
     channels = serializers.ListField(child=serializers.ChoiceField(CHANNEL_CHOICES), required=False,
@@ -80,6 +82,8 @@ class SendSerializer(StrictSerializer):
     def validate(self, attrs):
         if bool(attrs.get("template")) == bool(attrs.get("content")):
             raise serializers.ValidationError({"template": ["give either template (with data) or content"]})
+        if "template_version" in attrs and not attrs.get("template"):
+            raise serializers.ValidationError({"template_version": ["only with template"]})
         if "channels" in attrs and len(set(attrs["channels"])) != len(attrs["channels"]):
             raise serializers.ValidationError({"channels": ["duplicate channel"]})
         return attrs

@@ -3,10 +3,10 @@ templates, notifications with their deliveries and the delivery log."""
 
 from .apps import App, AppAPIKey
 from .recipients import Device, Preference, Recipient
-from .templates import Template
+from .templates import Template, TemplateVersion
 from .notifications import FINAL_STATUSES, Delivery, DeliveryLog, DeliveryStatus, Notification
 
 __all__ = [
-    "App", "AppAPIKey", "Device", "Preference", "Recipient", "Template",
+    "App", "AppAPIKey", "Device", "Preference", "Recipient", "Template", "TemplateVersion",
     "Delivery", "DeliveryLog", "DeliveryStatus", "FINAL_STATUSES", "Notification",
 ]

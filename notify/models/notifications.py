@@ -40,6 +40,7 @@ class Notification(models.Model):
     category = models.CharField(max_length=64, default="general")
     template = models.ForeignKey("notify.Template", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     template_version = models.PositiveIntegerField(null=True, blank=True)
+    locale = models.CharField(max_length=35, blank=True, default="")  # the template locale used
     data = models.JSONField(default=dict, blank=True)
     content = models.JSONField()  # rendered, per channel group: push / sms / email
     priority = models.CharField(max_length=8, default="normal")
@@ -63,6 +64,7 @@ class Delivery(models.Model):
     notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="deliveries")
     channel = models.CharField(max_length=16)  # a channel of channels.registry
     provider = models.CharField(max_length=32, blank=True)  # who sent it (notify.providers)
+    variant = models.CharField(max_length=32, blank=True, default="")  # the template's A/B variant
     device = models.ForeignKey("notify.Device", on_delete=models.SET_NULL, null=True, blank=True, related_name="deliveries")
     address = models.TextField(blank=True)  # token / endpoint / E.164 / email, as sent
     status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)

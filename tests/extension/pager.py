@@ -34,7 +34,7 @@ class PagerChannel(RequestsTransport, Channel):
         self.session = retryless_session({})
 
     @classmethod
-    def check_content(cls, content: Mapping[str, Any]) -> None:
+    def check_content(cls, content: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> None:
         text = content.get("body") or content.get("title") or ""
         if not text:
             raise InvalidMessage("empty_content", "a page needs a title or a body")
@@ -48,7 +48,7 @@ class PagerChannel(RequestsTransport, Channel):
         return value
 
     def build_payload(self, message: Message) -> bytes:
-        self.check_content(message.content)
+        self.check_content(message.content, self.config)
         return json_bytes({"pager": message.to, "delivery_id": message.delivery_id,
                            "text": message.content.get("body") or message.content.get("title")})
 
