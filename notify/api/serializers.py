@@ -52,6 +52,8 @@ class SMSContent(StrictSerializer):
 
 
 class EmailContent(StrictSerializer):
+    from_name = serializers.CharField(max_length=256, required=False,
+                                      help_text="display name of the sender (RFC 2047-encoded when not ASCII)")
     subject = serializers.CharField(max_length=998)
     text = serializers.CharField(required=False, allow_blank=True)
     html = serializers.CharField(required=False, allow_blank=True)
