@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test install services migrate reset bench-e2e bench-sandbox bench-faults
+.PHONY: run test install services browser migrate reset bench-e2e bench-sandbox bench-faults
 
 $(VENV)/.installed: requirements.txt sandbox/requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -15,6 +15,10 @@ install: $(VENV)/.installed
 services:
 	bash scripts/services.sh
 
+## Headless Chromium and ChromeDriver (Debian packages) for the admin's browser tests.
+browser:
+	bash scripts/browser.sh
+
 migrate: install services
 	$(PY) manage.py migrate --noinput -v 0
 
@@ -23,7 +27,7 @@ run: migrate
 	$(PY) -m devtools.run
 
 ## Run the whole test suite against the real services and the provider sandbox.
-test: install services
+test: install services browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## Forget the local system's state: database `notify`, its queues, cache, sandbox and logs.

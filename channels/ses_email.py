@@ -13,6 +13,7 @@ which botocore reads itself; else AWS's regional endpoint.
 
 from __future__ import annotations
 
+import email.utils
 from typing import Any, Mapping
 
 import boto3
@@ -20,7 +21,7 @@ import botocore.config
 import botocore.exceptions
 
 from .base import Message, Result, Setting, common_settings
-from .email import EmailChannel
+from .email import EmailChannel, mailbox
 from .http import DEFAULT_POOL_SIZE, ca_file, config_timeout, http_result
 
 #: Error codes that are transient although SES answers them with a 4xx status.
@@ -46,7 +47,10 @@ class SESEmailChannel(EmailChannel):
         timeout: seconds for connect and read (optional, default 10).
 
     Message mapping: :class:`channels.email.EmailChannel` (the channel's rules), sent as
-    ``Content.Simple`` with the headers in ``Headers``.
+    ``Content.Simple`` with the headers in ``Headers``. ``FromEmailAddress`` is
+    ``from_address`` as configured, or, when the content has a ``from_name``, its address with
+    that display name (RFC 2047 encoded words when not ASCII, as SES requires; a quoted string
+    when it has specials): see :func:`channels.email.mailbox`.
 
     Answers: 200 → SENT (``MessageId``); ``TooManyRequestsException`` / throttling / 5xx →
     RETRY; ``AccountSendingPausedException`` / ``SendingPausedException`` → RETRY with that
@@ -81,6 +85,8 @@ class SESEmailChannel(EmailChannel):
         super().__init__(config)
         timeout = config_timeout(config)
         self.from_address = config["from_address"]
+        #: the bare address of ``from_address`` (which may be ``Name <addr>``)
+        self.from_addr_spec = email.utils.parseaddr(self.from_address)[1] or self.from_address
         self.configuration_set = config.get("configuration_set") or None
         self.session = boto3.session.Session(
             aws_access_key_id=config.get("access_key_id") or None,
@@ -112,8 +118,9 @@ class SESEmailChannel(EmailChannel):
             body["Text"] = {"Data": parts.text, "Charset": "UTF-8"}
         if parts.html:
             body["Html"] = {"Data": parts.html, "Charset": "UTF-8"}
+        sender = mailbox(parts.from_name, self.from_addr_spec) if parts.from_name else self.from_address
         kwargs: dict[str, Any] = {
-            "FromEmailAddress": self.from_address,
+            "FromEmailAddress": sender,
             "Destination": {"ToAddresses": [parts.to]},
             "Content": {"Simple": {
                 "Subject": {"Data": parts.subject, "Charset": "UTF-8"}, "Body": body,

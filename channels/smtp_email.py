@@ -27,7 +27,7 @@ from email.message import EmailMessage
 from typing import Any, Mapping
 
 from .base import Message, Outcome, Result, Setting, common_settings
-from .email import EmailChannel, check_header
+from .email import EmailChannel, check_header, mailbox_words
 from .errors import ChannelConfigurationError, InvalidMessage
 from .http import config_timeout, ssl_context
 
@@ -55,7 +55,8 @@ MAX_LINE = 998
 
 
 class _Verbatim(str):
-    """An ASCII header value written exactly as given, on one line.
+    """An ASCII header value written exactly as given, on one line (or folded only between the
+    given ``words``).
 
     The policy folds long header lines at 78 characters and turns a word longer than that into
     RFC 2047 encoded words: right for the Subject, wrong for structured values such as
@@ -64,17 +65,32 @@ class _Verbatim(str):
     ``fold`` as it is (``header_store_parse`` / ``fold``), so the extra headers of
     :meth:`~channels.email.EmailChannel.email_parts` that are ASCII go out as the caller gave
     them, like SES sends its ``Headers``.
+
+    ``From`` with a display name goes out this way too, as :func:`channels.email.mailbox_words`
+    writes it: given as a string, the policy would parse the mailbox again, decode its encoded
+    words and write the display name back unquoted (CPython 3.11: ``김 "x" <y>, z`` comes out as
+    ``=?utf-8?b?6rmA?= "x" <y>, z <addr>``, a second address); a long name folds between its
+    encoded words, never inside one.
     """
 
     name: str
+    words: tuple[str, ...]
 
-    def __new__(cls, name: str, value: str) -> "_Verbatim":
-        obj = super().__new__(cls, value)
+    def __new__(cls, name: str, value: str | None = None,
+                words: tuple[str, ...] | None = None) -> "_Verbatim":
+        words = tuple(words) if words else (value or "",)
+        obj = super().__new__(cls, " ".join(words))
         obj.name = name
+        obj.words = words
         return obj
 
     def fold(self, *, policy) -> str:  # noqa: D102 - the header-object protocol of email.policy
-        return f"{self.name}: {self}{policy.linesep}"
+        lines = [f"{self.name}:"]
+        for index, word in enumerate(self.words):
+            if index and len(lines[-1]) + 1 + len(word) > 78:
+                lines.append("")  # a continuation line starts with the space added below
+            lines[-1] += " " + word
+        return policy.linesep.join(lines) + policy.linesep
 
 
 class StartTLSUnavailable(smtplib.SMTPException):
@@ -171,8 +187,9 @@ class SMTPEmailChannel(EmailChannel):
             nothing), ``tls`` (implicit TLS) or ``none`` (plain; refused together with a
             username). Anything else: ChannelConfigurationError.
         from_address: the sender, ``addr@domain`` or ``Name <addr@domain>`` (required): the
-            header ``From`` as given, the envelope ``MAIL FROM`` its address, the
-            ``Message-ID`` domain its domain.
+            header ``From`` as given (unless the content has a ``from_name``: then its address
+            with that display name, RFC 2047-encoded when not ASCII), the envelope
+            ``MAIL FROM`` its address, the ``Message-ID`` domain its domain.
         ca_file: CA bundle the server certificate is verified against, host name checked
             (optional; the system CAs when unset).
         timeout: seconds for connect and for each reply (optional, default 10).
@@ -292,7 +309,8 @@ class SMTPEmailChannel(EmailChannel):
         # One Message-ID per delivery, the same on a resend: mailboxes that see it twice can
         # show the message once.
         message_id = f"<{message.delivery_id}@{self.msgid_domain}>"
-        msg["From"] = self.from_header
+        msg["From"] = (_Verbatim("From", words=mailbox_words(parts.from_name, self.mail_from))
+                       if parts.from_name else self.from_header)
         msg["To"] = parts.to
         msg["Subject"] = parts.subject
         msg["Date"] = email.utils.format_datetime(datetime.datetime.now(datetime.timezone.utc))

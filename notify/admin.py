@@ -1,12 +1,33 @@
-"""Django admin: apps and keys, recipients with devices and preferences (opt-outs), templates,
+"""Django admin: apps and keys, recipients with devices and preferences (opt-outs), templates
+with their versions (add a draft, publish it, archive; a preview page per template),
 read-only notifications and deliveries, and dead-letter replay."""
 
+import re
+from typing import Any
+
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import Max, Q
+from django.forms.formsets import DELETION_FIELD_NAME
+from django.forms.models import BaseInlineFormSet
+from django.http import Http404, HttpResponseNotAllowed
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
+
 from . import deadletters
+from .admin_preview import PreviewForm, PrettyJSONField, columns, initial_data, json_textarea
 from .models import App, AppAPIKey, Delivery, DeliveryLog, Device, Notification, Preference, Recipient, Template, \
     TemplateVersion
+from .api.errors import flatten
+from .api.template_serializers import VersionIn
 
 
 @admin.register(App)
@@ -47,21 +68,306 @@ class PreferenceAdmin(admin.ModelAdmin):
     search_fields = ["recipient__external_id"]
 
 
-class TemplateVersionInline(admin.StackedInline):
-    model = TemplateVersion
-    fields = ["number", "content", "variants", "published_at"]
-    extra = 0
+def version_errors(content: Any, variants: Any, default_locale: str | None) -> list[str]:
+    """What is wrong with a version's ``content`` and ``variants``, one message per problem, by
+    the same rules as the API (``notify.api.template_serializers.VersionIn``: shape, locale tags,
+    the template's default locale among them, content groups and their fields, variants, and
+    parts that do not compile in the rendering sandbox)."""
+    if not default_locale:
+        default_locale = next(iter(content), "") if isinstance(content, dict) else ""
+    serializer = VersionIn(data={"content": content, "variants": variants or [], "publish": False},
+                           context={"default_locale": default_locale})
+    if serializer.is_valid():
+        return []
+    return [f"{path}: {message}" for path, messages in flatten(serializer.errors).items() for message in messages]
 
-    def get_readonly_fields(self, request, obj=None):
-        # A published version never changes: editing means adding a new version.
-        return ["number", "content", "variants", "published_at"] if obj else []
+
+#: A delivery keeps its variant's name in ``Delivery.variant``.
+VARIANT_NAME_MAX = Delivery._meta.get_field("variant").max_length
+
+#: What the form for a template's first version starts with (remove the groups it does not use).
+CONTENT_SKELETON = {"en": {"push": {"title": "", "body": ""}, "sms": {"body": ""},
+                           "email": {"subject": "", "text": "", "html": ""}}}
+
+
+class TemplateVersionForm(forms.ModelForm):
+    """A version's content and variants; a published version's are shown disabled (a disabled
+    field ignores what is posted), a draft's can be edited, and the empty form at the end adds
+    a new draft version."""
+
+    content = PrettyJSONField(widget=json_textarea(16),
+                              help_text='Per locale and content group: <code>{"en": {"push": {"title", "body", '
+                                        '"data"}, "sms": {"body"}, "email": {"subject", "text", "html", '
+                                        '"from_name"}}}</code>; Jinja2 in every string.')
+    variants = PrettyJSONField(required=False, widget=json_textarea(4),
+                               help_text='Optional A/B variants: <code>[{"name": "a", "weight": 50, '
+                                         '"content": {...}}]</code>.')
+
+    class Meta:
+        model = TemplateVersion
+        fields = ["content", "variants"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.published:
+            for name in ("content", "variants"):
+                self.fields[name].disabled = True
+                self.fields[name].help_text = ""
+
+    @property
+    def published(self) -> bool:
+        return bool(self.instance.pk and self.instance.published_at)
+
+    def _default_locale(self) -> str | None:
+        # The template as posted with this form (its default locale may change in the same save).
+        template = getattr(self, "parent_template", None)
+        return template.default_locale if template is not None else None
+
+    def clean_content(self):
+        content = self.cleaned_data["content"]
+        return content
+
+    def clean_variants(self):
+        variants = self.cleaned_data["variants"]
+        if variants is None:
+            variants = []
+        return variants
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.published and "content" in cleaned:
+            errors = version_errors(cleaned["content"], cleaned.get("variants"), self._default_locale())
+            if errors:
+                raise forms.ValidationError(errors)
+        if (self.instance.pk and not self.published and self.has_changed()
+                and TemplateVersion.objects.filter(pk=self.instance.pk, published_at__isnull=False).exists()):
+            raise forms.ValidationError(f"v{self.instance.number} was published meanwhile and can no longer change; "
+                                        "reload the page and add a new version instead.")
+        return cleaned
+
+
+class TemplateVersionFormSet(BaseInlineFormSet):
+    def add_fields(self, form, index):
+        super().add_fields(form, index)
+        form.parent_template = self.instance
+        # A published version is never deleted here either (sends name it in template_version).
+        if form.instance.pk and form.instance.published_at and DELETION_FIELD_NAME in form.fields:
+            form.fields[DELETION_FIELD_NAME].disabled = True
+
+
+class TemplateVersionInline(admin.StackedInline):
+    """Every version of the template, oldest first: published ones read-only, drafts editable
+    (and deletable), and one empty form, filled with the latest version's content, that saves
+    as the next version (a draft: publish it with "Publish latest draft")."""
+
+    model = TemplateVersion
+    form = TemplateVersionForm
+    formset = TemplateVersionFormSet
+    fields = ["number", "state", "content", "variants", "preview_link"]
+    readonly_fields = ["number", "state", "preview_link"]
+    extra = 1
+    verbose_name = "version"
+
+    @admin.display(description="status")
+    def state(self, obj):
+        if not obj.pk:
+            return "new draft: edit the content to save it as the next version"
+        if obj.published_at:
+            return format_html("published {} UTC (read-only)", f"{obj.published_at:%Y-%m-%d %H:%M:%S}")
+        return "draft (editable; publish it with “Publish latest draft”)"
+
+    @admin.display(description="preview")
+    def preview_link(self, obj):
+        if not obj.pk:
+            return "-"
+        url = reverse(f"{self.admin_site.name}:{obj._meta.app_label}_template_preview", args=[obj.template_id])
+        return format_html('<a href="{}?version={}">Preview v{}</a>', url, obj.number, obj.number)
+
+
+class ArchivedFilter(admin.SimpleListFilter):
+    title = "archived"
+    parameter_name = "archived"
+
+    def lookups(self, request, model_admin):
+        return [("no", "No"), ("yes", "Yes")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "no":
+            return queryset.filter(archived_at__isnull=True)
+        if self.value() == "yes":
+            return queryset.filter(archived_at__isnull=False)
+        return queryset
+
+
+def latest_draft(template: Template) -> TemplateVersion | None:
+    """The newest draft of ``template`` if it is newer than every published version."""
+    newest = template.versions.order_by("-number").first()
+    return newest if newest is not None and newest.published_at is None else None
+
+
+def publish_draft(template: Template) -> tuple[int, str]:
+    """Publish ``template``'s latest draft: from the commit on, sends without a pinned version
+    use it. Returns the message level and text for the operator."""
+    with transaction.atomic():
+        Template.objects.select_for_update().filter(pk=template.pk).first()  # one publisher at a time
+        draft = latest_draft(template)
+        if draft is None:
+            newest = template.versions.order_by("-number").first()
+            detail = f"v{newest.number} is already published" if newest else "it has no version"
+            return messages.WARNING, f"{template.name}: no draft to publish ({detail})."
+        errors = version_errors(draft.content, draft.variants, template.default_locale)
+        if errors:
+            return messages.ERROR, f"{template.name}: v{draft.number} not published: {'; '.join(errors)}"
+        draft.published_at = timezone.now()
+        draft.save(update_fields=["published_at"])
+    return messages.SUCCESS, f"{template.name}: v{draft.number} published; sends use it from now on."
 
 
 @admin.register(Template)
 class TemplateAdmin(admin.ModelAdmin):
-    list_display = ["name", "app", "category", "default_locale", "archived_at", "updated_at"]
-    list_filter = ["app", "category"]
+    """Templates with their versions. Editing content adds a version (the empty version form
+    at the end of the change page); "Publish latest draft" (action, or the button on the change
+    page) makes sends use it; "Preview" renders any version for any data, per channel."""
+
+    list_display = ["name", "app", "category", "default_locale", "latest_published", "unpublished_draft",
+                    "archived"]
+    list_filter = ["app", "category", ArchivedFilter]
+    search_fields = ["name"]
+    fields = ["app", "name", "category", "default_locale", "truncate_push", "archived_at"]
+    readonly_fields = ["archived_at"]
     inlines = [TemplateVersionInline]
+    actions = ["publish_latest_draft", "archive", "unarchive"]
+
+    class Media:
+        css = {"all": ["notify/admin/templates.css"]}
+
+    def get_queryset(self, request):
+        published = Q(versions__published_at__isnull=False)
+        return super().get_queryset(request).select_related("app").annotate(
+            _latest_published=Max("versions__number", filter=published), _latest=Max("versions__number"))
+
+    @admin.display(description="latest published version", ordering="_latest_published")
+    def latest_published(self, obj):
+        return f"v{obj._latest_published}" if obj._latest_published else "-"
+
+    @admin.display(description="unpublished draft")
+    def unpublished_draft(self, obj):
+        if obj._latest and obj._latest != obj._latest_published:
+            return f"v{obj._latest}"
+        return "-"
+
+    @admin.display(description="archived", boolean=True, ordering="archived_at")
+    def archived(self, obj):
+        return obj.archived_at is not None
+
+    def get_formset_kwargs(self, request, obj, inline, prefix):
+        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
+        if isinstance(inline, TemplateVersionInline):
+            newest = obj.versions.order_by("-number").first() if obj is not None and obj.pk else None
+            # The new-version form starts as a copy of the latest version: editing it is editing
+            # the template; left unchanged, nothing is saved.
+            kwargs["initial"] = [{"content": newest.content if newest else CONTENT_SKELETON,
+                                  "variants": newest.variants if newest else []}]
+        return kwargs
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not TemplateVersion:
+            return super().save_formset(request, form, formset, change)
+        template = form.instance
+        Template.objects.select_for_update().filter(pk=template.pk).first()  # numbers are taken one at a time
+        instances = formset.save(commit=False)
+        for version in formset.deleted_objects:
+            if version.published_at is None:
+                version.delete()
+        number = (template.versions.aggregate(n=Max("number"))["n"] or 0)
+        for version in instances:
+            if version.pk is None:
+                number += 1
+                version.number = number
+                version.template = template
+            version.save()
+        formset.save_m2m()
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        context["latest_draft"] = latest_draft(obj) if obj is not None and obj.pk else None
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    @admin.action(description="Publish latest draft", permissions=["change"])
+    def publish_latest_draft(self, request, queryset):
+        for template in queryset:
+            level, text = publish_draft(template)
+            self.message_user(request, text, level)
+
+    @admin.action(description="Archive (sends naming it are refused)", permissions=["change"])
+    def archive(self, request, queryset):
+        count = 0
+        for template in queryset.filter(archived_at__isnull=True):
+            template.archived_at = timezone.now()
+            template.save(update_fields=["archived_at", "updated_at"])  # the signal forgets its cache entries
+            count += 1
+        self.message_user(request, f"{count} template(s) archived; sends naming them get template_not_found.",
+                          messages.SUCCESS)
+
+    @admin.action(description="Unarchive", permissions=["change"])
+    def unarchive(self, request, queryset):
+        count = 0
+        for template in queryset.filter(archived_at__isnull=False):
+            template.archived_at = None
+            template.save(update_fields=["archived_at", "updated_at"])
+            count += 1
+        self.message_user(request, f"{count} template(s) unarchived.", messages.SUCCESS)
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path("<path:object_id>/preview/", self.admin_site.admin_view(self.preview_view),
+                 name="%s_%s_preview" % info),
+            path("<path:object_id>/publish/", self.admin_site.admin_view(self.publish_view),
+                 name="%s_%s_publish" % info),
+        ] + super().get_urls()
+
+    def publish_view(self, request, object_id):
+        """POST only: publish the template's latest draft (the change page's button)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        template = self.get_object(request, unquote(object_id))
+        if template is None:
+            raise Http404
+        if not self.has_change_permission(request, template):
+            raise PermissionDenied
+        level, text = publish_draft(template)
+        self.message_user(request, text, level)
+        return redirect(reverse(f"{self.admin_site.name}:notify_template_change", args=[template.pk]))
+
+    def preview_view(self, request, object_id):
+        """A template version rendered per channel for a recipient and data, without sending."""
+        template = self.get_object(request, unquote(object_id))
+        if template is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_permission(request, template):
+            raise PermissionDenied
+        result = None
+        if request.method == "POST":
+            form = PreviewForm(template, request.POST)
+            result = form.run()
+        else:
+            versions = template.versions.order_by("-number")
+            wanted = request.GET.get("version", "")
+            chosen = (versions.filter(number=int(wanted)).first() if re.fullmatch(r"[0-9]{1,9}", wanted) else None) or versions.first()
+            form = PreviewForm(template, initial={"version": chosen.number if chosen else None,
+                                                  "data": initial_data(chosen)})
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Preview {template.name}",
+            "subtitle": None,
+            "opts": self.opts,
+            "original": template,
+            "form": form,
+            "result": result,
+            "columns": columns(result) if result else [],
+            "media": self.media + form.media,
+        }
+        return TemplateResponse(request, "admin/notify/template/preview.html", context)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -15,11 +15,32 @@ import hashlib
 from functools import lru_cache
 from typing import Any, Iterable, Mapping
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
-_text_engine = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-_html_engine = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
+#: Longest string or list one operation in a template may build (characters / items): a
+#: template is data from an API client, and ``{{ "x" * 10**9 }}`` must not exhaust a worker.
+MAX_BUILT = 100_000
+
+
+class _Engine(SandboxedEnvironment):
+    """Jinja2's sandbox, with ``*`` and ``**`` checked before they run (Jinja2 documents
+    ``intercepted_binops`` for this)."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "**" and isinstance(right, (int, float)) and abs(right) > 64:
+            raise SecurityError("exponent too large")
+        if operator == "*":
+            sized, count = (left, right) if isinstance(left, (str, list, tuple)) else (right, left)
+            if isinstance(sized, (str, list, tuple)) and isinstance(count, int) and len(sized) * count > MAX_BUILT:
+                raise SecurityError(f"would build more than {MAX_BUILT} characters")
+        return super().call_binop(context, operator, left, right)
+
+
+_text_engine = _Engine(undefined=StrictUndefined, autoescape=False)
+_html_engine = _Engine(undefined=StrictUndefined, autoescape=True)
 #: The one part of a template that is HTML.
 HTML_FIELD = "email.html"
 
@@ -43,20 +64,114 @@ class MissingVariables(ValueError):
 
 @lru_cache(maxsize=4096)
 def _compiled(source: str, html: bool):
+    """``(template, required names)``: the names a render needs from the context, i.e. every
+    undeclared variable except those used only under ``default`` or ``is defined`` (which is how
+    a template makes a variable optional)."""
     engine = _html_engine if html else _text_engine
     try:
         ast = engine.parse(source)
-        return engine.from_string(ast), frozenset(meta.find_undeclared_variables(ast))
+        template = engine.from_string(ast)
     except TemplateSyntaxError as exc:
         raise ValueError(f"line {exc.lineno}: {exc.message}") from None
+    return template, frozenset(meta.find_undeclared_variables(ast) - _optional_only(ast))
+
+
+#: Filters and tests that accept an undefined variable.
+_OPTIONAL_FILTERS = frozenset({"default", "d"})
+_OPTIONAL_TESTS = frozenset({"defined", "undefined"})
+
+
+def _optional_only(ast: nodes.Node) -> set[str]:
+    """Names whose every load is guarded: directly under a ``default`` filter or a ``defined``
+    test, or inside an ``{% if name is defined %}`` block."""
+    guarded: set[str] = set()
+    bare: set[str] = set()
+
+    def defined_in(test: nodes.Node) -> set[str]:
+        tests = [test, *test.find_all(nodes.Test)] if isinstance(test, nodes.Test) else test.find_all(nodes.Test)
+        return {t.node.name for t in tests if t.name == "defined" and isinstance(t.node, nodes.Name)}
+
+    def walk(node: nodes.Node, safe: frozenset[str], direct: bool = False) -> None:
+        if isinstance(node, nodes.Name) and node.ctx == "load":
+            (guarded if direct or node.name in safe else bare).add(node.name)
+            return
+        if isinstance(node, nodes.If):
+            inside = safe | defined_in(node.test)
+            walk(node.test, inside)  # `x is defined and x`: the second load is guarded too
+            for child in node.body:
+                walk(child, inside)
+            for child in (*node.elif_, *node.else_):
+                walk(child, safe)
+            return
+        for child in node.iter_child_nodes():
+            walk(child, safe, (isinstance(node, nodes.Filter) and node.name in _OPTIONAL_FILTERS
+                               or isinstance(node, nodes.Test) and node.name in _OPTIONAL_TESTS)
+                 and child is node.node)
+
+    walk(ast, frozenset())
+    return guarded - bare
+
+
+#: Tags that need a template loader, which the engines do not have: they could only fail later.
+_LOADER_NODES = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
+
+
+def check_syntax(parts: Mapping[str, Any]) -> None:
+    """Check that every template string of ``parts`` (one locale's content, strings at any
+    depth as :func:`render_parts` takes them) compiles, without rendering it (no data needed).
+
+    Beyond Jinja2's own syntax errors this refuses what compiles but could never render here:
+    ``extends``/``include``/``import`` (the engines have no loader), filters and tests the
+    engine does not have (Jinja2 defers those inside ``if`` blocks to render time), and nesting
+    too deep for Python to compile.
+
+    Raises:
+        RenderError: naming the first part that does not compile (``email.subject``).
+    """
+
+    def check(value: Any, field: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                check(item, f"{field}.{key}" if field else str(key))
+            return
+        if not isinstance(value, str):
+            return
+        html = field == HTML_FIELD
+        engine = _html_engine if html else _text_engine
+        try:
+            _compiled(value, html)
+            ast = engine.parse(value)
+        except ValueError as exc:
+            raise RenderError(field, str(exc)) from None
+        except (RecursionError, SyntaxError) as exc:  # Python's own limits on the generated code
+            raise RenderError(field, f"nested too deeply to compile ({getattr(exc, 'msg', None) or exc})") from None
+        for node in ast.find_all(_LOADER_NODES):
+            raise RenderError(field, f"line {node.lineno}: templates cannot extend, include or import other templates")
+        for node in ast.find_all(nodes.Filter):
+            if node.name not in engine.filters:
+                raise RenderError(field, f"line {node.lineno}: no filter named {node.name!r}")
+        for node in ast.find_all(nodes.Test):
+            if node.name not in engine.tests:
+                raise RenderError(field, f"line {node.lineno}: no test named {node.name!r}")
+
+    check(parts, "")
 
 
 def select_locale(available: Iterable[str], wanted: str | None, default: str) -> str:
-    """The locale of a version to use for a recipient: ``wanted`` itself (``ko-KR``), then its
-    language (``ko``), then ``default``; compared case-insensitively. Falls back to the first
-    available locale when not even ``default`` is there."""
+    """The locale of a version to use for a recipient: ``wanted`` itself (``zh-Hant-TW``), then
+    it with its last subtag dropped, one at a time (``zh-Hant``, ``zh``), then ``default``;
+    compared case-insensitively. Falls back to the first available locale when not even
+    ``default`` is there.
+
+    Raises:
+        ValueError: ``available`` is empty.
+    """
     by_lower = {locale.lower(): locale for locale in available}
-    for candidate in (wanted or "", (wanted or "").split("-")[0], default):
+    if not by_lower:
+        raise ValueError("a template version needs at least one locale")
+    subtags = (wanted or "").split("-")
+    candidates = ["-".join(subtags[:n]) for n in range(len(subtags), 0, -1)] + [default]
+    for candidate in candidates:
         if candidate and candidate.lower() in by_lower:
             return by_lower[candidate.lower()]
     return next(iter(by_lower.values()))
@@ -80,6 +195,30 @@ def assign_variant(variants: list[Mapping[str, Any]], recipient_key: str, experi
         if point < 0:
             return variant
     return variants[-1]
+
+
+def variables(parts: Mapping[str, Any]) -> set[str]:
+    """The names a locale's content (``{"push": {...}, "sms": {...}, "email": {...}}``) takes
+    from a send's data (``recipient`` and ``data`` themselves excluded): what a send must give.
+
+    Raises:
+        RenderError: a part does not compile (``field`` names it).
+    """
+    names: set[str] = set()
+
+    def walk(value: Any, field: str) -> None:
+        if isinstance(value, str):
+            try:
+                names.update(_compiled(value, field == HTML_FIELD)[1])
+            except ValueError as exc:
+                raise RenderError(field, str(exc)) from None
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{field}.{key}")
+
+    for group, value in parts.items():
+        walk(value, group)
+    return names - {"recipient", "data"}
 
 
 def render_parts(parts: Mapping[str, Any], groups: Iterable[str], data: Mapping[str, Any],
@@ -127,7 +266,9 @@ def render_parts(parts: Mapping[str, Any], groups: Iterable[str], data: Mapping[
         if isinstance(value, str):
             try:
                 text = compiled[field].render(context)
-            except (UndefinedError, SecurityError) as exc:
+            except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError, RecursionError) as exc:
+                # Compiles, yet fails with this data (an attribute not there, a sandbox
+                # violation, 1/0, calling a number, a macro calling itself).
                 raise RenderError(field, str(exc)) from None
             return text if field == HTML_FIELD else text.strip()
         if isinstance(value, dict):

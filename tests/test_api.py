@@ -313,10 +313,23 @@ def test_openapi_schema_describes_every_endpoint(client, db):
     assert r.status_code == 200
     schema = yaml.safe_load(r.content)
     assert {"/api/v1/notifications", "/api/v1/notifications/{notification_id}", "/api/v1/recipients/{external_id}",
-            "/api/v1/recipients/{external_id}/devices", "/api/v1/recipients/{external_id}/preferences"} <= set(schema["paths"])
+            "/api/v1/recipients/{external_id}/devices", "/api/v1/recipients/{external_id}/preferences",
+            "/api/v1/templates", "/api/v1/templates/{name}", "/api/v1/templates/{name}/versions",
+            "/api/v1/templates/{name}/versions/{number}", "/api/v1/templates/{name}/versions/{number}/publish",
+            "/api/v1/templates/{name}/preview"} <= set(schema["paths"])
     assert "ApiKeyAuth" in schema["components"]["securitySchemes"]
     send = schema["paths"]["/api/v1/notifications"]["post"]
     assert "202" in send["responses"] and "requestBody" in send
+    templates = {path: ops for path, ops in schema["paths"].items() if path.startswith("/api/v1/templates")}
+    for path, ops in templates.items():
+        for method, op in ops.items():
+            # Every templates call documents its errors (with the error body) besides its success.
+            errors = [code for code in op["responses"] if code.startswith("4")]
+            assert errors, (method, path)
+            for code in errors:
+                assert op["responses"][code]["content"]["application/json"]["schema"]["$ref"].endswith("/ApiError")
+    assert "requestBody" in templates["/api/v1/templates"]["post"]
+    assert "201" in templates["/api/v1/templates"]["post"]["responses"]
 
 
 def test_unknown_nested_field_is_rejected(api, recipient, outbox_listener):

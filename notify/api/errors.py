@@ -31,16 +31,17 @@ def error_body(code: str, message: str, fields: dict | None = None) -> dict:
     return {"error": {"code": code, "message": message, "fields": fields or {}}}
 
 
-def _flatten(detail, prefix: str = "") -> dict:
+def flatten(detail, prefix: str = "") -> dict:
+    """DRF error detail as ``{"a.b.0": ["message", ...]}`` (the ``fields`` of an error body)."""
     out: dict[str, list[str]] = {}
     if isinstance(detail, dict):
         for key, value in detail.items():
-            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
     elif isinstance(detail, list) and detail and all(not isinstance(v, (dict, list)) for v in detail):
         out[prefix or "non_field_errors"] = [str(v) for v in detail]
     elif isinstance(detail, list):
         for index, value in enumerate(detail):
-            out.update(_flatten(value, f"{prefix}.{index}" if prefix else str(index)))
+            out.update(flatten(value, f"{prefix}.{index}" if prefix else str(index)))
     else:
         out[prefix or "non_field_errors"] = [str(detail)]
     return out
@@ -59,7 +60,7 @@ def exception_handler(exc, context):
     if isinstance(exc, Http404):
         return Response(error_body("not_found", "not found"), status=404)
     if isinstance(exc, exceptions.ValidationError):
-        fields = _flatten(exc.detail)
+        fields = flatten(exc.detail)
         return Response(error_body("invalid_request", "the request has invalid fields", fields),
                         status=status.HTTP_400_BAD_REQUEST)
     response = drf_exception_handler(exc, context)

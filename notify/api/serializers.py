@@ -24,7 +24,9 @@ class StrictSerializer(serializers.Serializer):
         if isinstance(data, dict):
             unknown = set(data) - set(self.fields)
             if unknown:
-                raise serializers.ValidationError({name: ["unknown field"] for name in sorted(unknown)})
+                # Escaped: a name with a lone surrogate, echoed as is, made the answer unencodable (a 500).
+                raise serializers.ValidationError({validators._escaped(str(name)): ["unknown field"]
+                                                   for name in sorted(unknown)})
         return super().to_internal_value(data)
 
 

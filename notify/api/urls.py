@@ -1,7 +1,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
-from . import views
+from . import templates, views
 
 urlpatterns = [
     path("notifications", views.NotificationListView.as_view(), name="notifications"),
@@ -11,5 +11,13 @@ urlpatterns = [
     path("recipients/<str:external_id>/devices", views.DeviceListView.as_view(), name="devices"),
     path("recipients/<str:external_id>/devices/<int:device_id>", views.DeviceDetailView.as_view(), name="device"),
     path("recipients/<str:external_id>/preferences", views.PreferenceView.as_view(), name="preferences"),
+    path("templates", templates.TemplateListView.as_view(), name="templates"),
+    path("templates/<slug:name>", templates.TemplateDetailView.as_view(), name="template"),
+    path("templates/<slug:name>/versions", templates.TemplateVersionListView.as_view(), name="template-versions"),
+    path("templates/<slug:name>/versions/<int:number>", templates.TemplateVersionDetailView.as_view(),
+         name="template-version"),
+    path("templates/<slug:name>/versions/<int:number>/publish", templates.TemplateVersionPublishView.as_view(),
+         name="template-version-publish"),
+    path("templates/<slug:name>/preview", templates.TemplatePreviewView.as_view(), name="template-preview"),
     path("schema", SpectacularAPIView.as_view(permission_classes=[], authentication_classes=[]), name="schema"),
 ]

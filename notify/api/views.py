@@ -36,10 +36,19 @@ class AcceptedDelivery(drf_serializers.Serializer):
                                   "say: for SMS `encoding` (`GSM-7` or `UCS-2`) and `segments` (each billed)")
 
 
+class AcceptedTemplate(drf_serializers.Serializer):
+    name = drf_serializers.CharField()
+    version = drf_serializers.IntegerField()
+    locale = drf_serializers.CharField()
+    variant = drf_serializers.CharField(allow_null=True)
+
+
 class Accepted(drf_serializers.Serializer):
     id = drf_serializers.UUIDField()
     event_id = drf_serializers.CharField(allow_null=True)
     deliveries = AcceptedDelivery(many=True)
+    template = AcceptedTemplate(required=False, help_text="for a send by template: the version, locale and A/B "
+                                                          "variant it used")
 
 
 IDEMPOTENCY_KEY_HEADER = OpenApiParameter(

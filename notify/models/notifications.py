@@ -56,6 +56,9 @@ class Notification(models.Model):
         ]
         indexes = [models.Index(fields=["created_at"])]
 
+    def __str__(self) -> str:
+        return f"notification {self.id}"
+
 
 class Delivery(models.Model):
     """One notification on one channel to one device or address."""
@@ -90,6 +93,9 @@ class Delivery(models.Model):
                          condition=models.Q(status="queued", published_at__isnull=True)),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.channel} {self.status}{f' ({self.reason})' if self.reason else ''} · {self.id}"
+
 
 class DeliveryLog(models.Model):
     """One state transition of a delivery, with the provider's answer when there was one."""
@@ -106,3 +112,8 @@ class DeliveryLog(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["delivery", "at"])]
+
+    def __str__(self) -> str:
+        at = f"{self.at:%Y-%m-%d %H:%M:%S}" if self.at else "-"
+        detail = ", ".join(x for x in (self.reason, f"HTTP {self.provider_status}" if self.provider_status else "") if x)
+        return f"{at} {self.from_status} → {self.to_status} (attempt {self.attempt}{', ' + detail if detail else ''})"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from email.header import decode_header, make_header
+from email.policy import default as DEFAULT_POLICY
+
 import pytest
 
 from channels.base import Message, Outcome
@@ -149,6 +152,50 @@ def test_endpoint_from_environment(configs, ctl, monkeypatch):
     (TO, {"subject": "s", "text": "t"}, "http://x.test/u", "invalid_list_unsubscribe"),
 ])
 def test_invalid_messages_fail_before_any_request(email, ctl, to, content, unsubscribe, reason):
-    result = email.deliver(Message(new_id(), to, content, unsubscribe_url=unsubscribe))
+    did = new_id()
+    result = email.deliver(Message(did, to, content, unsubscribe_url=unsubscribe))
     assert (result.outcome, result.reason) == (Outcome.FAILED, reason)
-    assert ctl.records("ses") == []
+    # By delivery id: the delayed request of the latency test above may still land meanwhile.
+    assert ctl.records("ses", delivery_id=did) == []
+
+
+# -- the sender's display name (content "from_name") -------------------------------------------
+def sender_of(header_value: str):
+    """The one mailbox of a From value, decoded as a mail reader does (RFC 2047, quoting)."""
+    (mailbox,) = DEFAULT_POLICY.header_factory("From", header_value).addresses
+    return mailbox.display_name, mailbox.addr_spec
+
+
+@pytest.mark.parametrize("name, written", [
+    ("김지우 Store 🛍", "=?utf-8?b?"),  # not ASCII: RFC 2047 encoded word
+    ("O'Brien & Co", "O'Brien & Co <"),  # ' and & are atext: no quotes needed
+    ('Acme, Inc. "Help" <ceo@bank.test>', '"Acme, Inc. \\"Help\\" <ceo@bank.test>" <'),  # specials: quoted
+])
+def test_from_name_is_the_display_name_of_the_configured_sender(email, ctl, configs, name, written):
+    did = new_id()
+    result = email.deliver(mail(did, content={"from_name": name, "subject": "s", "text": "t"}))
+    assert result.outcome is Outcome.SENT, result
+    sent = only_record(ctl, "ses", did)["extra"]["from_address"]
+    assert sent.isascii() and sent.startswith(written), sent
+    assert sender_of(sent) == (name, configs["email"]["from_address"])
+
+
+def test_a_long_display_name_is_encoded_words_of_at_most_75_characters(email, configs):
+    name = "가나다라마바사 " * 12 + "🛍"
+    sent = email.build_payload(mail(content={"from_name": name, "subject": "s", "text": "t"}))[
+        "FromEmailAddress"]
+    words = sent.split(" ")
+    assert words[-1] == f"<{configs['email']['from_address']}>"
+    assert len(words) > 2 and all(w.startswith("=?utf-8?b?") and len(w) <= 75 for w in words[:-1])
+    # Adjacent encoded words join with nothing between them (RFC 2047 §6.2).
+    assert str(make_header(decode_header(sent))) == f"{name} <{configs['email']['from_address']}>"
+
+
+@pytest.mark.parametrize("name", ["Shop\r\nBcc: x@y.z", "Shop\nBcc: x@y.z", "Shop\rX", "Shop\u2028Bcc: x@y.z",
+                                  "Shop\u2029", "Shop\x85", "Shop\x00"])
+def test_a_display_name_that_breaks_a_header_line_fails_before_any_request(email, ctl, name):
+    did = new_id()
+    result = email.deliver(mail(did, content={"from_name": name, "subject": "s", "text": "t"}))
+    assert (result.outcome, result.reason) == (Outcome.FAILED, "invalid_header")
+    # By delivery id: the delayed request of the latency test above may still land meanwhile.
+    assert ctl.records("ses", delivery_id=did) == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import smtplib
 import socket
 import threading
+from email.header import decode_header, make_header
+from email.policy import default as DEFAULT_POLICY
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -131,6 +133,65 @@ def test_internationalised_domain_in_punycode(smtp, ctl):
     assert result.outcome is Outcome.SENT
     rec = only_record(ctl, "smtp", did)
     assert rec["to"] == to and rec["body"]["rcpt_tos"] == [to] and rec["headers"]["To"] == to
+
+
+def from_line(wire: bytes) -> str:
+    """The From value of a serialised message, unfolded (RFC 5322 §2.2.3: CRLF before WSP
+    removed)."""
+    head = wire.split(b"\r\n\r\n", 1)[0].decode("ascii").replace("\r\n ", " ").replace("\r\n\t", "\t")
+    return next(line[len("From: "):] for line in head.split("\r\n") if line.startswith("From: "))
+
+
+def sender_of(header_value: str):
+    """The one mailbox of a From value, decoded as a mail reader does (RFC 2047, quoting)."""
+    (mailbox,) = DEFAULT_POLICY.header_factory("From", header_value).addresses
+    return mailbox.display_name, mailbox.addr_spec
+
+
+@pytest.mark.parametrize("name, written", [
+    ("김지우 Store 🛍", "=?utf-8?b?"),  # not ASCII: RFC 2047 encoded word
+    ("O'Brien & Co", "O'Brien & Co <"),  # ' and & are atext: no quotes needed
+    ('김 "x" <ceo@bank.test>, z', "=?utf-8?b?"),  # specials inside the encoded word stay there
+    ('Acme, Inc. "Help" <ceo@bank.test>', '"Acme, Inc. \\"Help\\" <ceo@bank.test>" <'),  # quoted
+])
+def test_from_name_is_the_display_name_and_the_envelope_keeps_the_address(smtp, ctl, configs,
+                                                                          name, written):
+    did = new_id()
+    message = mail(did, content={"from_name": name, "subject": "s", "text": "t"})
+    address = configs["smtp"]["from_address"]
+    wire = smtp.build_payload(message).data
+    assert wire.isascii()
+    header = from_line(wire)
+    assert header.startswith(written) and header.endswith(f" <{address}>"), header
+    assert sender_of(header) == (name, address)
+    assert smtp.deliver(message).outcome is Outcome.SENT
+    rec = only_record(ctl, "smtp", did)
+    assert rec["body"]["mail_from"] == address  # the envelope sender stays the bare address
+    assert sender_of(rec["headers"]["From"]) == (name, address)  # as the server decoded it
+
+
+def test_a_long_display_name_folds_between_encoded_words(smtp, configs):
+    name = "가나다라마바사 " * 12 + "🛍"
+    wire = smtp.build_payload(mail(content={"from_name": name, "subject": "s", "text": "t"})).data
+    head = wire.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    assert all(len(line) <= 78 for line in head.split("\r\n"))
+    header = from_line(wire)
+    words = header.split(" ")
+    assert all(w.startswith("=?utf-8?b?") and len(w) <= 75 for w in words[:-1]), header
+    # Adjacent encoded words join with nothing between them (RFC 2047 §6.2).
+    assert str(make_header(decode_header(header))) == f"{name} <{configs['smtp']['from_address']}>"
+
+
+@pytest.mark.parametrize("name", ["Shop\r\nBcc: x@y.z", "Shop\nBcc: x@y.z", "Shop\rX",
+                                  "Shop\u2028Bcc: x@y.z", "Shop\u2029", "Shop\x85", "Shop\x00"])
+def test_a_display_name_that_breaks_a_header_line_fails_before_any_transaction(make_channel, ctl,
+                                                                                name):
+    channel = make_channel("smtp")
+    opened = count_opens(channel)
+    did = new_id()
+    result = channel.deliver(mail(did, content={"from_name": name, "subject": "s", "text": "t"}))
+    assert (result.outcome, result.reason) == (Outcome.FAILED, "invalid_header")
+    assert opened == [] and ctl.records("smtp", delivery_id=did) == []
 
 
 @pytest.mark.parametrize("to, content, reason", [

@@ -66,8 +66,10 @@ def test_an_email_subject_that_breaks_a_header_line_is_422_and_writes_nothing(ap
 
 
 @pytest.mark.parametrize("body, encoding, segments", [
-    ("a" * 160, "GSM-7", 1), ("a" * 161, "GSM-7", 2), ("€" * 81, "GSM-7", 2),
-    ("가" * 70, "UCS-2", 1), ("가" * 71, "UCS-2", 2), ("😀" * 36, "UCS-2", 2)])
+    ("a" * 160, "GSM-7", 1), ("a" * 161, "GSM-7", 2),
+    ("€" * 80, "GSM-7", 1), ("€" * 81, "GSM-7", 2),  # € is an escape pair: 2 septets
+    ("가" * 70, "UCS-2", 1), ("가" * 71, "UCS-2", 2),
+    ("😀" * 35, "UCS-2", 1), ("😀" * 36, "UCS-2", 2)])  # 😀 is a surrogate pair: 2 units
 def test_the_send_answer_reports_sms_encoding_and_segments(api, person, body, encoding, segments):
     user = person("texter", devices=(), email="")
     r = send(api, {"recipient": user, "content": {"sms": {"body": body}}})
