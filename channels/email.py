@@ -20,10 +20,11 @@ from .errors import InvalidMessage
 
 #: Header carrying the delivery id (SES event records and the sandbox read it back).
 DELIVERY_ID_HEADER = "X-Notify-Delivery-Id"
-#: Characters that end a header line somewhere along the way (RFC 5322 forbids CR and LF in a
-#: header body; U+2028 / U+2029 and NEL are line breaks to Unicode-aware mail software, and NUL
-#: ends strings in C-based MTAs).
-FORBIDDEN_HEADER_CHARACTERS = frozenset("\r\n\x00\x85\u2028\u2029")
+#: Characters that end a header line somewhere along the way: RFC 5322 forbids CR and LF in a
+#: header body; everything Python's ``str.splitlines`` breaks at (VT, FF, FS, GS, RS, NEL,
+#: U+2028, U+2029) is a line break to Unicode-aware mail software and to the stdlib email
+#: package; NUL ends strings in C-based MTAs.
+FORBIDDEN_HEADER_CHARACTERS = frozenset("\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\x00")
 #: RFC 5322 §2.1.1: a line must not exceed 998 characters.
 MAX_SUBJECT_CHARS = 998
 #: Longest sender display name (the API's limit too); quoted and escaped it still fits a line.

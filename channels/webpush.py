@@ -16,6 +16,7 @@ import binascii
 import hashlib
 import ipaddress
 import re
+import socket
 import threading
 import time
 import uuid
@@ -280,10 +281,17 @@ def private_endpoints(setting: str | None) -> frozenset[str]:
 
 
 def _public_host(host: str) -> bool:
-    host = host.lower()
+    """True unless ``host`` is ``localhost`` or an IP address that is not global. IPv4 written
+    the way ``inet_aton`` (and so the resolver) still reads it counts as that address:
+    ``127.1``, ``2130706433``, ``0x7f.0.0.1`` and ``0`` are all loopback."""
+    host = host.lower().rstrip(".")
     try:
         return ipaddress.ip_address(host).is_global
     except ValueError:
+        pass
+    try:
+        return ipaddress.ip_address(socket.inet_aton(host)).is_global
+    except OSError:
         return host != "localhost" and not host.endswith(".localhost")
 
 

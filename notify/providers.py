@@ -23,6 +23,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from channels import registry
 from channels.base import Channel
+from channels.errors import ChannelConfigurationError
 
 from . import breaker
 
@@ -84,6 +85,13 @@ def check_configuration() -> None:
             "provider settings missing: " + ", ".join(missing) + ". Set them, choose other "
             "providers (NOTIFY_<CHANNEL>_PROVIDER), leave channels out (NOTIFY_CHANNELS), or use "
             "the provider sandbox (DJANGO_SETTINGS_MODULE=settings.dev).")
+    # Build each adapter once (no network): files that do not exist, keys that do not parse and
+    # combinations an adapter refuses (a Twilio sender or messaging service) stop the start too.
+    for provider in {p for chosen in settings.NOTIFY_CHANNEL_PROVIDERS.values() for p in chosen}:
+        try:
+            registry.provider_class(provider)(config_for(provider)).close()
+        except ChannelConfigurationError as exc:
+            raise ImproperlyConfigured(f"provider {provider}: {exc}") from exc
 
 
 def content_config(channel: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ Compiled templates are kept per process by their source text, so a hot template 
 from __future__ import annotations
 
 import hashlib
+import re
 from functools import lru_cache
 from typing import Any, Iterable, Mapping
 
@@ -23,11 +24,39 @@ from jinja2.sandbox import SandboxedEnvironment, SecurityError
 MAX_BUILT = 100_000
 
 
-class _Engine(SandboxedEnvironment):
-    """Jinja2's sandbox, with ``*`` and ``**`` checked before they run (Jinja2 documents
-    ``intercepted_binops`` for this)."""
+#: Longest range a template may loop over (Jinja2's own sandbox allows 100,000).
+MAX_RANGE = 1000
+#: A width or precision in a format string above this would build too much.
+_BIG_NUMBER = re.compile(r"\d{6,}")
 
-    intercepted_binops = frozenset({"*", "**"})
+
+def _checked_format(value: str) -> str:
+    if _BIG_NUMBER.search(value) and any(int(n) > MAX_BUILT for n in _BIG_NUMBER.findall(value)):
+        raise SecurityError(f"format would build more than {MAX_BUILT} characters")
+    return value
+
+
+def _range(*args: int) -> range:
+    numbers = range(*args)
+    if len(numbers) > MAX_RANGE:
+        raise SecurityError(f"range longer than {MAX_RANGE}")
+    return numbers
+
+
+class _Engine(SandboxedEnvironment):
+    """Jinja2's sandbox, with the ways a short template can build a huge string checked before
+    they run: ``*`` and ``**`` (Jinja2 documents ``intercepted_binops`` for this), ``%`` and the
+    ``format`` filter and ``str.format`` with a huge width, ``range`` beyond :data:`MAX_RANGE`,
+    and no ``lipsum``. What a render returns is bounded too (:func:`render_parts`)."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.globals.pop("lipsum", None)
+        self.globals["range"] = _range
+        original = self.filters["format"]
+        self.filters["format"] = lambda value, *args, **kw: original(_checked_format(str(value)), *args, **kw)
 
     def call_binop(self, context, operator, left, right):
         if operator == "**" and isinstance(right, (int, float)) and abs(right) > 64:
@@ -36,7 +65,16 @@ class _Engine(SandboxedEnvironment):
             sized, count = (left, right) if isinstance(left, (str, list, tuple)) else (right, left)
             if isinstance(sized, (str, list, tuple)) and isinstance(count, int) and len(sized) * count > MAX_BUILT:
                 raise SecurityError(f"would build more than {MAX_BUILT} characters")
+        if operator == "%" and isinstance(left, str):
+            _checked_format(left)
         return super().call_binop(context, operator, left, right)
+
+    def wrap_str_format(self, value):
+        wrapper = super().wrap_str_format(value)
+        if wrapper is None:
+            return None
+        _checked_format(value.__self__)
+        return wrapper
 
 
 _text_engine = _Engine(undefined=StrictUndefined, autoescape=False)
@@ -270,6 +308,8 @@ def render_parts(parts: Mapping[str, Any], groups: Iterable[str], data: Mapping[
                 # Compiles, yet fails with this data (an attribute not there, a sandbox
                 # violation, 1/0, calling a number, a macro calling itself).
                 raise RenderError(field, str(exc)) from None
+            if len(text) > MAX_BUILT:
+                raise RenderError(field, f"renders more than {MAX_BUILT} characters")
             return text if field == HTML_FIELD else text.strip()
         if isinstance(value, dict):
             return {key: render(item, f"{field}.{key}") for key, item in value.items()}

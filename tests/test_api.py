@@ -86,6 +86,13 @@ def test_opt_out_suppresses_that_channel_and_queues_nothing_for_it(api, recipien
     assert Delivery.objects.get(id=sms[0]["id"]).published_at is None
 
 
+def test_a_preference_with_an_unknown_field_is_refused_and_changes_nothing(api, recipient):
+    r = api.put(f"/api/v1/recipients/{recipient}/preferences",
+                {"preferences": [{"channel": "sms", "enabled": False, "categroy": "promo"}]}, format="json")
+    assert r.status_code == 400 and "preferences.0.categroy" in r.json()["error"]["fields"], r.content
+    assert not Preference.objects.exists()
+
+
 def test_opt_out_by_category_only_affects_that_category(api, recipient):
     api.put(f"/api/v1/recipients/{recipient}/preferences",
             {"preferences": [{"channel": "push", "category": "marketing", "enabled": False}]}, format="json")
@@ -407,7 +414,10 @@ PUSH_ONLY = {"push": {"title": "for your eyes only"}}
 
 
 @pytest.mark.parametrize("endpoint", ["https://127.0.0.1:1/push/abc", "https://169.254.169.254/latest/meta-data",
-                                      "https://10.0.0.8/wp/1", "https://[::1]/wp/1", "https://localhost/wp/1"])
+                                      "https://10.0.0.8/wp/1", "https://[::1]/wp/1", "https://localhost/wp/1",
+                                      # IPv4 as inet_aton (and so the resolver) still reads it
+                                      "https://127.1:7777/x", "https://2130706433:7777/x",
+                                      "https://0x7f.0.0.1:7777/x", "https://0:7777/x", "https://10.1/x"])
 def test_web_push_endpoint_on_an_internal_address_is_refused(api, recipient, endpoint):
     before = db_counts()
     r = api.post(f"/api/v1/recipients/{recipient}/devices",

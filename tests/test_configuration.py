@@ -53,3 +53,12 @@ def test_a_complete_configuration_starts_and_a_secondary_provider_is_checked_too
 def test_an_unknown_provider_choice_is_refused():
     done = start(API, NOTIFY_CHANNELS="sms", NOTIFY_SMS_PROVIDER="ses", **TWILIO)
     assert done.returncode != 0 and "is not a provider of sms" in done.stderr
+
+
+def test_settings_an_adapter_refuses_stop_the_start_too():
+    """Present but unusable: no sender for Twilio, a key file that does not exist."""
+    done = start(API, NOTIFY_CHANNELS="sms", **{k: v for k, v in TWILIO.items() if k != "NOTIFY_TWILIO_FROM"})
+    assert done.returncode != 0 and "provider twilio" in done.stderr and "from_number" in done.stderr
+    done = start(API, NOTIFY_CHANNELS="apns", NOTIFY_APNS_KEY_FILE="/nonexistent/AuthKey.p8", NOTIFY_APNS_KEY_ID="K",
+                 NOTIFY_APNS_TEAM_ID="T", NOTIFY_APNS_TOPIC="com.example")
+    assert done.returncode != 0 and "provider apns" in done.stderr and "/nonexistent/AuthKey.p8" in done.stderr

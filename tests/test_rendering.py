@@ -28,11 +28,21 @@ def test_default_and_is_defined_make_a_variable_optional_and_nothing_else_does()
     ("{{ 'x' * 10**9 }}", {}, "more than"),
     ("{{ 2 ** 10000 }}", {}, "exponent"),
     ("{{ ''.__class__.__mro__ }}", {}, "unsafe"),
+    ('{{ "%05000000d" % 1 }}', {}, "more than"),
+    ('{{ "%0999999999d" | format(1) }}', {}, "more than"),
+    ('{{ "{:>999999999}".format(1) }}', {}, "more than"),
+    ("{% for i in range(3000) %}x{% endfor %}", {}, "range longer"),
+    ("{% for i in range(999) %}{% for j in range(999) %}xx{% endfor %}{% endfor %}", {}, "renders more than"),
 ])
 def test_a_template_that_fails_with_the_data_is_a_render_error_naming_the_part(body, data, says):
     with pytest.raises(RenderError) as error:
         sms(body, data)
     assert error.value.field == "sms.body" and says in str(error.value)
+
+
+def test_formatting_within_bounds_works():
+    assert sms('{{ "%5d" % 3 }}|{{ "{:>4}".format(7) }}|{{ "%s-%s" | format(1, 2) }}|'
+               "{% for i in range(3) %}{{ i }}{% endfor %}", {}) == "3|   7|1-2|012"
 
 
 def test_locale_fallback_drops_one_subtag_at_a_time_then_takes_the_default():

@@ -174,7 +174,7 @@ class DeviceSerializer(serializers.ModelSerializer):
         return attrs
 
 
-class PreferenceSerializer(serializers.Serializer):
+class PreferenceSerializer(StrictSerializer):
     """One opt-in/opt-out; ``channel`` may name a content group (``push``) for all its channels."""
 
     channel = serializers.ChoiceField(PREFERENCE_CHOICES)
@@ -182,7 +182,7 @@ class PreferenceSerializer(serializers.Serializer):
     enabled = serializers.BooleanField()
 
 
-class PreferenceListSerializer(serializers.Serializer):
+class PreferenceListSerializer(StrictSerializer):
     preferences = PreferenceSerializer(many=True)
 
 

@@ -14,6 +14,7 @@ replay of a call already handled is a 409 and changes nothing; a transient failu
 from __future__ import annotations
 
 import hashlib
+import uuid
 
 from django.conf import settings
 from django.http import Http404, HttpResponse, JsonResponse
@@ -68,9 +69,18 @@ class WebhookView(View):
         return HttpResponse(status=204)
 
 
+def _uuid(value: str | None) -> bool:
+    """True for a delivery id we could have given (a signed call may still carry anything)."""
+    try:
+        uuid.UUID(value or "")
+    except ValueError:
+        return False
+    return True
+
+
 def react(channel: str, provider: str, event: WebhookEvent) -> None:
     """What the service does with one webhook event of ``provider`` (a provider of ``channel``)."""
-    if event.kind == "status" and event.delivery_id and event.provider_message_id:
+    if event.kind == "status" and _uuid(event.delivery_id) and event.provider_message_id:
         reason = f"provider:{event.status or ''}" + (f":{event.reason}" if event.reason else "")
         recipient_id = store.record_provider_event(event.delivery_id, event.provider_message_id, reason, event.raw)
         if recipient_id is not None and event.refused:

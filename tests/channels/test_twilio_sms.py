@@ -144,5 +144,11 @@ def test_invalid_messages_fail_before_any_request(sms, ctl, body, to, reason):
     assert ctl.records("twilio") == []
 
 
-def test_1600_characters_is_accepted(sms, ctl):
-    assert sms.deliver(sms_message("가" * 1600)).outcome is Outcome.SENT
+def test_1600_characters_is_accepted_when_the_segment_cap_allows(make_channel, ctl):
+    assert make_channel("sms", max_segments="24").deliver(sms_message("가" * 1600)).outcome is Outcome.SENT
+
+
+def test_the_default_segment_cap_is_ten(sms, ctl):
+    ok, over = sms.deliver(sms_message("a" * 1530)), sms.deliver(sms_message("a" * 1531))  # 10 and 11 segments
+    assert ok.outcome is Outcome.SENT
+    assert (over.outcome, over.reason) == (Outcome.FAILED, "too_many_segments")

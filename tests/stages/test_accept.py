@@ -55,7 +55,8 @@ def test_a_rule_of_one_provider_refuses_only_sends_that_reach_it(api, person):
     assert r.status_code == 422 and r.json()["error"]["code"] == "reserved_data_key", r.content
 
 
-@pytest.mark.parametrize("subject", ["Hi\r\nBcc: someone@example.com", "Hi\u2028there", "Hi\x00"])
+@pytest.mark.parametrize("subject", ["Hi\r\nBcc: someone@example.com", "Hi\u2028there", "Hi\x00",
+                                     "ok\x0bBcc: evil@example.com", "ok\x1cx", "ok\x0cx", "ok\x85x"])
 def test_an_email_subject_that_breaks_a_header_line_is_422_and_writes_nothing(api, person, outbox_listener, subject):
     user = person("mail", devices=())
     before = db_counts()

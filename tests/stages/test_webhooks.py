@@ -72,3 +72,10 @@ def test_unknown_providers_and_kinds_are_404(client, ctl):
     assert client.post("/webhooks/nobody/status", {}).status_code == 404
     assert client.post("/webhooks/twilio/nothing", {}).status_code == 404
     assert client.post("/webhooks/apns/status", {}).status_code == 404  # APNs calls no webhook
+
+
+def test_a_signed_callback_about_no_delivery_of_ours_changes_nothing(client, sms_delivery):
+    r = signed_post(client, "/webhooks/twilio/status?delivery_id=not-a-uuid",
+                    {"MessageSid": sms_delivery.provider_message_id, "MessageStatus": "delivered"})
+    assert r.status_code == 204
+    assert not DeliveryLog.objects.filter(reason__startswith="provider:").exists()
