@@ -61,6 +61,7 @@ class Claim:
     expires_at: Any
     created_at: Any
     recipient_id: int
+    opted_in: bool | None
     ttl_left: float
     age: float
 
@@ -182,9 +183,17 @@ def send(delivery_id: str) -> str:
     if c.ttl_left <= 0:
         _record(c, "expired", "ttl_elapsed")
         return "expired"
+    # What the recipient decided since the send was accepted holds now: an opt-out (API, admin,
+    # STOP, unsubscribe), a removed or deactivated device.
+    if c.opted_in is False:
+        _record(c, "suppressed", "opted_out")
+        return "suppressed"
     if c.device_active is False:
         _record(c, "failed", "device_inactive")
         return "failed"
+    if c.device_id is None and registry.channel_class(c.channel).address_kind.is_device:
+        _record(c, "suppressed", "device_removed")
+        return "suppressed"
     if c.attempt > policy["max_attempts"]:
         _record(c, "dead_lettered", "max_attempts")
         publish_dead_letter(c.channel, str(c.id), "max_attempts")

@@ -222,6 +222,11 @@ WITH claimed AS (
               (SELECT subscription FROM notify_device WHERE id = d.device_id) AS subscription,
               (SELECT active FROM notify_device WHERE id = d.device_id) AS device_active,
               n.content, n.priority, n.expires_at, n.created_at, n.recipient_id,
+              -- The recipient's choice now, not at accept time: the category's own row wins over
+              -- the channel-wide one; none means opted in (NULL).
+              (SELECT p.enabled FROM notify_preference p
+               WHERE p.recipient_id = n.recipient_id AND p.channel = d.channel AND p.category IN (n.category, '')
+               ORDER BY p.category = '' LIMIT 1) AS opted_in,
               extract(epoch FROM n.expires_at - now()) AS ttl_left,
               extract(epoch FROM now() - n.created_at) AS age
 ), logged AS (
@@ -235,7 +240,8 @@ SELECT * FROM claimed
 
 def claim(delivery_id: str) -> dict[str, Any] | None:
     """Move a ``queued`` delivery to ``sending`` with a lease of ``NOTIFY_SEND_LEASE`` seconds
-    and log it; return what its send needs, or None when it is not queued (another worker has
+    and log it; return what its send needs (with the recipient's current preference for the
+    channel and the device's current state), or None when it is not queued (another worker has
     it, or it is done). One autocommit statement."""
     with prepared_cursor() as cursor:
         cursor.execute(_CLAIM_SQL, [settings.NOTIFY_SEND_LEASE, delivery_id])

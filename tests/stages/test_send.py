@@ -82,3 +82,37 @@ def test_the_message_carries_only_the_extras_its_adapter_declares(api, ctl, sett
     assert sms.status_callback == "https://notify.example.com/webhooks/twilio/status" and sms.unsubscribe_url is None
     assert email.status_callback is None and email.unsubscribe_url.startswith("https://notify.example.com/unsubscribe/")
     assert DeliveryLog.objects.filter(delivery_id__in=[d["id"] for d in deliveries], to_status="sending").count() == 2
+
+
+def test_an_opt_out_after_accept_holds_at_the_moment_of_sending(api, ctl):
+    (d,) = accept(api, "s7", {"content": {"sms": {"body": "hi"}}}, phone="+14155550114")
+    api.put("/api/v1/recipients/s7/preferences", {"preferences": [{"channel": "sms", "enabled": False}]},
+            format="json")
+    assert send.send(d["id"]) == "suppressed"
+    row = Delivery.objects.get(id=d["id"])
+    assert (row.status, row.reason) == ("suppressed", "opted_out")
+    assert not ctl.records("twilio", delivery_id=d["id"])
+
+
+def test_a_category_opt_out_after_accept_holds_and_a_category_opt_in_wins_over_the_channel(api, ctl):
+    body = {"content": {"sms": {"body": "hi"}}, "category": "promo"}
+    (promo,) = accept(api, "s8", body, phone="+14155550115")
+    (other,) = accept(api, "s8", {"content": {"sms": {"body": "hi"}}, "category": "orders"})
+    api.put("/api/v1/recipients/s8/preferences", {"preferences": [
+        {"channel": "sms", "category": "promo", "enabled": False}]}, format="json")
+    assert (send.send(promo["id"]), send.send(other["id"])) == ("suppressed", "sent")
+    (again,) = accept(api, "s8", {"content": {"sms": {"body": "hi"}}, "category": "orders"})
+    api.put("/api/v1/recipients/s8/preferences", {"preferences": [
+        {"channel": "sms", "enabled": False}, {"channel": "sms", "category": "orders", "enabled": True}]}, format="json")
+    assert send.send(again["id"]) == "sent"
+
+
+def test_a_device_removed_after_accept_is_not_sent_to(api, ctl):
+    api.put("/api/v1/recipients/s9", {}, format="json")
+    device = api.post("/api/v1/recipients/s9/devices", {"platform": "ios", "token": secrets.token_hex(32)},
+                      format="json").json()
+    (d,) = accept(api, "s9", {"content": {"push": {"title": "t"}}})
+    assert api.delete(f"/api/v1/recipients/s9/devices/{device['id']}").status_code == 204
+    assert send.send(d["id"]) == "suppressed"
+    assert Delivery.objects.get(id=d["id"]).reason == "device_removed"
+    assert not ctl.records("apns", delivery_id=d["id"])
