@@ -173,22 +173,16 @@ class APNsChannel(Channel):
 
     # -- declarations ------------------------------------------------------------------------
     @classmethod
-    def check_content(cls, content: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> None:
+    def check_content(cls, content: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Push content must say something and its payload must fit 4096 UTF-8 bytes.
 
+        Returns:
+            ``{"payload_bytes": n, "payload_limit": 4096}``: the notification's size as sent.
         Raises:
             InvalidMessage: ``empty_content``, ``reserved_data_key`` (``aps`` or
                 ``notify_delivery_id`` in ``data``), ``payload_too_large``.
         """
-        _payload_body(content, _PLACEHOLDER_ID)
-
-    @classmethod
-    def describe_content(cls, content: Mapping[str, Any]) -> dict[str, Any]:
-        """``{"payload_bytes": n, "payload_limit": 4096}``: the notification's size as sent."""
-        try:
-            body, _ = _payload_body(content, _PLACEHOLDER_ID)
-        except InvalidMessage:
-            return {}
+        body, _ = _payload_body(content, _PLACEHOLDER_ID)
         return {"payload_bytes": len(body), "payload_limit": MAX_PAYLOAD_BYTES}
 
     @classmethod

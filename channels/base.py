@@ -17,8 +17,9 @@ declarations through :mod:`channels.registry`:
 ``collapses_resends``       whether the device shows a resend with the same collapse id once
 ``settings``                its :class:`Setting` list: keys, environment names, defaults
 ``retry``                   its :class:`RetryDefaults`
-``check_content``           its content limits (asked by the API, so API and worker agree)
-``describe_content``        facts about content worth reporting (SMS encoding and segments)
+``check_content``           its content limits (asked by the API, so API and worker agree), and
+                            what it reports about acceptable content (SMS encoding and
+                            segments, push payload size)
 ``breaker_scope``           what one circuit breaker covers (the provider, or one push service)
 ``status_callbacks``,       per-request extras it supports: a status webhook URL, an RFC 8058
 ``one_click_unsubscribe``   one-click unsubscribe URL
@@ -274,16 +275,13 @@ class Channel:
         return tuple(s.key for s in cls.settings if s.required)
 
     @classmethod
-    def check_content(cls, content: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> None:
+    def check_content(cls, content: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Raise InvalidMessage if the provider is documented to refuse ``content`` whatever the
-        address (size, types, header injection). The API asks this before writing anything and
+        address (size, types, header injection); otherwise return what is worth reporting about
+        it in the send answer (SMS encoding and segments, push payload bytes; empty by default),
+        computed in the same pass. The API asks this before writing anything and
         ``build_payload`` applies the same rules, so the two can never disagree. ``config`` is
         the adapter's config mapping, for limits a deployment sets (None: the defaults)."""
-
-    @classmethod
-    def describe_content(cls, content: Mapping[str, Any]) -> dict[str, Any]:
-        """Facts about ``content`` worth reporting in the send answer (e.g. SMS encoding and
-        segments); empty by default."""
         return {}
 
     @classmethod

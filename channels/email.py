@@ -85,7 +85,7 @@ class EmailChannel(Channel):
     one_click_unsubscribe = True
 
     @classmethod
-    def check_content(cls, content: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> None:
+    def check_content(cls, content: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """An email needs a subject and a text or HTML body; no header may break a line.
 
         Raises:
@@ -117,6 +117,7 @@ class EmailChannel(Channel):
                     or name.lower().startswith("content-"):
                 raise InvalidMessage("invalid_header", f"{name!r} cannot be set on an email")
             check_header(name, str(value))
+        return {}
 
     @classmethod
     def email_parts(cls, message: Message) -> EmailParts:

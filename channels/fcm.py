@@ -127,23 +127,17 @@ class FCMChannel(RequestsTransport, Channel):
 
     # -- declarations ------------------------------------------------------------------------
     @classmethod
-    def check_content(cls, content: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> None:
+    def check_content(cls, content: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Push content must say something, use no reserved data key, and fit 4096 bytes.
 
+        Returns:
+            ``{"payload_bytes": n, "payload_limit": 4096}`` (see :func:`device_payload_size`).
         Raises:
             InvalidMessage: ``empty_content``, ``reserved_data_key``, ``invalid_data``,
-                ``payload_too_large`` (see :func:`device_payload_size`).
+                ``payload_too_large``.
         """
-        _message_body(content, "token", _PLACEHOLDER_ID, "normal", None, None)
-
-    @classmethod
-    def describe_content(cls, content: Mapping[str, Any]) -> dict[str, Any]:
-        """``{"payload_bytes": n, "payload_limit": 4096}`` (see :func:`device_payload_size`)."""
-        try:
-            body = _message_body(content, "token", _PLACEHOLDER_ID, "normal", None, None)
-        except InvalidMessage:
-            return {}
-        return {"payload_bytes": device_payload_size(body), "payload_limit": MAX_PAYLOAD_BYTES}
+        _, size = _message_body(content, "token", _PLACEHOLDER_ID, "normal", None, None)
+        return {"payload_bytes": size, "payload_limit": MAX_PAYLOAD_BYTES}
 
     @classmethod
     def validate_address(cls, value: Any, config: Mapping[str, Any]) -> str:
@@ -163,9 +157,9 @@ class FCMChannel(RequestsTransport, Channel):
         token = message.to
         if not isinstance(token, str) or not token.strip():
             raise InvalidMessage("invalid_token", "FCM registration token must be a string")
-        return json_bytes({"message": _message_body(
-            message.content, token, message.delivery_id, message.priority, message.ttl,
-            message.collapse_key)})
+        body, _ = _message_body(message.content, token, message.delivery_id, message.priority, message.ttl,
+                                message.collapse_key)
+        return json_bytes({"message": body})
 
     def post(self, message: Message, payload: bytes) -> requests.Response:
         """One POST through the AuthorizedSession (token attached, refreshed if near expiry)."""
@@ -233,8 +227,9 @@ def device_payload_size(message: Mapping[str, Any]) -> int:
 
 
 def _message_body(content: Mapping[str, Any], token: str, delivery_id: str, priority: str,
-                  ttl: int | None, collapse_key: str | None) -> dict[str, Any]:
-    """The ``message`` object of a send request (see :meth:`FCMChannel.build_payload`).
+                  ttl: int | None, collapse_key: str | None) -> tuple[dict[str, Any], int]:
+    """The ``message`` object of a send request (see :meth:`FCMChannel.build_payload`) and its
+    size as :func:`device_payload_size` counts it.
 
     Raises:
         InvalidMessage: see :meth:`FCMChannel.check_content`; ``collapse_id_too_long``.
@@ -267,7 +262,7 @@ def _message_body(content: Mapping[str, Any], token: str, delivery_id: str, prio
     size = device_payload_size(body)
     if size > MAX_PAYLOAD_BYTES:
         raise InvalidMessage("payload_too_large", f"{size} bytes > {MAX_PAYLOAD_BYTES}")
-    return body
+    return body, size
 
 
 def string_value(value: Any) -> str:

@@ -125,10 +125,13 @@ class TwilioSMSChannel(RequestsTransport, Channel):
 
     # -- declarations ------------------------------------------------------------------------
     @classmethod
-    def check_content(cls, content: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> None:
+    def check_content(cls, content: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The SMS text must be non-empty, at most 1600 characters (Twilio's ``Body``) and at most
         ``max_segments`` billed segments (the deployment's cap, default 10).
 
+        Returns:
+            ``{"encoding": "GSM-7" | "UCS-2", "segments": n}``: what the text costs (every
+            segment is billed).
         Raises:
             InvalidMessage: ``empty_body``, ``body_too_long``, ``too_many_segments``.
         """
@@ -142,12 +145,6 @@ class TwilioSMSChannel(RequestsTransport, Channel):
         if info["segments"] > limit:
             raise InvalidMessage("too_many_segments",
                                  f"{info['segments']} {info['encoding']} segments > {limit}")
-
-    @classmethod
-    def describe_content(cls, content: Mapping[str, Any]) -> dict[str, Any]:
-        """``{"encoding": "GSM-7" | "UCS-2", "segments": n}``: what the text costs (every
-        segment is billed)."""
-        info = sms_info(content.get("body") or "")
         return {"encoding": info["encoding"], "segments": info["segments"]}
 
     # -- webhooks ----------------------------------------------------------------------------

@@ -144,21 +144,15 @@ class WebPushChannel(RequestsTransport, Channel):
 
     # -- declarations ------------------------------------------------------------------------
     @classmethod
-    def check_content(cls, content: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> None:
+    def check_content(cls, content: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Push content must say something and fit 4096 bytes once encrypted.
 
+        Returns:
+            ``{"payload_bytes": n, "payload_limit": 4096}``: the encrypted size.
         Raises:
             InvalidMessage: ``empty_content``, ``payload_too_large``.
         """
-        _plaintext(content, _PLACEHOLDER_ID)
-
-    @classmethod
-    def describe_content(cls, content: Mapping[str, Any]) -> dict[str, Any]:
-        """``{"payload_bytes": n, "payload_limit": 4096}``: the encrypted size."""
-        try:
-            size = len(_plaintext(content, _PLACEHOLDER_ID)) + ENCRYPTION_OVERHEAD
-        except InvalidMessage:
-            return {}
+        size = len(_plaintext(content, _PLACEHOLDER_ID)) + ENCRYPTION_OVERHEAD
         return {"payload_bytes": size, "payload_limit": MAX_ENCRYPTED_BYTES}
 
     @classmethod

@@ -31,7 +31,7 @@ from .errors import SendRejected
 from .models import DeliveryStatus
 from .ratelimit import over_limit
 from .rendering import MissingVariables, RenderError, assign_variant, render_parts, select_locale
-from .truncation import fit_for
+from .truncation import checked as checked_part
 
 
 @dataclass(frozen=True)
@@ -170,15 +170,10 @@ def check_content(channel: str, group: str, content: dict, checked: dict[str, di
         cls = registry.channel_class(channel)
         config = providers.content_config(channel)
         try:
-            cls.check_content(content[group], config)
+            content[group], checked[channel], _ = checked_part(cls, content[group], config, truncate)
         except InvalidMessage as exc:
-            fitted = fit_for(cls, content[group], config) \
-                if truncate and exc.reason == "payload_too_large" else None
-            if fitted is None:
-                raise SendRejected(exc.reason, f"{channel}: {exc}", status=422,
-                                   fields={f"content.{group}": [f"{channel}: {exc}"]}) from None
-            content[group] = fitted
-        checked[channel] = cls.describe_content(content[group])
+            raise SendRejected(exc.reason, f"{channel}: {exc}", status=422,
+                               fields={f"content.{group}": [f"{channel}: {exc}"]}) from None
     return checked[channel]
 
 

@@ -22,6 +22,8 @@ import time
 from django.conf import settings
 from django_redis import get_redis_connection
 
+from .cache import redis_key
+
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 _LOCAL_TTL = 0.5  # seconds a process trusts its last look at a breaker
 _local: dict[str, tuple[float, str]] = {}  # scope -> (checked at, state)
@@ -29,7 +31,7 @@ _seen_failure: dict[str, bool] = {}
 
 
 def _key(scope: str, part: str) -> str:
-    return f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:breaker:{scope}:{part}"
+    return redis_key("breaker", scope, part)
 
 
 def state(scope: str) -> str:

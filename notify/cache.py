@@ -9,6 +9,7 @@ keys, changes made without signals, such as ``QuerySet.update``).
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_save
@@ -21,6 +22,12 @@ TEMPLATE_TTL = 300
 #: Short, because ``QuerySet.update(revoked=True)`` bypasses the signals that delete the entry;
 #: a revocation through the admin or ``save()`` applies from its commit on.
 API_KEY_TTL = 30
+
+
+def redis_key(*parts: object) -> str:
+    """A key for raw Redis commands (breakers, rate limits, webhook replays), under the same
+    prefix as the cache's own keys (``NOTIFY_CACHE_PREFIX``)."""
+    return ":".join([settings.CACHES["default"].get("KEY_PREFIX", ""), *map(str, parts)])
 
 
 def profile_key(app_id: int, external_id: str) -> str:

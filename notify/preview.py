@@ -16,7 +16,7 @@ from channels.errors import InvalidMessage
 from . import providers
 from .models import Template, TemplateVersion
 from .rendering import MissingVariables, RenderError, assign_variant, render_parts, select_locale
-from .truncation import fit_for
+from .truncation import checked
 
 
 class PreviewError(ValueError):
@@ -76,17 +76,11 @@ def preview(template: Template, version: TemplateVersion, data: dict[str, Any], 
         config = providers.content_config(channel)
         entry: dict[str, Any] = {"content": content, "content_info": {}, "error": None}
         try:
-            cls.check_content(content, config)
-        except InvalidMessage as exc:
-            fitted = None
-            if template.truncate_push and exc.reason == "payload_too_large":
-                fitted = fit_for(cls, content, config)
-            if fitted is None:
-                entry["error"] = {"code": exc.reason, "message": str(exc)}
-            else:
-                entry["content"] = content = fitted
+            entry["content"], entry["content_info"], cut = checked(cls, content, config, template.truncate_push)
+            if cut:
                 entry["truncated"] = True
-        entry["content_info"] = cls.describe_content(content)
+        except InvalidMessage as exc:
+            entry["error"] = {"code": exc.reason, "message": str(exc)}
         channels[channel] = entry
     return {"template": template.name, "version": version.number, "locale": used_locale,
             "variant": chosen.get("name") if chosen else None, "channels": channels}

@@ -14,6 +14,8 @@ from django.conf import settings
 from django_ratelimit.core import _split_rate
 from django_redis import get_redis_connection
 
+from .cache import redis_key
+
 
 def over_limit(app_id: int, recipient_id: int, channels: list[str], rate: str | None = None) -> set[str]:
     """Count one send on each of ``channels`` and return those now over the limit.
@@ -28,7 +30,7 @@ def over_limit(app_id: int, recipient_id: int, channels: list[str], rate: str | 
         return set()
     limit, period = _split_rate(rate or settings.NOTIFY_RATE_LIMIT)
     window = int(time.time() // period)
-    keys = [f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:rl:{app_id}:{recipient_id}:{c}:{window}" for c in channels]
+    keys = [redis_key("rl", app_id, recipient_id, c, window) for c in channels]
     pipe = get_redis_connection("default").pipeline(transaction=False)
     for key in keys:
         pipe.incr(key)

@@ -53,3 +53,20 @@ def fit_for(cls, part: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]
         return True
 
     return fit_body(part, accepts)
+
+
+def checked(cls, part: dict[str, Any], config: dict[str, Any], truncate: bool) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """Ask the adapter class ``cls`` about ``part``: ``(part as it will be sent, what the adapter
+    reports about it, whether the body was cut)``. With ``truncate`` (a template's
+    ``truncate_push``) a body too large for the provider is cut until it fits.
+
+    Raises:
+        InvalidMessage: the provider would refuse ``part`` (and no cut helps).
+    """
+    try:
+        return part, cls.check_content(part, config) or {}, False
+    except InvalidMessage as exc:
+        fitted = fit_for(cls, part, config) if truncate and exc.reason == "payload_too_large" else None
+        if fitted is None:
+            raise
+        return fitted, cls.check_content(fitted, config) or {}, True

@@ -206,7 +206,7 @@ def test_a_long_korean_push_body_with_emoji_is_cut_on_whole_grapheme_clusters(ap
     assert push["title"] == LONG_PUSH_TITLE
     assert body.endswith(ELLIPSIS) and len(body) < len(original)
     assert body.encode("utf-8").decode("utf-8") == body  # valid UTF-8, no lone surrogate
-    info = APNsChannel.describe_content(push)
+    info = APNsChannel.check_content(push)
     assert 0 < info["payload_bytes"] <= MAX_PAYLOAD_BYTES, info
     assert info["payload_bytes"] > MAX_PAYLOAD_BYTES - 64  # cut to fit, not cut to nothing
     assert delivery["content_info"] == info

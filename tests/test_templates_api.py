@@ -281,7 +281,8 @@ def test_preview_of_a_draft_a_variant_and_a_provider_refusal(api):
     r = api.post("/api/v1/templates/shipping/preview", {"data": {"text": text}, "version": 3}, format="json")
     channels = r.json()["channels"]
     assert channels["apns"]["error"]["code"] == "payload_too_large"
-    assert channels["sms"]["content_info"]["encoding"] == "UCS-2"
+    assert channels["sms"]["error"]["code"] == "body_too_long" and channels["sms"]["content_info"] == {}
+    assert channels["fcm"]["error"]["code"] == "payload_too_large" and "email" not in channels
     # Drafts are previewed, never sent.
     assert TemplateVersion.objects.filter(template__name="shipping").count() == 3
     assert Notification.objects.count() == 0

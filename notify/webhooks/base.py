@@ -28,6 +28,7 @@ from channels.base import WebhookEvent
 
 from .. import providers, store
 from ..api.errors import error_body
+from ..cache import redis_key
 
 #: Seconds a handled webhook call is remembered, so a replay of it is refused.
 REPLAY_WINDOW = 24 * 3600
@@ -36,7 +37,7 @@ REPLAY_WINDOW = 24 * 3600
 def _seen_key(provider: str, kind: str, url: str, params: dict) -> str:
     """A signed call is identified by what was signed: the same URL and fields again is a replay."""
     digest = hashlib.sha256(repr((provider, kind, url, sorted(params.items()))).encode()).hexdigest()
-    return f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:webhook:{digest}"
+    return redis_key("webhook", digest)
 
 
 @method_decorator(csrf_exempt, name="dispatch")

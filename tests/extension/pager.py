@@ -34,7 +34,7 @@ class PagerChannel(RequestsTransport, Channel):
         self.session = retryless_session({})
 
     @classmethod
-    def check_content(cls, content: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> None:
+    def check_content(cls, content: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> dict[str, Any]:
         text = content.get("body") or content.get("title") or ""
         if not text:
             raise InvalidMessage("empty_content", "a page needs a title or a body")
