@@ -276,12 +276,12 @@ def test_preview_of_a_draft_a_variant_and_a_provider_refusal(api):
     r = api.post("/api/v1/templates/shipping/preview", {"data": {"text": text}, "version": 2, "variant": "short"},
                  format="json")
     assert r.json()["variant"] == "short"
-    # Without variants: the push body is over the limit and the SMS over its 1600 characters.
+    # Without variants: the push body is over the limit and the SMS over its segment cap.
     api.post("/api/v1/templates/shipping/versions", {"content": long_body, "publish": False}, format="json")
     r = api.post("/api/v1/templates/shipping/preview", {"data": {"text": text}, "version": 3}, format="json")
     channels = r.json()["channels"]
     assert channels["apns"]["error"]["code"] == "payload_too_large"
-    assert channels["sms"]["error"]["code"] == "body_too_long" and channels["sms"]["content_info"] == {}
+    assert channels["sms"]["error"]["code"] == "too_many_segments" and channels["sms"]["content_info"] == {}
     assert channels["fcm"]["error"]["code"] == "payload_too_large" and "email" not in channels
     # Drafts are previewed, never sent.
     assert TemplateVersion.objects.filter(template__name="shipping").count() == 3
