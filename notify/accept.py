@@ -26,7 +26,7 @@ from channels import registry
 from channels.base import AddressKind
 from channels.errors import InvalidMessage
 
-from . import breaker, cache, providers, store
+from . import breaker, cache, policy, providers, store
 from .errors import SendRejected
 from .models import DeliveryStatus
 from .ratelimit import over_limit
@@ -61,6 +61,7 @@ class PlannedDelivery:
     reason: str = ""
     wait: float = 0.0
     variant: str = ""
+    step: int = 0  # its place in the notification's fallback order
 
 
 @dataclass
@@ -83,6 +84,8 @@ class PlannedNotification:
     ttl: int
     expires_at: dt.datetime
     response: dict = field(default_factory=dict)
+    send_at: dt.datetime | None = None
+    fallback: list = field(default_factory=list)  # steps, each a list of channels
 
 
 @dataclass
@@ -105,14 +108,8 @@ def addresses(channel: str, profile: dict) -> list[tuple[int | None, str]]:
     return [(d["id"], d["token"]) for d in profile["devices"] if d["platform"] == cls.platform]
 
 
-def opted_in(profile: dict, channel: str, category: str) -> bool:
-    """The recipient's choice for ``channel`` and ``category``: a category's own preference
-    wins over the channel-wide one; no preference means opted in."""
-    prefs = profile["preferences"]
-    for key in (f"{channel}|{category}", f"{channel}|"):
-        if key in prefs:
-            return prefs[key]
-    return True
+def _instant(epoch: float | None) -> dt.datetime | None:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc) if epoch is not None else None
 
 
 @dataclass(frozen=True)
@@ -197,6 +194,9 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
     content, template = rendered.parts, rendered.template
     truncate = bool(template and template["truncate_push"])
     category = payload.get("category") or (template or {}).get("category") or "general"
+    rules = policy.rules(cache.load_categories(app_id)["categories"].get(category), category)
+    muted = not rules.required and policy.is_muted(
+        profile["muted"], _instant(profile["muted_until"]), timezone.now())
 
     allowed: list[tuple[str, list]] = []
     deliveries: list[PlannedDelivery] = []
@@ -229,9 +229,12 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
                 add(channel, None, "", DeliveryStatus.SUPPRESSED,
                     "no_device" if cls.address_kind.is_device else "no_address")
             continue
-        if not opted_in(profile, channel, category):
+        refusal = ("opted_out" if not policy.opted_in(policy.preference_of(profile["preferences"], channel, category),
+                                                       rules, channel)
+                   else "muted" if muted else "")
+        if refusal:
             for device_id, address in found:
-                add(channel, device_id, address, DeliveryStatus.SUPPRESSED, "opted_out")
+                add(channel, device_id, address, DeliveryStatus.SUPPRESSED, refusal)
             continue
         # Content is checked only for the channels this send will use.
         check_content(channel, group, content, checked, truncate)

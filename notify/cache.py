@@ -15,7 +15,7 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
-from .models import AppAPIKey, Device, Preference, Recipient, Template, TemplateVersion
+from .models import App, AppAPIKey, Category, Device, Preference, Recipient, Template, TemplateVersion
 
 PROFILE_TTL = 300  # seconds
 TEMPLATE_TTL = 300
@@ -41,8 +41,8 @@ def template_key(app_id: int, name: str, version: int | None = None) -> str:
 def load_profile(app_id: int, external_id: str) -> dict | None:
     """Return the send profile of a recipient, or None if there is no such recipient.
 
-    Shape: ``{"id", "external_id", "name", "locale", "timezone", "email", "phone",
-    "devices": [{"id", "platform", "token", "subscription"}], "preferences": {"<channel>|<category>": bool}}``.
+    Shape: ``{"id", "external_id", "name", "locale", "timezone", "email", "phone", "quiet_hours",
+    "muted", "muted_until" (epoch seconds or None), "devices": [{"id", "platform", "token", "subscription"}], "preferences": {"<channel>|<category>": bool}}``.
     A miss costs two queries (recipient, then devices and preferences via prefetch).
     """
     key = profile_key(app_id, external_id)
@@ -64,6 +64,9 @@ def load_profile(app_id: int, external_id: str) -> dict | None:
         "timezone": recipient.timezone,
         "email": recipient.email,
         "phone": recipient.phone,
+        "quiet_hours": recipient.quiet_hours,
+        "muted": recipient.muted,
+        "muted_until": recipient.muted_until.timestamp() if recipient.muted_until else None,
         "devices": [
             {"id": d.id, "platform": d.platform, "token": d.token, "subscription": d.subscription}
             for d in recipient.devices.all()
@@ -73,6 +76,43 @@ def load_profile(app_id: int, external_id: str) -> dict | None:
     }
     cache.set(key, profile, PROFILE_TTL)
     return profile
+
+
+def categories_key(app_id: int) -> str:
+    return f"categories:{app_id}"
+
+
+def load_categories(app_id: int) -> dict:
+    """The app's categories and its quiet hours, as the policy reads them (notify.policy).
+
+    Shape: ``{"quiet_hours": "HH:MM-HH:MM" or "", "categories": {"<name>": {"required",
+    "defaults", "rate_limits", "over_limit", "quiet_hours"}}}``. A miss costs two queries.
+    """
+    key = categories_key(app_id)
+    entry = cache.get(key)
+    if entry is None:
+        rows = Category.objects.filter(app_id=app_id).values(
+            "name", "required", "defaults", "rate_limits", "over_limit", "quiet_hours")
+        entry = {"quiet_hours": App.objects.filter(pk=app_id).values_list("quiet_hours", flat=True).first() or "",
+                 "categories": {row.pop("name"): row for row in rows}}
+        cache.set(key, entry, TEMPLATE_TTL)
+    return entry
+
+
+def forget_categories(app_id: int) -> None:
+    key = categories_key(app_id)
+    cache.delete(key)
+    transaction.on_commit(lambda: cache.delete(key))
+
+
+@receiver([post_save, post_delete], sender=Category)
+def _category_changed(sender, instance: Category, **kwargs):
+    forget_categories(instance.app_id)
+
+
+@receiver([post_save, post_delete], sender=App)
+def _app_changed(sender, instance: App, **kwargs):
+    forget_categories(instance.pk)
 
 
 def load_template(app_id: int, name: str, version: int | None = None) -> dict | None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 
 from channels import registry
 from channels.base import Message, Outcome, Result
@@ -33,6 +34,7 @@ from channels.base import Message, Outcome, Result
 from . import breaker, providers, store
 from .dbretry import through_outage
 from .deadletters import publish_dead_letter
+from .policy import DEFER, SUPPRESS, at_send
 from .unsubscribe import unsubscribe_url
 from .webhooks.urls import webhook_url
 
@@ -56,12 +58,23 @@ class Claim:
     device_id: int | None
     subscription: dict | None
     device_active: bool | None
+    step: int
+    notification_id: Any
+    app_id: int
     content: dict
     priority: str
+    category: str
+    fallback: list
     expires_at: Any
     created_at: Any
     recipient_id: int
-    opted_in: bool | None
+    preference: bool | None
+    category_rules: dict | None
+    muted: bool
+    muted_until: Any
+    timezone: str
+    quiet_hours: str
+    app_quiet_hours: str
     ttl_left: float
     age: float
 
@@ -183,11 +196,6 @@ def send(delivery_id: str) -> str:
     if c.ttl_left <= 0:
         _record(c, "expired", "ttl_elapsed")
         return "expired"
-    # What the recipient decided since the send was accepted holds now: an opt-out (API, admin,
-    # STOP, unsubscribe), a removed or deactivated device.
-    if c.opted_in is False:
-        _record(c, "suppressed", "opted_out")
-        return "suppressed"
     if c.device_active is False:
         _record(c, "failed", "device_inactive")
         return "failed"
@@ -201,6 +209,17 @@ def send(delivery_id: str) -> str:
     if c.unknown_outcome and policy["on_unknown_outcome"] == "fail":
         _record(c, "failed", "outcome_unknown")
         return "failed"
+    # What the recipient decided since the send was accepted holds now: an opt-out (API, admin,
+    # preference page, STOP, unsubscribe), a mute, quiet hours, a rate limit.
+    decision = at_send(c, timezone.now())
+    if decision.action == SUPPRESS:
+        _record(c, "suppressed", decision.reason)
+        return "suppressed"
+    if decision.action == DEFER:
+        # Not an attempt: the provider is not called, and the next claim is this attempt again.
+        wait = max((decision.until - timezone.now()).total_seconds(), 0.0)
+        _record(c, "scheduled", decision.reason, delay=wait, refund=True)
+        return "scheduled"
 
     provider = providers.choose(c.channel, c.to)
     if provider is None:

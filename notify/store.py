@@ -104,26 +104,28 @@ def idempotent_responses(app_id: int, keys: Sequence[str]) -> dict[str, tuple[st
 _INSERT_SQL = f"""
 WITH notification AS (
     INSERT INTO notify_notification (id, app_id, api_key_id, recipient_id, idempotency_key, request_hash,
-        category, template_id, template_version, locale, data, content, priority, ttl, expires_at, response, created_at)
+        category, template_id, template_version, locale, data, content, priority, ttl, expires_at, response,
+        send_at, fallback, created_at)
     SELECT *, now() FROM unnest(%(n_id)s::uuid[], %(n_app)s::bigint[], %(n_key)s::varchar[], %(n_recipient)s::bigint[],
         %(n_idem)s::varchar[], %(n_hash)s::varchar[], %(n_category)s::varchar[], %(n_template)s::bigint[],
         %(n_version)s::int[], %(n_locale)s::varchar[], %(n_data)s::jsonb[], %(n_content)s::jsonb[], %(n_priority)s::varchar[],
-        %(n_ttl)s::int[], %(n_expires)s::timestamptz[], %(n_response)s::jsonb[])
+        %(n_ttl)s::int[], %(n_expires)s::timestamptz[], %(n_response)s::jsonb[], %(n_send_at)s::timestamptz[],
+        %(n_fallback)s::jsonb[])
     RETURNING 1
 ), delivery AS (
-    INSERT INTO notify_delivery (id, notification_id, channel, provider, variant, device_id, address, status, reason,
-        attempts, provider_message_id, created_at, updated_at, next_attempt_at, unknown_outcome)
-    SELECT id, notification_id, channel, '', variant, device_id, address, status, reason, 0, '', now(), now(),
+    INSERT INTO notify_delivery (id, notification_id, channel, provider, variant, step, device_id, address, status,
+        reason, attempts, provider_message_id, created_at, updated_at, next_attempt_at, unknown_outcome)
+    SELECT id, notification_id, channel, '', variant, step, device_id, address, status, reason, 0, '', now(), now(),
            now() + make_interval(secs => wait), false
     FROM unnest(%(d_id)s::uuid[], %(d_notification)s::uuid[], %(d_channel)s::varchar[], %(d_variant)s::varchar[],
-                %(d_device)s::bigint[], %(d_address)s::text[], %(d_status)s::varchar[], %(d_reason)s::varchar[],
-                %(d_wait)s::float8[])
-         AS d(id, notification_id, channel, variant, device_id, address, status, reason, wait)
+                %(d_step)s::int[], %(d_device)s::bigint[], %(d_address)s::text[], %(d_status)s::varchar[],
+                %(d_reason)s::varchar[], %(d_wait)s::float8[])
+         AS d(id, notification_id, channel, variant, step, device_id, address, status, reason, wait)
     RETURNING id, status, reason
 ), parked AS (
     {_log_rows('''(SELECT id AS delivery_id, '' AS from_status, status AS to_status, 0 AS attempt, reason,
                           NULL::int AS provider_status, NULL::jsonb AS provider_answer, NULL::float8 AS duration_ms
-                   FROM delivery WHERE status = 'retrying') p''')}
+                   FROM delivery WHERE status IN ('retrying', 'scheduled')) p''')}
 )
 -- The relay is woken at commit if anything is queued.
 SELECT (SELECT count(*) FROM notification),
@@ -133,13 +135,14 @@ SELECT (SELECT count(*) FROM notification),
 
 def insert_notifications(notifications: Sequence[Any], deliveries: Sequence[Any]) -> None:
     """Insert notifications and their deliveries in one statement, log the ones parked
-    ``retrying`` (``wait`` seconds from now: the breaker's cooldown), and wake the relay at
+    ``retrying`` or ``scheduled`` (``wait`` seconds from now: the breaker's cooldown, a
+    ``send_at``, quiet hours), and wake the relay at
     commit if any is ``queued``. Runs in the caller's transaction.
 
     Args:
         notifications: objects with the Notification model's attributes.
-        deliveries: objects with ``id, notification_id, channel, variant, device_id, address,
-            status, reason, wait``.
+        deliveries: objects with ``id, notification_id, channel, variant, step, device_id,
+            address, status, reason, wait``.
     Raises:
         IntegrityError: an idempotency key is taken (a concurrent request won).
     """
@@ -153,6 +156,8 @@ def insert_notifications(notifications: Sequence[Any], deliveries: Sequence[Any]
         "n_data": [Jsonb(n.data) for n in notifications], "n_content": [Jsonb(n.content) for n in notifications],
         "n_priority": [n.priority for n in notifications], "n_ttl": [n.ttl for n in notifications],
         "n_expires": [n.expires_at for n in notifications], "n_response": [Jsonb(n.response) for n in notifications],
+        "n_send_at": [n.send_at for n in notifications], "n_fallback": [Jsonb(n.fallback) for n in notifications],
+        "d_step": [d.step for d in deliveries],
         "d_id": [d.id for d in deliveries], "d_notification": [d.notification_id for d in deliveries],
         "d_channel": [d.channel for d in deliveries], "d_variant": [d.variant for d in deliveries], "d_device": [d.device_id for d in deliveries],
         "d_address": [d.address for d in deliveries], "d_status": [d.status for d in deliveries],
@@ -217,16 +222,25 @@ WITH claimed AS (
         -- clock_timestamp(): time spent waiting for the relay's row lock is not taken from the lease
         lease_until = clock_timestamp() + make_interval(secs => %s::float8)
     FROM notify_notification n
+    JOIN notify_recipient r ON r.id = n.recipient_id
+    JOIN notify_app a ON a.id = n.app_id
     WHERE d.id = %s::uuid AND d.status = 'queued' AND n.id = d.notification_id
-    RETURNING d.id, d.channel, d.address, d.attempts, d.unknown_outcome, d.device_id,
+    RETURNING d.id, d.channel, d.address, d.attempts, d.unknown_outcome, d.device_id, d.step,
               (SELECT subscription FROM notify_device WHERE id = d.device_id) AS subscription,
               (SELECT active FROM notify_device WHERE id = d.device_id) AS device_active,
-              n.content, n.priority, n.expires_at, n.created_at, n.recipient_id,
-              -- The recipient's choice now, not at accept time: the category's own row wins over
-              -- the channel-wide one; none means opted in (NULL).
+              n.id AS notification_id, n.app_id, n.content, n.priority, n.category, n.fallback, n.expires_at,
+              n.created_at, n.recipient_id,
+              -- What the recipient decides now, not at accept time (notify.policy): the category's
+              -- own preference row wins over the channel-wide one (NULL: neither), the category's
+              -- rules, the mute, the time zone and quiet hours.
               (SELECT p.enabled FROM notify_preference p
                WHERE p.recipient_id = n.recipient_id AND p.channel = d.channel AND p.category IN (n.category, '')
-               ORDER BY p.category = '' LIMIT 1) AS opted_in,
+               ORDER BY p.category = '' LIMIT 1) AS preference,
+              (SELECT jsonb_build_object('required', c.required, 'defaults', c.defaults,
+                                         'rate_limits', c.rate_limits, 'over_limit', c.over_limit,
+                                         'quiet_hours', c.quiet_hours)
+               FROM notify_category c WHERE c.app_id = n.app_id AND c.name = n.category) AS category_rules,
+              r.muted, r.muted_until, r.timezone, r.quiet_hours, a.quiet_hours AS app_quiet_hours,
               extract(epoch FROM n.expires_at - now()) AS ttl_left,
               extract(epoch FROM now() - n.created_at) AS age
 ), logged AS (
@@ -240,8 +254,8 @@ SELECT * FROM claimed
 
 def claim(delivery_id: str) -> dict[str, Any] | None:
     """Move a ``queued`` delivery to ``sending`` with a lease of ``NOTIFY_SEND_LEASE`` seconds
-    and log it; return what its send needs (with the recipient's current preference for the
-    channel and the device's current state), or None when it is not queued (another worker has
+    and log it; return what its send needs (with what the recipient decides now: preference,
+    category rules, mute, time zone, quiet hours; and the device's current state), or None when it is not queued (another worker has
     it, or it is done). One autocommit statement."""
     with prepared_cursor() as cursor:
         cursor.execute(_CLAIM_SQL, [settings.NOTIFY_SEND_LEASE, delivery_id])
@@ -249,7 +263,7 @@ def claim(delivery_id: str) -> dict[str, Any] | None:
         if row is None:
             return None
         values = dict(zip((c.name for c in cursor.description), row))
-    for key in ("content", "subscription"):
+    for key in ("content", "subscription", "category_rules", "fallback"):
         if isinstance(values[key], str):
             values[key] = json.loads(values[key])
     return values
@@ -411,13 +425,15 @@ SELECT count(*), (SELECT count(*) FROM ({wake}) w) FROM moved
 """
 _MOVED_LOG = _log_rows('''(SELECT id AS delivery_id, old_status AS from_status, 'queued' AS to_status,
                                   attempts AS attempt,
-                                  CASE WHEN old_status = 'sending' THEN 'lease_expired' ELSE 'retry_due' END AS reason,
+                                  CASE old_status WHEN 'sending' THEN 'lease_expired' WHEN 'scheduled' THEN 'due'
+                                                  ELSE 'retry_due' END AS reason,
                                   NULL::int AS provider_status, NULL::jsonb AS provider_answer,
                                   NULL::float8 AS duration_ms FROM moved) m''')
 _MOVE_WAKE = _wake_relay_sql("EXISTS (SELECT 1 FROM moved)")
-#: Due retries of channels that are not held, and sends whose worker died.
+#: Due retries of channels that are not held, due scheduled deliveries, and sends whose worker died.
 _DUE_SQL = _MOVE_DUE_SQL.format(where="""
     (status = 'retrying' AND next_attempt_at <= now() AND NOT channel = ANY(%(held)s))
+    OR (status = 'scheduled' AND next_attempt_at <= now())
     OR (status = 'sending' AND lease_until < now())""", log=_MOVED_LOG, wake=_MOVE_WAKE)
 #: One due retry of a held channel: the dispatcher's probe.
 _PROBE_SQL = _MOVE_DUE_SQL.format(where="status = 'retrying' AND next_attempt_at <= now() AND channel = %(channel)s",

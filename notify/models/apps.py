@@ -7,6 +7,9 @@ class App(models.Model):
     app, so several products can share one deployment."""
 
     name = models.CharField(max_length=100, unique=True)
+    #: ``"HH:MM-HH:MM"`` in each recipient's time zone: non-urgent deliveries wait until the end
+    #: (notify.policy); empty for none. A category's or the recipient's own setting wins.
+    quiet_hours = models.CharField(max_length=16, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -16,11 +16,13 @@ class DeliveryStatus(models.TextChoices):
     EXPIRED = "expired"
     SUPPRESSED = "suppressed"
     DEAD_LETTERED = "dead_lettered"
+    CANCELLED = "cancelled"
 
 
 #: Statuses a delivery does not leave by itself.
 FINAL_STATUSES = frozenset({DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.EXPIRED,
-                            DeliveryStatus.SUPPRESSED, DeliveryStatus.DEAD_LETTERED})
+                            DeliveryStatus.SUPPRESSED, DeliveryStatus.DEAD_LETTERED,
+                            DeliveryStatus.CANCELLED})
 
 
 class Notification(models.Model):
@@ -46,6 +48,11 @@ class Notification(models.Model):
     priority = models.CharField(max_length=8, default="normal")
     ttl = models.PositiveIntegerField()  # seconds
     expires_at = models.DateTimeField()
+    send_at = models.DateTimeField(null=True, blank=True)  # scheduled by the caller
+    #: The fallback order: a list of steps, each a list of channels (``[["apns", "fcm"], ["sms"]]``);
+    #: empty without a fallback. Delivery.step is the index.
+    fallback = models.JSONField(default=list, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
     response = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -68,6 +75,7 @@ class Delivery(models.Model):
     channel = models.CharField(max_length=16)  # a channel of channels.registry
     provider = models.CharField(max_length=32, blank=True)  # who sent it (notify.providers)
     variant = models.CharField(max_length=32, blank=True, default="")  # the template's A/B variant
+    step = models.PositiveSmallIntegerField(default=0)  # its place in the notification's fallback
     device = models.ForeignKey("notify.Device", on_delete=models.SET_NULL, null=True, blank=True, related_name="deliveries")
     address = models.TextField(blank=True)  # token / endpoint / E.164 / email, as sent
     status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)
@@ -87,7 +95,7 @@ class Delivery(models.Model):
         indexes = [
             # The dispatcher's sweeps touch only unfinished rows.
             models.Index(fields=["status", "next_attempt_at"], name="delivery_due",
-                         condition=models.Q(status__in=["queued", "retrying", "sending"])),
+                         condition=models.Q(status__in=["queued", "retrying", "sending", "scheduled"])),
             # The outbox relay's look-up: queued and not yet published, oldest first.
             models.Index(fields=["created_at"], name="delivery_outbox",
                          condition=models.Q(status="queued", published_at__isnull=True)),

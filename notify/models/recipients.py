@@ -11,6 +11,11 @@ class Recipient(models.Model):
     timezone = models.CharField(max_length=64, default="UTC")  # IANA zone name
     email = models.CharField(max_length=320, blank=True)
     phone = models.CharField(max_length=16, blank=True)  # E.164
+    # The recipient's own quiet hours ("HH:MM-HH:MM" local, "none", or "" for the app's or the
+    # category's) and global mute (until muted_until when set, else until unmuted).
+    quiet_hours = models.CharField(max_length=16, blank=True)
+    muted = models.BooleanField(default=False)
+    muted_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -52,7 +57,7 @@ class Preference(models.Model):
     channel = models.CharField(max_length=16)  # a channel of channels.registry
     category = models.CharField(max_length=64, blank=True, default="")
     enabled = models.BooleanField()
-    source = models.CharField(max_length=32, default="api")  # api, admin, sms_stop, unsubscribe
+    source = models.CharField(max_length=32, default="api")  # api, admin, page, sms_stop, unsubscribe, provider
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
