@@ -13,16 +13,44 @@ from email_validator import EmailNotValidError, validate_email
 from rest_framework import serializers
 
 
+#: Why phonenumbers finds a number impossible, as the API's machine-readable reason.
+_IMPOSSIBLE = {
+    phonenumbers.ValidationResult.INVALID_COUNTRY_CODE: ("invalid_country_code", "no country has this calling code"),
+    phonenumbers.ValidationResult.TOO_SHORT: ("too_short", "too short for a number of its country"),
+    phonenumbers.ValidationResult.TOO_LONG: ("too_long", "too long for a number of its country"),
+    phonenumbers.ValidationResult.INVALID_LENGTH: ("invalid_length", "no number of its country has this length"),
+}
+
+
 def e164(value: str) -> str:
-    """Return ``value`` if it is a valid phone number written in E.164 (``+`` and digits)."""
+    """Return ``value`` if it is a valid phone number written in E.164 (``+`` and digits).
+
+    The rules, in order, each with its reason code (the error's ``reasons``): the text is ``+``
+    and 2-15 digits, the first not 0 (ITU-T E.164: ``not_e164``); a country calling code
+    exists (``invalid_country_code``); the length is possible for that country (``too_short``,
+    ``too_long``, ``invalid_length``); the number belongs to a range the country has assigned
+    (``not_valid_for_region``). The metadata is Google's libphonenumber (the ``phonenumbers``
+    package), so a newly assigned range needs a package update.
+
+    Raises:
+        ValidationError: with one of the codes above.
+    """
     if not re.fullmatch(r"\+[1-9]\d{1,14}", value or ""):
-        raise serializers.ValidationError("phone must be in E.164 form, e.g. +821012345678")
+        raise serializers.ValidationError("phone must be in E.164 form: + and up to 15 digits, e.g. +821012345678",
+                                          code="not_e164")
     try:
         number = phonenumbers.parse(value, None)
-    except phonenumbers.NumberParseException as exc:
-        raise serializers.ValidationError(f"not a phone number: {exc}") from None
+    except phonenumbers.NumberParseException:
+        raise serializers.ValidationError("no country has this calling code", code="invalid_country_code") from None
+    possible = phonenumbers.is_possible_number_with_reason(number)
+    if possible in _IMPOSSIBLE:
+        code, message = _IMPOSSIBLE[possible]
+        raise serializers.ValidationError(f"not a possible phone number: {message}", code=code)
     if not phonenumbers.is_valid_number(number):
-        raise serializers.ValidationError("not a valid phone number")
+        region = phonenumbers.region_code_for_country_code(number.country_code)
+        raise serializers.ValidationError(
+            f"not a valid phone number for its region ({region}): no such number range is assigned",
+            code="not_valid_for_region")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 

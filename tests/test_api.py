@@ -434,3 +434,30 @@ def test_web_push_endpoint_on_an_allowed_private_push_service_is_accepted(api, r
     r = api.post(f"/api/v1/recipients/{recipient}/devices",
                  {"platform": "web", "subscription": browser_subscription("https://10.0.0.8:8443/wp/1")}, format="json")
     assert r.status_code == 201, r.content
+
+
+@pytest.mark.parametrize("phone,reason", [
+    ("010-1234-5678", "not_e164"),
+    ("+0821012345678", "not_e164"),
+    ("+999123456", "invalid_country_code"),
+    ("+1200555012", "too_short"),
+    ("+1201555012345", "too_long"),
+    ("+82101234", "not_valid_for_region"),
+])
+def test_a_refused_phone_number_says_why(api, phone, reason):
+    r = api.put("/api/v1/recipients/phone-why", {"phone": phone}, format="json")
+    assert r.status_code == 400, r.content
+    error = r.json()["error"]
+    assert error["reasons"]["phone"] == [reason]
+    assert error["fields"]["phone"][0]
+
+
+def test_a_recipient_update_with_bad_fields_is_refused_whole_naming_each(api):
+    api.put("/api/v1/recipients/whole", {"email": "old@example.com", "phone": "+4915123456789"}, format="json")
+    r = api.put("/api/v1/recipients/whole", {"email": "new@example.com", "name": "New", "phone": "+82101234",
+                                              "timezone": "Mars/Olympus"}, format="json")
+    assert r.status_code == 400
+    assert set(r.json()["error"]["fields"]) == {"phone", "timezone"}
+    assert r.json()["error"]["reasons"]["phone"] == ["not_valid_for_region"]
+    stored = api.get("/api/v1/recipients/whole").json()
+    assert (stored["email"], stored["name"], stored["phone"]) == ("old@example.com", "", "+4915123456789")

@@ -1,6 +1,11 @@
 """One JSON error shape for every 4xx of the API:
 
-    {"error": {"code": "<machine-readable>", "message": "<human>", "fields": {"<field>": ["..."]}}}
+    {"error": {"code": "<machine-readable>", "message": "<human>", "fields": {"<field>": ["..."]},
+               "reasons": {"<field>": ["<machine-readable>"]}}}
+
+``reasons`` (only on ``invalid_request``) gives, in the order of ``fields``' messages, the code of
+each: ``required``, ``invalid``, ``max_length``, ... (DRF's), or the project's own where a rule
+has several ways to fail (a phone number: notify.validators.e164).
 """
 
 from __future__ import annotations
@@ -60,9 +65,9 @@ def exception_handler(exc, context):
     if isinstance(exc, Http404):
         return Response(error_body("not_found", "not found"), status=404)
     if isinstance(exc, exceptions.ValidationError):
-        fields = flatten(exc.detail)
-        return Response(error_body("invalid_request", "the request has invalid fields", fields),
-                        status=status.HTTP_400_BAD_REQUEST)
+        body = error_body("invalid_request", "the request has invalid fields", flatten(exc.detail))
+        body["error"]["reasons"] = flatten(exc.get_codes())
+        return Response(body, status=status.HTTP_400_BAD_REQUEST)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
