@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test install services browser migrate reset bench-e2e bench-sandbox bench-faults
+.PHONY: run test install services browser promtool migrate reset bench-e2e bench-sandbox bench-faults
 
 $(VENV)/.installed: requirements.txt sandbox/requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,8 +26,12 @@ migrate: install services
 run: migrate
 	$(PY) -m devtools.run
 
+## Prometheus' promtool (Debian package `prometheus`) for the alert rules' tests.
+promtool:
+	bash scripts/promtool.sh
+
 ## Run the whole test suite against the real services and the provider sandbox.
-test: install services browser
+test: install services browser promtool
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## Forget the local system's state: database `notify`, its queues, cache, sandbox and logs.

@@ -15,7 +15,7 @@ Why each choice:
 from django.conf import settings
 from kombu import Exchange, Queue
 
-from notify.queues import DEAD_LETTER_EXCHANGE, MAINTENANCE_QUEUE, dead_letter_queue, task_name
+from notify.queues import DEAD_LETTER_EXCHANGE, MAINTENANCE_QUEUE, dead_letter_queue, queue_name, task_name
 
 CHANNELS = settings.NOTIFY_CHANNELS
 
@@ -51,7 +51,7 @@ task_send_sent_event = False
 _direct = Exchange("notify", type="direct", durable=True)
 _dead = Exchange(DEAD_LETTER_EXCHANGE, type="direct", durable=True)
 
-task_queues = [Queue(c, _direct, routing_key=c, durable=True) for c in CHANNELS] + [
+task_queues = [Queue(queue_name(c), _direct, routing_key=queue_name(c), durable=True) for c in CHANNELS] + [
     # Dead letters of each channel: kept until an operator inspects or replays them.
     Queue(dead_letter_queue(c), _dead, routing_key=c, durable=True) for c in CHANNELS
 ] + [Queue(MAINTENANCE_QUEUE, _direct, routing_key=MAINTENANCE_QUEUE, durable=True)]
@@ -62,7 +62,7 @@ task_default_routing_key = MAINTENANCE_QUEUE
 task_default_delivery_mode = "persistent"
 
 # Routed by task name: the channel's task → the channel's queue.
-task_routes = {task_name(c): {"queue": c, "routing_key": c} for c in CHANNELS}
+task_routes = {task_name(c): {"queue": queue_name(c), "routing_key": queue_name(c)} for c in CHANNELS}
 task_routes.update({"notify.maintenance.*": {"queue": MAINTENANCE_QUEUE, "routing_key": MAINTENANCE_QUEUE}})
 
 beat_schedule = {

@@ -20,7 +20,7 @@ def setup_django(name: str = "bench") -> None:
     os.environ.setdefault("NOTIFY_REDIS_URL", "redis://127.0.0.1:6379/2")
     os.environ.setdefault("NOTIFY_SANDBOX_DIR", str(ROOT / "var" / f"{name}-sandbox"))
     os.environ.setdefault("NOTIFY_PUBLIC_URL", "http://127.0.0.1:18100")
-    os.environ.setdefault("NOTIFY_RATE_LIMIT", "1000000/h")
+    os.environ.setdefault("NOTIFY_RATE_LIMIT", "1000000/hour")
     import django
 
     django.setup()

@@ -82,7 +82,7 @@ def configure_environment() -> None:
         "NOTIFY_REDIS_URL": "redis://127.0.0.1:6379/3",
         "NOTIFY_SANDBOX_DIR": str(ROOT / "var" / f"{NAME}-sandbox"),
         "NOTIFY_PUBLIC_URL": f"http://127.0.0.1:{API_PORT}",
-        "NOTIFY_RATE_LIMIT": "1000000/h",
+        "NOTIFY_RATE_LIMIT": "1000000/hour",
         "NOTIFY_SEND_LEASE": str(SEND_LEASE),
     })
     for channel in ("APNS", "FCM", "WEBPUSH", "SMS", "EMAIL"):

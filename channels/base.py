@@ -138,6 +138,9 @@ class Message:
             for adapters that declare ``status_callbacks``), or None.
         unsubscribe_url: the https one-click unsubscribe URL (RFC 8058) of this message (only
             for adapters that declare ``one_click_unsubscribe``), or None.
+        preferences_url: the recipient's hosted preference page, shown next to the unsubscribe
+            (only for adapters that declare ``one_click_unsubscribe``; an email adds it as a
+            footer line), or None (a required category: a sign-in code carries neither).
     """
 
     delivery_id: str
@@ -148,6 +151,7 @@ class Message:
     collapse_key: str | None = None
     status_callback: str | None = None
     unsubscribe_url: str | None = None
+    preferences_url: str | None = None
 
 
 @dataclass(frozen=True)

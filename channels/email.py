@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import re
+from html import escape
 from dataclasses import dataclass
 from email.charset import Charset
 from typing import Any, ClassVar, Mapping
@@ -18,6 +19,8 @@ from typing import Any, ClassVar, Mapping
 from .base import AddressKind, Channel, Message, RetryDefaults
 from .errors import InvalidMessage
 
+#: The footer line of an email that links the recipient's preference page (Message.preferences_url).
+PREFERENCES_LABEL = "Manage your notification preferences"
 #: Header carrying the delivery id (SES event records and the sandbox read it back).
 DELIVERY_ID_HEADER = "X-Notify-Delivery-Id"
 #: Characters that end a header line somewhere along the way: RFC 5322 forbids CR and LF in a
@@ -72,7 +75,8 @@ class EmailChannel(Channel):
     ``html``, ``headers`` (name → value) and ``from_name`` (the sender's display name, put
     before the provider's configured address, RFC 2047-encoded when not ASCII).
     ``unsubscribe_url`` (an https URL) adds ``List-Unsubscribe: <url>`` and
-    ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 8058). ``X-Notify-Delivery-Id``
+    ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 8058); ``preferences_url`` a
+    footer line in each body (:func:`with_preferences_footer`). ``X-Notify-Delivery-Id``
     always carries the delivery id.
     """
 
@@ -141,9 +145,25 @@ class EmailChannel(Channel):
             check_header("List-Unsubscribe", message.unsubscribe_url)
             headers.append(("List-Unsubscribe", f"<{message.unsubscribe_url}>"))
             headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
-        return EmailParts(to=to, subject=content["subject"], text=content.get("text") or None,
-                          html=content.get("html") or None, headers=tuple(headers),
+        text, html = content.get("text") or None, content.get("html") or None
+        if message.preferences_url:
+            text, html = with_preferences_footer(text, html, message.preferences_url)
+        return EmailParts(to=to, subject=content["subject"], text=text, html=html, headers=tuple(headers),
                           from_name=(content.get("from_name") or "").strip() or None)
+
+
+def with_preferences_footer(text: str | None, html: str | None, url: str) -> tuple[str | None, str | None]:
+    """The bodies with a last line linking the recipient's preference page: after a signature
+    separator (``-- ``, RFC 3676 §4.3) in the text part, as a link before ``</body>`` (or at the
+    end) of the HTML part. A part the email does not have stays absent."""
+    if text is not None:
+        text = f"{text.rstrip()}\n\n-- \n{PREFERENCES_LABEL}: {url}\n"
+    if html is not None:
+        footer = (f'<p style="font-size:12px;color:#666" class="notify-preferences">'
+                  f'<a href="{escape(url)}">{escape(PREFERENCES_LABEL)}</a></p>')
+        end = html.lower().rfind("</body>")
+        html = f"{html[:end]}{footer}{html[end:]}" if end >= 0 else f"{html}{footer}"
+    return text, html
 
 
 def check_header(name: str, value: str) -> None:

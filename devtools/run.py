@@ -14,7 +14,9 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Start sandbox, API, outbox relay, one worker pool per channel, "
                                                  "dispatcher and Flower; send a demo notification.")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000, help="the API's port")
+    parser.add_argument("--sandbox-port-base", type=int, default=9400, help="the provider sandbox's first port")
+    parser.add_argument("--flower-port", type=int, default=5555)
     parser.add_argument("--once", action="store_true", help="stop after the demo")
     parser.add_argument("--no-demo", action="store_true")
     args = parser.parse_args(argv)
@@ -28,16 +30,24 @@ def main(argv: list[str] | None = None) -> None:
     from devtools import demo
     from devtools.stack import Stack, StackConfig
 
-    config = StackConfig(api_port=args.port, sandbox_dir=Path(settings.NOTIFY_SANDBOX_DIR),
-                         log_dir=settings.VAR_DIR / "log")
+    config = StackConfig(api_port=args.port, sandbox_port_base=args.sandbox_port_base, flower_port=args.flower_port,
+                         sandbox_dir=Path(settings.NOTIFY_SANDBOX_DIR), log_dir=settings.VAR_DIR / "log")
     stack = Stack(config)
     print(f"starting provider sandbox, API, outbox relay, workers ({' '.join(config.channels)}), dispatcher, "
           "Flower …", flush=True)
-    stack.start()
+    # SIGTERM (a background run's stop) acts as Ctrl-C, also while starting: Stack.start stops
+    # what it started when interrupted.
+    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        print(f"API      {stack.api_url}/api/v1/  (OpenAPI: {stack.api_url}/api/v1/schema)")
+        stack.start()
+    except KeyboardInterrupt:
+        print("stopped while starting", flush=True)
+        return
+    try:
+        print(f"API      {stack.api_url}/api/v1/  (docs: {stack.api_url}/api/v1/docs, {stack.api_url}/api/v1/redoc)")
+        print(f"health   {stack.api_url}/health/live  {stack.api_url}/health/ready")
         print(f"admin    {stack.api_url}/admin/  (python manage.py createsuperuser)")
-        print(f"Flower   http://127.0.0.1:{config.flower_port}/")
+        print(f"Flower   {stack.flower_url}/  (login NOTIFY_FLOWER_BASIC_AUTH={settings.NOTIFY_FLOWER_BASIC_AUTH})")
         print(f"sandbox  {stack.control_url}/records   logs: {config.log_dir}/", flush=True)
         if not args.no_demo:
             _, key = demo.create_app()
@@ -46,14 +56,12 @@ def main(argv: list[str] | None = None) -> None:
         if args.once:
             return
         print("running; Ctrl-C stops everything", flush=True)
-        signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
         while True:
             time.sleep(1)
     except KeyboardInterrupt:
         pass
     finally:
-        print("stopping …", flush=True)
-        stack.stop()
+        stack.stop(out=lambda line: print(line, flush=True))
 
 
 if __name__ == "__main__":

@@ -10,10 +10,12 @@ process is started by the operator's supervisor (see docker-compose.yml).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +56,9 @@ class StackConfig:
     #: Celery pool of the channel workers: ``prefork`` (a process per concurrent send) or
     #: ``threads`` (one process, sends overlap while waiting on the provider).
     worker_pool: str = os.environ.get("NOTIFY_WORKER_POOL", "prefork")
+    #: Where the children write their Prometheus samples (NOTIFY_METRICS_DIR); None: ``log_dir/metrics``.
+    #: Emptied at each start, so a scrape counts this run only.
+    metrics_dir: Path | None = None
     #: Raise the sandbox's scheduling priority by this much (0: leave it; needs root).
     sandbox_priority: int = int(os.environ.get("NOTIFY_SANDBOX_PRIORITY", "0"))
 
@@ -69,12 +74,14 @@ class Stack:
         self._log_start: dict[str, int] = {}
         config.log_dir.mkdir(parents=True, exist_ok=True)
         config.sandbox_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_dir = (config.metrics_dir or config.log_dir / "metrics").resolve()
         self.env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "settings.dev"),
             "NOTIFY_SANDBOX_DIR": str(config.sandbox_dir.resolve()),
             "NOTIFY_PUBLIC_URL": self.api_url,
             "PYTHONUNBUFFERED": "1",
+            "NOTIFY_METRICS_DIR": str(self.metrics_dir),
             **config.env,
         }
 
@@ -112,7 +119,7 @@ class Stack:
         self._spawn("api", [GUNICORN, "notify.wsgi", "--bind", f"127.0.0.1:{self.config.api_port}",
                             "--workers", str(self.config.api_workers), "--worker-class", "gthread",
                             "--threads", str(self.config.api_threads), "--timeout", "30", "--graceful-timeout", "5"])
-        _wait_http(self.api_url + "/api/v1/schema", "api", self.procs["api"])
+        _wait_http(self.api_url + "/health/live", "api", self.procs["api"])
 
     def start_relay(self) -> None:
         """Start the outbox relay (``manage.py relay``), which publishes committed deliveries."""
@@ -124,8 +131,10 @@ class Stack:
 
     def spawn_worker(self, channel: str) -> None:
         """Start the worker pool of one channel (``-Q <channel>``) without waiting for it."""
+        from notify.queues import queue_name
+
         self._spawn(f"worker-{channel}", [
-            CELERY, "-A", "notify", "worker", "-Q", channel, "-n", f"{channel}@%h",
+            CELERY, "-A", "notify", "worker", "-Q", queue_name(channel), "-n", f"{channel}@%h",
             "-P", self.config.worker_pool, "-c", str(self.config.concurrency), "--prefetch-multiplier", "1", "-O", "fair",
             "--without-gossip", "--without-mingle", "-l", self.config.worker_log_level])
 
@@ -138,6 +147,13 @@ class Stack:
 
     def stop_worker(self, channel: str) -> None:
         self._stop(f"worker-{channel}")
+
+    def stop_api(self) -> None:
+        self._stop("api")
+
+    def stop_maintenance(self) -> None:
+        """Stop the maintenance worker and its beat (the dispatcher)."""
+        self._stop("maintenance")
 
     def start_maintenance(self) -> None:
         self._spawn("maintenance", [CELERY, "-A", "notify", "worker", "-Q", "maintenance", "-n", "maintenance@%h",
@@ -160,15 +176,25 @@ class Stack:
             time.sleep(0.2)
         raise RuntimeError(f"{name} not ready after {timeout}s (see {path})")
 
+    @property
+    def flower_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.flower_port}"
+
     def start_flower(self) -> None:
+        """Start Flower (if ``flower_port``) and wait until it answers. Its login and RabbitMQ's
+        management API come from the settings through ``flowerconfig.py``."""
         if self.config.flower_port:
             self._spawn("flower", [CELERY, "-A", "notify", "flower", f"--port={self.config.flower_port}",
                                    "--address=127.0.0.1"])
+            _wait_http(self.flower_url + "/healthcheck", "flower", self.procs["flower"])
 
     def start(self) -> "Stack":
         """Start every child in dependency order; raises RuntimeError naming the one that failed."""
         for log in self.config.log_dir.glob("*.log"):
             log.unlink()
+        # prometheus-client's multiprocess files of an earlier run (their pids may be reused).
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        self.metrics_dir.mkdir(parents=True)
         try:
             self.start_sandbox()
             self.start_api()
@@ -185,26 +211,64 @@ class Stack:
         return self
 
     def _stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-        proc = self.procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            # The main process first: a Celery worker then shuts down warm and lets its pool
-            # finish the sends in flight (signalling the whole group would kill them mid-send).
-            os.kill(proc.pid, sig)
-            proc.wait(timeout)
-            os.killpg(proc.pid, signal.SIGKILL)  # anything the child left behind
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-        except ProcessLookupError:
-            pass
+        self._terminate([name], sig, timeout)
 
-    def stop(self) -> None:
-        """Stop every child: workers first (they finish their task), the sandbox last."""
-        order = sorted(self.procs, key=lambda n: (n == "sandbox", n == "api"))
-        for name in order:
-            self._stop(name)
+    def _terminate(self, names: list[str], sig: int = signal.SIGTERM, timeout: float = 15) -> list[str]:
+        """Send ``sig`` to every named child at once, wait up to ``timeout`` seconds in all for
+        them to exit, then SIGKILL each one's process group. Returns the names that had to be
+        killed (still running at the deadline)."""
+        procs = {name: self.procs.pop(name) for name in names if name in self.procs}
+        procs = {name: proc for name, proc in procs.items() if proc.poll() is None}
+        for proc in procs.values():
+            try:
+                # The main process only: a Celery worker then shuts down warm and lets its pool
+                # finish the sends in flight (signalling the whole group would kill them mid-send).
+                os.kill(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        killed = []
+        for name, proc in procs.items():
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                killed.append(name)
+        # Every group at once (what a child left behind, or the child itself past the deadline),
+        # then reap them.
+        for proc in procs.values():
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for proc in procs.values():
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        return killed
+
+    def stop(self, out=None, timeout: float = 2) -> None:
+        """Stop every child within about ``timeout`` seconds (plus half a second for the sandbox): SIGTERM
+        to all of them at once (Celery workers finish the sends in flight), SIGKILL to what is
+        still running at the deadline; the sandbox last, so sends in flight reach it.
+
+        An idle Celery worker's warm shutdown takes 2 to 4 s (its prefork pool's join), more on a
+        loaded machine; one killed mid-send is the crash the service is built for (its task
+        goes back to the queue, the delivery's claim decides what happens to it).
+
+        ``out``: called with a line naming what is being stopped, then one saying how long it
+        took and what had to be killed (``print`` in ``make run``); None: silent.
+        """
+        started = time.monotonic()
+        names = [name for name, proc in self.procs.items() if proc.poll() is None]
+        if out and names:
+            out(f"stopping {', '.join(names)} …")
+        killed = self._terminate([n for n in names if n != "sandbox"], timeout=timeout)
+        killed += self._terminate(["sandbox"], timeout=0.5)
+        self.procs.clear()
+        if out and names:
+            out(f"stopped {len(names)} processes in {time.monotonic() - started:.1f} s"
+                + (f" (killed after the deadline: {', '.join(killed)})" if killed else ""))
 
 
 def _wait_http(url: str, name: str, proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -216,6 +280,9 @@ def _wait_http(url: str, name: str, proc: subprocess.Popen, timeout: float = 60)
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status < 500:
                     return
+        except urllib.error.HTTPError as error:
+            if error.code < 500:  # answering (e.g. 401 behind a login) is ready
+                return
         except OSError:
             pass
         time.sleep(0.2)

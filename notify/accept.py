@@ -1,10 +1,11 @@
 """Accept: the API's side of a send. Validate the request, plan its deliveries (the recipient's
-addresses, preferences, rate limits, the providers' content rules), and write the notification
-and its deliveries, which puts them in the outbox (notify.outbox publishes them after commit).
+addresses, preferences, the providers' content rules), and write the notification and its
+deliveries, which puts them in the outbox (notify.outbox publishes them after commit). Rate
+limits are counted when a delivery is sent (notify.ratelimit), not here: a refused request uses
+up nothing.
 
-Round trips on a warm cache: one idempotency look-up (only with a key), one pipelined Redis call
-for the rate limits, then one statement that inserts everything and wakes the relay
-(notify.store). Nothing here waits on RabbitMQ.
+Round trips on a warm cache: one idempotency look-up (only with a key), then one statement that
+inserts everything and wakes the relay (notify.store). Nothing here waits on RabbitMQ.
 
 Channel knowledge comes only from the adapters' declarations (channels.registry): which content
 group a channel carries, what kind of address it sends to, and its content limits.
@@ -26,10 +27,9 @@ from channels import registry
 from channels.base import AddressKind
 from channels.errors import InvalidMessage
 
-from . import breaker, cache, policy, providers, store
+from . import breaker, cache, metrics, policy, providers, store
 from .errors import SendRejected
 from .models import DeliveryStatus
-from .ratelimit import over_limit
 from .rendering import MissingVariables, RenderError, assign_variant, render_parts, select_locale
 from .truncation import checked as checked_part
 
@@ -44,8 +44,10 @@ class Accepted:
 
 
 def request_hash(payload: dict) -> str:
-    """SHA-256 of the canonical JSON of a send request (tells a replay from a different body)."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """SHA-256 of the canonical JSON of a send request (tells a replay from a different body); a
+    ``send_at`` counts as its instant (the serializer gives it in UTC, whatever offset was sent)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":"),
+                                     default=dt.datetime.isoformat).encode()).hexdigest()
 
 
 @dataclass
@@ -62,6 +64,7 @@ class PlannedDelivery:
     wait: float = 0.0
     variant: str = ""
     step: int = 0  # its place in the notification's fallback order
+    due: dt.datetime | None = None  # a scheduled one's instant (send_at, quiet hours' end), instead of wait
 
 
 @dataclass
@@ -106,6 +109,28 @@ def addresses(channel: str, profile: dict) -> list[tuple[int | None, str]]:
     if cls.address_kind is AddressKind.EMAIL:
         return [(None, profile["email"])] if profile["email"] else []
     return [(d["id"], d["token"]) for d in profile["devices"] if d["platform"] == cls.platform]
+
+
+def fallback_steps(items: list[str]) -> list[list[str]]:
+    """A send's ``fallback`` (channels or content groups, in order) as steps of channels:
+    ``push, sms`` → ``[[apns, fcm, webpush], [sms]]`` (a group: its enabled channels,
+    channels.registry.channels_in_group).
+
+    Raises:
+        ValueError: a name that is neither, or a channel named twice (``push, apns`` too).
+    """
+    steps: list[list[str]] = []
+    seen: set[str] = set()
+    for item in items:
+        step = [item] if item in registry.channels() else list(registry.channels_in_group(item))
+        if not step:
+            raise ValueError(f"{item!r} is neither a channel nor a content group")
+        twice = [channel for channel in step if channel in seen]
+        if twice:
+            raise ValueError(f"{', '.join(twice)} named twice" + (f" ({item} includes it)" if item not in step else ""))
+        seen.update(step)
+        steps.append(step)
+    return steps
 
 
 def _instant(epoch: float | None) -> dt.datetime | None:
@@ -175,10 +200,32 @@ def check_content(channel: str, group: str, content: dict, checked: dict[str, di
 
 
 
+def _release(payload: dict, profile: dict, rules: policy.Rules, app_quiet_hours: str, now: dt.datetime,
+             due: dt.datetime) -> tuple[dt.datetime | None, str]:
+    """When a send's deliveries may go, if not now: ``(instant, reason)``, or ``(None, "")``.
+
+    Quiet hours (the recipient's, else the category's, else the app's; notify.policy) that hold
+    at the due instant hold it until they end (``quiet_hours``), except for ``priority: high``
+    and a required category; else a ``send_at`` in the future holds it until then
+    (``scheduled``).
+    """
+    if payload.get("priority") != "high" and not rules.required:
+        window = policy.quiet_hours_of(profile["quiet_hours"], rules.quiet_hours, app_quiet_hours)
+        until = policy.quiet_until(due, profile["timezone"], window)
+        if until is not None:
+            return until, "quiet_hours"
+    if due > now:
+        return due, "scheduled"
+    return None, ""
+
+
 def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: str | None,
-         digest: str | None = None) -> Planned:
-    """Validate one send request against the recipient, preferences, rate limits, templates
+         digest: str | None = None, now: dt.datetime | None = None) -> Planned:
+    """Validate one send request against the recipient, preferences, templates
     and the providers' content rules, and build its rows (nothing is written).
+
+    ``now`` (aware) is the instant the send is accepted at, for the mute, quiet hours and
+    ``send_at`` (None: the clock; a test gives an instant across a daylight-saving change).
 
     Raises:
         SendRejected: unknown recipient or template, content a provider would refuse, no
@@ -188,15 +235,25 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
     if profile is None:
         raise SendRejected("recipient_not_found", f"no recipient {payload['recipient']!r}", status=404,
                            fields={"recipient": ["not found"]})
-    requested = payload.get("channels")
+    steps = fallback_steps(payload["fallback"]) if payload.get("fallback") else []
+    # A fallback's channels are requested ones: content for each, a row for each (suppressed
+    # where there is no address), so no step can fail later on content.
+    requested = payload.get("channels") or [channel for step in steps for channel in step]
+    step_of = {channel: index for index, step in enumerate(steps) for channel in step}
     groups = tuple(dict.fromkeys(registry.channel_class(c).content_group for c in requested)) if requested else None
     rendered = _content(app_id, payload, profile, groups)
     content, template = rendered.parts, rendered.template
     truncate = bool(template and template["truncate_push"])
     category = payload.get("category") or (template or {}).get("category") or "general"
-    rules = policy.rules(cache.load_categories(app_id)["categories"].get(category), category)
-    muted = not rules.required and policy.is_muted(
-        profile["muted"], _instant(profile["muted_until"]), timezone.now())
+    app_rules = cache.load_categories(app_id)
+    rules = policy.rules(app_rules["categories"].get(category), category)
+    now = now or timezone.now()
+    send_at = payload.get("send_at")
+    # When the send is due: its send_at, or now (a send_at the serializer let through a moment
+    # in the past is due now). The recipient's decisions are read for that instant.
+    due = max(send_at, now) if send_at else now
+    muted = not rules.required and policy.is_muted(profile["muted"], _instant(profile["muted_until"]), due)
+    release, held_reason = _release(payload, profile, rules, app_rules["quiet_hours"], now, due)
 
     allowed: list[tuple[str, list]] = []
     deliveries: list[PlannedDelivery] = []
@@ -207,10 +264,15 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
     def add(channel: str, device_id: int | None, address: str, status: str, reason: str = "",
             wait: float = 0.0) -> None:
         delivery = PlannedDelivery(uuid.uuid4(), notification_id, channel, device_id, address, status, reason, wait,
-                                   rendered.variant)
+                                   rendered.variant, step_of.get(channel, 0))
         deliveries.append(delivery)
         entry = {"id": str(delivery.id), "channel": channel, "to": address or None,
                  "status": status, "reason": reason or None}
+        if steps:
+            entry["step"] = delivery.step
+        if status == DeliveryStatus.SCHEDULED:
+            delivery.due = release
+            entry["scheduled_for"] = release.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
         if checked.get(channel):
             entry["content_info"] = checked[channel]
         summary.append(entry)
@@ -221,7 +283,8 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
         if group not in content:
             if requested:
                 raise SendRejected("no_content_for_channel", f"no {group} content for channel {channel}",
-                                   status=422, fields={"channels": [f"{channel} has no {group} content"]})
+                                   status=422, fields={"fallback" if steps else "channels":
+                                                       [f"{channel} has no {group} content"]})
             continue
         found = addresses(channel, profile)
         if not found:
@@ -240,18 +303,33 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
         check_content(channel, group, content, checked, truncate)
         allowed.append((channel, found))
 
-    limited = over_limit(app_id, profile["id"], [channel for channel, _ in allowed])
-    for channel, found in allowed:
-        held = providers.held(channel)
-        for device_id, address in found:
-            if channel in limited:
-                add(channel, device_id, address, DeliveryStatus.SUPPRESSED, "rate_limited")
-            elif held:
-                # Every provider of the channel is failing for everyone right now: park the
-                # delivery for the dispatcher instead of queueing a task that could only wait.
-                add(channel, device_id, address, DeliveryStatus.RETRYING, "circuit_open", breaker.cooldown())
-            else:
-                add(channel, device_id, address, DeliveryStatus.QUEUED)
+    # A fallback's steps in order (a send without one is one step): the first step with a row
+    # that can go is sent now; the later steps' rows wait on standby (counted against the rate
+    # limit only if they are sent) for notify.store.advance_fallback.
+    sending_step = None
+    for index in range(max(len(steps), 1)):
+        members = [(channel, found) for channel, found in allowed if step_of.get(channel, 0) == index]
+        if sending_step is not None:
+            for channel, found in members:
+                for device_id, address in found:
+                    add(channel, device_id, address, DeliveryStatus.STANDBY, "fallback")
+            continue
+        before = len(deliveries)
+        for channel, found in members:
+            held = providers.held(channel)
+            for device_id, address in found:
+                if release:
+                    # Not due yet (send_at, quiet hours): the dispatcher queues it at release;
+                    # a provider failing now does not matter yet.
+                    add(channel, device_id, address, DeliveryStatus.SCHEDULED, held_reason)
+                elif held:
+                    # Every provider of the channel is failing for everyone right now: park the
+                    # delivery for the dispatcher instead of queueing a task that could only wait.
+                    add(channel, device_id, address, DeliveryStatus.RETRYING, "circuit_open", breaker.cooldown())
+                else:
+                    add(channel, device_id, address, DeliveryStatus.QUEUED)
+        if any(d.status != DeliveryStatus.SUPPRESSED for d in deliveries[before:]):
+            sending_step = index
 
     if not deliveries:
         raise SendRejected("no_channel", "the recipient has no address on any channel with content", status=422,
@@ -267,7 +345,8 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
         idempotency_key=idempotency_key, request_hash=digest or request_hash(payload), category=category,
         template_id=template["id"] if template else None, template_version=template["version"] if template else None,
         locale=rendered.locale, data=payload.get("data") or {}, content=content, priority=payload.get("priority") or "normal",
-        ttl=ttl, expires_at=timezone.now() + dt.timedelta(seconds=ttl), response=body,
+        # A scheduled send's TTL counts from when it is due.
+        ttl=ttl, expires_at=due + dt.timedelta(seconds=ttl), response=body, fallback=steps, send_at=send_at,
     )
     return Planned(notification, deliveries, body)
 
@@ -278,6 +357,7 @@ def write(planned: list[Planned]) -> None:
     with transaction.atomic():
         store.insert_notifications([p.notification for p in planned],
                                    [d for p in planned for d in p.deliveries])
+    metrics.record_accept(planned)
 
 
 def _replay(earlier: tuple[str, dict] | None, digest: str) -> Accepted | None:
@@ -301,8 +381,9 @@ def submit(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: 
 
     Returns:
         Accepted with the 202 body ``{"id", "event_id", "deliveries": [{"id", "channel", "to",
-        "status", "reason", "content_info"?}]}`` (``content_info``: what the channel's adapter
-        reports about the content, e.g. SMS encoding and segments).
+        "status", "reason", "step"?, "content_info"?}]}`` (``step``: with a fallback, the
+        delivery's step; ``content_info``: what the channel's adapter reports about the content,
+        e.g. SMS encoding and segments).
 
     Raises:
         SendRejected: unknown recipient or template, unusable content, reused idempotency key with

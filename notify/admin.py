@@ -1,4 +1,5 @@
-"""Django admin: apps and keys, recipients with devices and preferences (opt-outs), templates
+"""Django admin: apps and keys, categories with their rules, recipients with devices,
+preferences (opt-outs), pause and quiet hours, templates
 with their versions (add a draft, publish it, archive; a preview page per template),
 read-only notifications and deliveries, and dead-letter replay."""
 
@@ -19,13 +20,16 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from rest_framework import serializers as drf_serializers
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
+from channels import registry
 
 from . import deadletters
 from .admin_preview import PreviewForm, PrettyJSONField, columns, initial_data, json_textarea
-from .models import App, AppAPIKey, Delivery, DeliveryLog, Device, Notification, Preference, Recipient, Template, \
-    TemplateVersion
+from .models import App, AppAPIKey, Category, Delivery, DeliveryLog, Device, Notification, Preference, Recipient, \
+    Template, TemplateVersion
+from .api.categories import check_defaults, check_quiet_hours, check_rate_limits
 from .api.errors import flatten
 from .api.template_serializers import VersionIn
 
@@ -47,25 +51,127 @@ class DeviceInline(admin.TabularInline):
     extra = 0
 
 
+def _form_errors(check, value):
+    """Run an API field rule (notify.api.categories.check_*) for a form field: its messages,
+    with their paths (``sms: must be true or false``), as the form's error."""
+    try:
+        return check(value)
+    except drf_serializers.ValidationError as exc:
+        raise forms.ValidationError([f"{path}: {message}" if path != "non_field_errors" else message
+                                     for path, messages_ in flatten(exc.detail).items() for message in messages_])
+
+
+class CategoryForm(forms.ModelForm):
+    """A category's rules, checked by the same rules as ``PUT /api/v1/categories/<name>``."""
+
+    defaults = PrettyJSONField(required=False, widget=json_textarea(4),
+                               help_text='<code>{"&lt;channel or content group&gt;": true|false}</code>: whether a '
+                                         "recipient who never chose gets it there (absent: true).")
+    rate_limits = PrettyJSONField(required=False, widget=json_textarea(4),
+                                  help_text='<code>{"&lt;channel, content group or *&gt;": "3/hour;10/day"}</code> '
+                                            "per recipient and channel; absent: NOTIFY_RATE_LIMIT.")
+
+    class Meta:
+        model = Category
+        fields = ["app", "name", "label", "description", "required", "defaults", "rate_limits", "over_limit",
+                  "quiet_hours"]
+
+    def clean_defaults(self):
+        return _form_errors(check_defaults, self.cleaned_data["defaults"] or {})
+
+    def clean_rate_limits(self):
+        return _form_errors(check_rate_limits, self.cleaned_data["rate_limits"] or {})
+
+    def clean_quiet_hours(self):
+        return _form_errors(check_quiet_hours, self.cleaned_data["quiet_hours"])
+
+
+@admin.register(Category)
+class CategoryAdmin(admin.ModelAdmin):
+    """An app's categories; a change applies to the next send and to deliveries already queued
+    (the worker's claim reads the row)."""
+
+    form = CategoryForm
+    list_display = ["name", "app", "label", "required", "over_limit", "quiet_hours", "updated_at"]
+    list_filter = ["app", "required"]
+    search_fields = ["name", "label"]
+
+
+class PreferenceForm(forms.ModelForm):
+    """One opt-in/opt-out; a required category of the recipient's app cannot be switched off
+    (as in the API)."""
+
+    channel = forms.ChoiceField(choices=lambda: [(c, c) for c in registry.channels()])
+
+    class Meta:
+        model = Preference
+        fields = ["recipient", "channel", "category", "enabled"]
+
+    def clean(self):
+        cleaned = super().clean()
+        recipient = cleaned.get("recipient") or (
+            Recipient.objects.filter(pk=self.instance.recipient_id).first() if self.instance.recipient_id else None)
+        category = cleaned.get("category")
+        if recipient is not None and category and cleaned.get("enabled") is False and Category.objects.filter(
+                app_id=recipient.app_id, name=category, required=True).exists():
+            raise forms.ValidationError({"enabled": f"{category!r} is a required category: recipients cannot opt out."})
+        return cleaned
+
+
 class PreferenceInline(admin.TabularInline):
     model = Preference
-    fields = ["channel", "category", "enabled", "source"]
+    form = PreferenceForm
+    fields = ["channel", "category", "enabled", "source", "updated_at"]
+    readonly_fields = ["source", "updated_at"]
     extra = 0
+
+
+class RecipientForm(forms.ModelForm):
+    class Meta:
+        model = Recipient
+        fields = "__all__"
+
+    def clean_quiet_hours(self):
+        return _form_errors(check_quiet_hours, self.cleaned_data["quiet_hours"])
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("muted_until") and not cleaned.get("muted"):
+            raise forms.ValidationError({"muted": "Tick it for the pause to end at “muted until”."})
+        return cleaned
 
 
 @admin.register(Recipient)
 class RecipientAdmin(admin.ModelAdmin):
-    list_display = ["external_id", "app", "name", "email", "phone", "locale"]
-    list_filter = ["app"]
+    """Recipients with their devices and preferences; the pause ("muted", until "muted until"
+    or until unticked) and quiet hours hold every category but the required ones. Saving clears
+    the cached profile (notify.cache signals), so the next send and queued deliveries see it."""
+
+    form = RecipientForm
+    list_display = ["external_id", "app", "name", "email", "phone", "locale", "muted"]
+    list_filter = ["app", "muted"]
     search_fields = ["external_id", "email", "phone"]
     inlines = [DeviceInline, PreferenceInline]
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is Preference:
+            for inline_form in formset.forms:
+                if inline_form.has_changed():
+                    inline_form.instance.source = "admin"
+        super().save_formset(request, form, formset, change)
 
 
 @admin.register(Preference)
 class PreferenceAdmin(admin.ModelAdmin):
+    form = PreferenceForm
     list_display = ["recipient", "channel", "category", "enabled", "source", "updated_at"]
     list_filter = ["channel", "enabled", "source"]
     search_fields = ["recipient__external_id"]
+    readonly_fields = ["source"]
+
+    def save_model(self, request, obj, form, change):
+        obj.source = "admin"
+        super().save_model(request, obj, form, change)
 
 
 def version_errors(content: Any, variants: Any, default_locale: str | None) -> list[str]:

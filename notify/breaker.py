@@ -34,6 +34,11 @@ def _key(scope: str, part: str) -> str:
     return redis_key("breaker", scope, part)
 
 
+def tripped_scopes_key() -> str:
+    """A sorted set of the scopes ever tripped, scored by when they last tripped."""
+    return redis_key("breakers-tripped")
+
+
 def state(scope: str) -> str:
     """``closed``, ``open`` or ``half_open``; cached per process for half a second, so the send
     path pays at most one Redis read per scope per half second."""
@@ -80,6 +85,7 @@ def record_failure(scope: str) -> bool:
     # Half-open lasts until a probe succeeds; the TTL only bounds a forgotten breaker.
     pipe.set(_key(scope, "tripped"), 1, ex=int(policy["cooldown"]) * 60)
     pipe.delete(failures)
+    pipe.zadd(tripped_scopes_key(), {scope: time.time()})  # for the metrics' scrape (no key scan)
     pipe.execute()
     _local[scope] = (time.monotonic(), OPEN)
     return True

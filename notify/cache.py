@@ -160,7 +160,11 @@ def load_api_key(prefix: str) -> dict | None:
 
 
 def forget_recipient(app_id: int, external_id: str) -> None:
-    cache.delete(profile_key(app_id, external_id))
+    key = profile_key(app_id, external_id)
+    cache.delete(key)
+    # Again after the commit: a send between this delete and the commit (an admin save, the
+    # preference page) would otherwise cache the profile as it was until PROFILE_TTL.
+    transaction.on_commit(lambda: cache.delete(key))
 
 
 @receiver([post_save, post_delete], sender=Recipient)

@@ -5,7 +5,7 @@ import os
 import logging
 
 from celery import Celery
-from celery.signals import after_setup_logger
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.production")
 
@@ -21,5 +21,39 @@ def _quiet_per_task_logs(**kwargs):
     from django.conf import settings
 
     level = settings.NOTIFY_TASK_LOG_LEVEL
-    for name in ("celery.app.trace", "celery.worker.strategy"):
+    # celery.beat: "Scheduler: Sending due task" every second for the dispatcher.
+    for name in ("celery.app.trace", "celery.worker.strategy", "celery.beat"):
         logging.getLogger(name).setLevel(level)
+    _log_like_django(kwargs.get("logger"))
+
+
+@after_setup_task_logger.connect
+def _task_logs_like_django(**kwargs):
+    _log_like_django(kwargs.get("logger"))
+
+
+def _log_like_django(logger) -> None:
+    """Celery replaces the handlers of the loggers it sets up: give its handlers the format and
+    the masking filter of settings.LOGGING (JSON lines, no personal data), as the API and the
+    relay have."""
+    import logging.config
+
+    from django.conf import settings
+
+    config = settings.LOGGING
+    factory = logging.config.DictConfigurator(config)
+    formatter = factory.configure_formatter(dict(config["formatters"][settings.NOTIFY_LOG_FORMAT]))
+    from .logmask import MaskFilter
+
+    for handler in (logger.handlers if logger is not None else []):
+        handler.setFormatter(formatter)
+        if not any(isinstance(f, MaskFilter) for f in handler.filters):
+            handler.addFilter(MaskFilter())
+
+
+@worker_process_shutdown.connect
+def _forget_process_metrics(pid=None, **kwargs):
+    """A prefork child ends: drop its live-gauge files (notify.metrics; counters stay)."""
+    from .metrics import mark_process_dead
+
+    mark_process_dead(pid or os.getpid())

@@ -19,13 +19,18 @@ from . import breaker, outbox, providers, store
 log = logging.getLogger(__name__)
 
 
-def dispatch_due(batch: int = 1000) -> int:
+def dispatch_due(batch: int = 1000, now: dt.datetime | None = None) -> int:
     """Put every delivery that is due and not on a queue back into the outbox, and publish what
     the relay has left there; returns how many rows it moved or published.
+
+    ``now`` (aware) is the instant "due" is read at; None (beat's call) is the database's clock.
+    A test steps it across a daylight-saving change to see each scheduled delivery released once,
+    at its instant.
 
     - ``retrying`` whose ``next_attempt_at`` passed → ``queued``, unless every provider of the
       channel is tripped (notify.providers.held): then one per call while a breaker is
       half-open (the probe), and the rest once a probe succeeded;
+    - ``scheduled`` (a ``send_at``, quiet hours) whose ``next_attempt_at`` passed → ``queued``;
     - ``sending`` whose lease ran out (the worker died mid-send) → ``queued`` with
       ``unknown_outcome`` set, so the worker applies the channel's unknown-outcome policy;
     - ``queued`` published more than ``NOTIFY_REPUBLISH_STALE_AFTER`` seconds ago and never
@@ -38,10 +43,10 @@ def dispatch_due(batch: int = 1000) -> int:
     moved = 0
     with transaction.atomic():
         held = [channel for channel in settings.NOTIFY_CHANNELS if providers.held(channel)]
-        moved += store.move_due(held, batch)
+        moved += store.move_due(held, batch, now)
         for channel in held:
             if any(breaker.state(p) == breaker.HALF_OPEN for p in settings.NOTIFY_CHANNEL_PROVIDERS[channel]):
-                moved += store.move_probe(channel)
+                moved += store.move_probe(channel, now)
         moved += store.unpublish_stale(settings.NOTIFY_REPUBLISH_STALE_AFTER, batch)
     if moved:
         log.info("moved %d due deliveries to the outbox", moved)

@@ -32,7 +32,7 @@ from typing import Iterable, Iterator
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
 
-from . import store
+from . import metrics, store
 from .queues import task_name
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,10 @@ def publish_tasks(items: Iterable[tuple[object, str]]) -> int:
             # argsrepr given: Celery would otherwise saferepr() the arguments of every message.
             app.send_task(task_name(channel), args=[ids], producer=producer,
                           argsrepr=f"[{len(ids)} deliveries]", kwargsrepr="{}",
-                          retry=True, retry_policy=_PUBLISH_RETRY, confirm_timeout=CONFIRM_TIMEOUT)
+                          retry=True, retry_policy=_PUBLISH_RETRY, confirm_timeout=CONFIRM_TIMEOUT,
+                          # The AMQP timestamp: RabbitMQ reports the head message's, which is the
+                          # queue's oldest-message age in notify.metrics.
+                          timestamp=int(time.time()))
             published += 1
     return published
 
@@ -144,6 +147,7 @@ class Relay:
                         time.sleep(pause)
                 last_round = time.monotonic()
                 published = relay_once(ROUND_LIMIT)
+                metrics.relay_heartbeat()
                 backoff = 0.0
                 if published >= ROUND_LIMIT:
                     continue  # a backlog: the next round at once (after the interval)

@@ -93,7 +93,8 @@ def parse_quiet_hours(value: str) -> tuple[dt.time, dt.time] | None:
     """
     if not value or value == NO_QUIET_HOURS:
         return None
-    match = QUIET_HOURS_RE.match(value)
+    # fullmatch: with match, "$" would also accept a trailing newline.
+    match = QUIET_HOURS_RE.fullmatch(value)
     if not match:
         raise ValueError(f"quiet hours must be HH:MM-HH:MM or {NO_QUIET_HOURS!r}, not {value!r}")
     h1, m1, h2, m2 = map(int, match.groups())

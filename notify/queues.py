@@ -7,6 +7,12 @@ MAINTENANCE_QUEUE = "maintenance"
 DEAD_LETTER_EXCHANGE = "notify.dead"
 
 
+def queue_name(channel: str) -> str:
+    """The queue holding ``channel``'s tasks, consumed by that channel's worker pool
+    (``celery worker -Q <queue_name>``)."""
+    return channel
+
+
 def task_name(channel: str) -> str:
     """The Celery task sending ``channel``'s deliveries; routed to the queue named ``channel``."""
     return f"notify.deliver.{channel}"

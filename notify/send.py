@@ -21,20 +21,23 @@ from __future__ import annotations
 import logging
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from channels import registry
 from channels.base import Message, Outcome, Result
 
-from . import breaker, providers, store
+from . import breaker, metrics, providers, store
 from .dbretry import through_outage
 from .deadletters import publish_dead_letter
-from .policy import DEFER, SUPPRESS, at_send
+from .models import FINAL_STATUSES, DeliveryStatus
+from .policy import DEFER, SUPPRESS, at_send, rules
+from .preferences import link as preference_link
 from .unsubscribe import unsubscribe_url
 from .webhooks.urls import webhook_url
 
@@ -118,6 +121,8 @@ def retry_delay(attempt: int, result: Result, policy: dict) -> float:
 def message_for(c: Claim, provider: str) -> Message:
     """The provider-neutral message of a claimed delivery, with the extras its adapter uses."""
     cls = registry.provider_class(provider)
+    # A required category (a sign-in code) offers no way out: neither unsubscribe nor the page.
+    leavable = cls.one_click_unsubscribe and not rules(c.category_rules, c.category).required
     return Message(
         delivery_id=str(c.id),
         to=c.to,
@@ -125,23 +130,37 @@ def message_for(c: Claim, provider: str) -> Message:
         priority=c.priority,
         ttl=max(int(c.ttl_left), 0),
         status_callback=webhook_url(provider, "status") if cls.status_callbacks else None,
-        unsubscribe_url=unsubscribe_url(c.id) if cls.one_click_unsubscribe else None,
+        unsubscribe_url=unsubscribe_url(c.id) if leavable else None,
+        preferences_url=preference_link(c.app_id, c.recipient_id)[0] if leavable else None,
     )
 
 
 def _record(c: Claim, status: str, reason: str, result: Result | None = None, provider: str | None = None,
             delay: float = 0.0, duration: float | None = None, refund: bool = False) -> None:
     """Write the outcome of attempt ``c.attempt``; a database outage is waited out (the provider
-    has answered: losing that answer would cause a resend)."""
+    has answered: losing that answer would cause a resend).
+
+    A final outcome of a notification with a fallback advances it (notify.store.advance_fallback)
+    in the same transaction: a worker dying in between cannot leave the later steps on standby.
+    """
+    advance = bool(c.fallback) and status in FINAL_STATUSES
+
     def write() -> None:
-        if not store.record_outcome(
-                c.id, c.attempt, status, reason, provider=provider,
-                provider_message_id=result.provider_message_id if result else None,
-                provider_status=result.status if result else None,
-                answer=result.raw if result else None, delay=delay, duration_ms=duration, refund=refund):
-            log.warning("delivery %s changed hands before its outcome %s was recorded", c.id, status)
+        # Without a fallback the outcome stays one autocommit statement (no BEGIN/COMMIT).
+        with transaction.atomic() if advance else nullcontext():
+            if not store.record_outcome(
+                    c.id, c.attempt, status, reason, provider=provider,
+                    provider_message_id=result.provider_message_id if result else None,
+                    provider_status=result.status if result else None,
+                    answer=result.raw if result else None, delay=delay, duration_ms=duration, refund=refund):
+                log.warning("delivery %s changed hands before its outcome %s was recorded", c.id, status)
+            if advance:
+                # Even when the delivery changed hands: a retried write whose first try committed
+                # finds that too, and the advance checks the rows themselves (idempotent).
+                store.advance_fallback(c.notification_id, c.step, status == DeliveryStatus.SENT)
 
     through_outage(f"recording delivery {c.id}", RECORD_PATIENCE, write)
+    metrics.record_delivery(c, status, reason, provider, duration, result)
 
 
 def _react(c: Claim, result: Result) -> None:

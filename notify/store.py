@@ -18,6 +18,7 @@ Timestamps come from the database's clock everywhere, so API, relay and workers 
 
 from __future__ import annotations
 
+import datetime
 import json
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Sequence
@@ -28,6 +29,7 @@ from django.db import connection, transaction
 from psycopg.types.json import Jsonb
 
 from . import cache
+from .models import FINAL_STATUSES
 
 #: The PostgreSQL LISTEN/NOTIFY channel the outbox relay waits on.
 OUTBOX_EVENT = "notify_outbox"
@@ -116,11 +118,11 @@ WITH notification AS (
     INSERT INTO notify_delivery (id, notification_id, channel, provider, variant, step, device_id, address, status,
         reason, attempts, provider_message_id, created_at, updated_at, next_attempt_at, unknown_outcome)
     SELECT id, notification_id, channel, '', variant, step, device_id, address, status, reason, 0, '', now(), now(),
-           now() + make_interval(secs => wait), false
+           COALESCE(due, now() + make_interval(secs => wait)), false
     FROM unnest(%(d_id)s::uuid[], %(d_notification)s::uuid[], %(d_channel)s::varchar[], %(d_variant)s::varchar[],
                 %(d_step)s::int[], %(d_device)s::bigint[], %(d_address)s::text[], %(d_status)s::varchar[],
-                %(d_reason)s::varchar[], %(d_wait)s::float8[])
-         AS d(id, notification_id, channel, variant, step, device_id, address, status, reason, wait)
+                %(d_reason)s::varchar[], %(d_wait)s::float8[], %(d_due)s::timestamptz[])
+         AS d(id, notification_id, channel, variant, step, device_id, address, status, reason, wait, due)
     RETURNING id, status, reason
 ), parked AS (
     {_log_rows('''(SELECT id AS delivery_id, '' AS from_status, status AS to_status, 0 AS attempt, reason,
@@ -135,14 +137,14 @@ SELECT (SELECT count(*) FROM notification),
 
 def insert_notifications(notifications: Sequence[Any], deliveries: Sequence[Any]) -> None:
     """Insert notifications and their deliveries in one statement, log the ones parked
-    ``retrying`` or ``scheduled`` (``wait`` seconds from now: the breaker's cooldown, a
-    ``send_at``, quiet hours), and wake the relay at
-    commit if any is ``queued``. Runs in the caller's transaction.
+    ``retrying`` or ``scheduled`` (due at ``due``, a ``send_at`` or the end of quiet hours, else
+    ``wait`` seconds from now, the breaker's cooldown), and wake the relay at commit if any is
+    ``queued``. Runs in the caller's transaction.
 
     Args:
         notifications: objects with the Notification model's attributes.
         deliveries: objects with ``id, notification_id, channel, variant, step, device_id,
-            address, status, reason, wait``.
+            address, status, reason, wait, due`` (``due``: an aware instant or None).
     Raises:
         IntegrityError: an idempotency key is taken (a concurrent request won).
     """
@@ -162,6 +164,7 @@ def insert_notifications(notifications: Sequence[Any], deliveries: Sequence[Any]
         "d_channel": [d.channel for d in deliveries], "d_variant": [d.variant for d in deliveries], "d_device": [d.device_id for d in deliveries],
         "d_address": [d.address for d in deliveries], "d_status": [d.status for d in deliveries],
         "d_reason": [d.reason for d in deliveries], "d_wait": [d.wait for d in deliveries],
+        "d_due": [d.due for d in deliveries],
     }
     with prepared_cursor() as cursor:
         cursor.execute(_INSERT_SQL, params)
@@ -329,6 +332,73 @@ def deactivate_device(device_id: int, reason: str) -> None:
         _forget(cursor.fetchall())
 
 
+# -- fallback ----------------------------------------------------------------------------------
+_LOCK_NOTIFICATION_SQL = "SELECT cancelled_at IS NOT NULL FROM notify_notification WHERE id = %s::uuid FOR UPDATE"
+_FALLBACK_NOT_NEEDED_SQL = f"""
+WITH moved AS (
+    UPDATE notify_delivery SET status = 'suppressed', reason = 'fallback_not_needed', updated_at = now()
+    WHERE notification_id = %(notification)s::uuid AND step > %(step)s::int AND status = 'standby'
+    RETURNING id, attempts
+), logged AS (
+    {_log_rows('''(SELECT id AS delivery_id, 'standby' AS from_status, 'suppressed' AS to_status,
+                          attempts AS attempt, 'fallback_not_needed' AS reason, NULL::int AS provider_status,
+                          NULL::jsonb AS provider_answer, NULL::float8 AS duration_ms FROM moved) m''')}
+)
+SELECT count(*) FROM moved
+"""
+# The next step goes when every delivery of this step has ended, none of the notification's is
+# sent, and no later step has started: each later row is still on standby or suppressed (at
+# accept; or since its step started, and then that step's own end advances past it anyway, so
+# skipping it here agrees). The last condition makes a repeated call change nothing.
+_FALLBACK_NEXT_SQL = f"""
+WITH next_step AS (
+    SELECT min(step) AS step FROM notify_delivery
+    WHERE notification_id = %(notification)s::uuid AND step > %(step)s::int AND status = 'standby'
+      AND NOT EXISTS (SELECT 1 FROM notify_delivery
+                      WHERE notification_id = %(notification)s::uuid AND (
+                          (step = %(step)s::int AND status <> ALL(%(final)s::varchar[]))
+                          OR status = 'sent'
+                          OR (step > %(step)s::int AND status NOT IN ('standby', 'suppressed'))))
+), moved AS (
+    UPDATE notify_delivery d SET status = 'queued', reason = '', published_at = NULL, updated_at = now(),
+           next_attempt_at = now()
+    FROM next_step WHERE d.notification_id = %(notification)s::uuid AND d.step = next_step.step
+      AND d.status = 'standby'
+    RETURNING d.id, d.attempts
+), logged AS (
+    {_log_rows('''(SELECT id AS delivery_id, 'standby' AS from_status, 'queued' AS to_status,
+                          attempts AS attempt, 'fallback' AS reason, NULL::int AS provider_status,
+                          NULL::jsonb AS provider_answer, NULL::float8 AS duration_ms FROM moved) m''')}
+)
+SELECT count(*), (SELECT count(*) FROM ({_wake_relay_sql("EXISTS (SELECT 1 FROM moved)")}) w) FROM moved
+"""
+
+
+def advance_fallback(notification_id: Any, step: int, sent: bool) -> int:
+    """React to a delivery of step ``step`` of a notification with a fallback having ended in a
+    final status (``sent``: whether it was sent). Sent → every ``standby`` delivery of later steps
+    → ``suppressed`` (``fallback_not_needed``). Not sent → once every delivery of the step has
+    ended and none of the notification's is ``sent``, the deliveries of the next step that has
+    ``standby`` ones → ``queued`` (the log says ``fallback``; the relay is woken at commit).
+    A cancelled notification does not advance. Returns how many deliveries changed.
+
+    Call it in the transaction that records the delivery's outcome (notify.send does). It first
+    locks the notification's row, held to the commit: of two deliveries of one step ending at
+    once, the second to get the lock sees the first's outcome and advance committed (each later
+    statement sees what was committed before it started), so the step advances exactly once and
+    never zero times. Idempotent: a repeated call (after a database outage) finds nothing left
+    to change.
+    """
+    params = {"notification": notification_id, "step": step, "final": sorted(FINAL_STATUSES)}
+    with transaction.atomic(), prepared_cursor() as cursor:
+        cursor.execute(_LOCK_NOTIFICATION_SQL, [notification_id])
+        row = cursor.fetchone()
+        if row is None or row[0]:
+            return 0
+        cursor.execute(_FALLBACK_NOT_NEEDED_SQL if sent else _FALLBACK_NEXT_SQL, params)
+        return cursor.fetchone()[0]
+
+
 # -- preferences -------------------------------------------------------------------------------
 _SET_PREFERENCES_SQL = """
 WITH written AS (
@@ -430,14 +500,19 @@ _MOVED_LOG = _log_rows('''(SELECT id AS delivery_id, old_status AS from_status, 
                                   NULL::int AS provider_status, NULL::jsonb AS provider_answer,
                                   NULL::float8 AS duration_ms FROM moved) m''')
 _MOVE_WAKE = _wake_relay_sql("EXISTS (SELECT 1 FROM moved)")
+#: The dispatcher's clock: the database's, unless the caller gives an instant (a test stepping
+#: a clock across a daylight-saving change); only what is due is read on it, the rows' own
+#: timestamps stay the database's.
+_DUE_CLOCK = "COALESCE(%(now)s::timestamptz, now())"
 #: Due retries of channels that are not held, due scheduled deliveries, and sends whose worker died.
-_DUE_SQL = _MOVE_DUE_SQL.format(where="""
-    (status = 'retrying' AND next_attempt_at <= now() AND NOT channel = ANY(%(held)s))
-    OR (status = 'scheduled' AND next_attempt_at <= now())
-    OR (status = 'sending' AND lease_until < now())""", log=_MOVED_LOG, wake=_MOVE_WAKE)
+_DUE_SQL = _MOVE_DUE_SQL.format(where=f"""
+    (status = 'retrying' AND next_attempt_at <= {_DUE_CLOCK} AND NOT channel = ANY(%(held)s))
+    OR (status = 'scheduled' AND next_attempt_at <= {_DUE_CLOCK})
+    OR (status = 'sending' AND lease_until < {_DUE_CLOCK})""", log=_MOVED_LOG, wake=_MOVE_WAKE)
 #: One due retry of a held channel: the dispatcher's probe.
-_PROBE_SQL = _MOVE_DUE_SQL.format(where="status = 'retrying' AND next_attempt_at <= now() AND channel = %(channel)s",
-                                  log=_MOVED_LOG, wake=_MOVE_WAKE)
+_PROBE_SQL = _MOVE_DUE_SQL.format(
+    where=f"status = 'retrying' AND next_attempt_at <= {_DUE_CLOCK} AND channel = %(channel)s",
+    log=_MOVED_LOG, wake=_MOVE_WAKE)
 #: Published long ago and never claimed: the broker lost the message.
 _STALE_SQL = f"""
 WITH stale AS (
@@ -451,18 +526,25 @@ SELECT count(*), (SELECT count(*) FROM ({_wake_relay_sql("EXISTS (SELECT 1 FROM 
 """
 
 
-def move_due(held: Sequence[str], limit: int) -> int:
-    """Due retries of channels not in ``held`` and sends whose lease ran out → ``queued`` in the
-    outbox (logged; the relay woken at commit); returns how many."""
+def move_due(held: Sequence[str], limit: int, now: datetime.datetime | None = None) -> int:
+    """Due retries of channels not in ``held``, due ``scheduled`` deliveries (a ``send_at``, quiet
+    hours) and sends whose lease ran out → ``queued`` in the outbox (logged; the relay woken at
+    commit); returns how many.
+
+    Args:
+        now: the instant "due" is read at (aware); None, as in production: the database's
+            ``now()``.
+    """
     with prepared_cursor() as cursor:
-        cursor.execute(_DUE_SQL, {"held": list(held), "limit": limit})
+        cursor.execute(_DUE_SQL, {"held": list(held), "limit": limit, "now": now})
         return cursor.fetchone()[0]
 
 
-def move_probe(channel: str) -> int:
-    """One due retry of a held ``channel`` → ``queued`` (the probe of its breaker)."""
+def move_probe(channel: str, now: datetime.datetime | None = None) -> int:
+    """One due retry of a held ``channel`` → ``queued`` (the probe of its breaker); ``now`` as
+    for :func:`move_due`."""
     with prepared_cursor() as cursor:
-        cursor.execute(_PROBE_SQL, {"channel": channel, "limit": 1})
+        cursor.execute(_PROBE_SQL, {"channel": channel, "limit": 1, "now": now})
         return cursor.fetchone()[0]
 
 
@@ -501,3 +583,49 @@ def replay_dead_letters(delivery_ids: Sequence[str] | None, channel: str | None)
         cursor.execute(_REPLAY_SQL, {"ids": None if delivery_ids is None else list(delivery_ids),
                                      "channel": channel})
         return cursor.fetchone()[0]
+
+
+# -- cancel ------------------------------------------------------------------------------------
+#: What a cancel takes back: deliveries no worker has started. A ``queued`` one whose message is
+#: already on RabbitMQ is safe to take: a worker's claim only takes ``queued`` rows.
+CANCELLABLE = ("scheduled", "queued", "retrying", "standby")
+_CANCEL_SQL = f"""
+WITH target AS (
+    -- The notification first, as advance_fallback locks it: the same order, so the two cannot deadlock.
+    SELECT id FROM notify_notification WHERE id = %(id)s::uuid AND app_id = %(app)s::bigint FOR UPDATE
+), chosen AS (
+    SELECT d.id, d.status AS old_status FROM notify_delivery d
+    WHERE d.notification_id IN (SELECT id FROM target) AND d.status = ANY(%(cancellable)s::varchar[])
+    FOR UPDATE
+), cancelled AS (
+    UPDATE notify_delivery d SET status = 'cancelled', reason = 'cancelled', updated_at = now(),
+           lease_until = NULL
+    FROM chosen WHERE d.id = chosen.id
+    RETURNING d.id, d.attempts, chosen.old_status
+), marked AS (
+    UPDATE notify_notification SET cancelled_at = now()
+    WHERE id IN (SELECT id FROM target) AND EXISTS (SELECT 1 FROM cancelled)
+    RETURNING 1
+), logged AS (
+    {_log_rows('''(SELECT id AS delivery_id, old_status AS from_status, 'cancelled' AS to_status,
+                          attempts AS attempt, 'cancelled' AS reason, NULL::int AS provider_status,
+                          NULL::jsonb AS provider_answer, NULL::float8 AS duration_ms FROM cancelled) c''')}
+)
+SELECT (SELECT count(*) FROM target), ARRAY(SELECT id FROM cancelled), (SELECT count(*) FROM marked)
+"""
+
+
+def cancel(app_id: int, notification_id: Any) -> list | None:
+    """Cancel what of notification ``notification_id`` (of app ``app_id``) has not started:
+    every delivery in one of :data:`CANCELLABLE` → ``cancelled`` (reason ``cancelled``, logged),
+    and the notification's ``cancelled_at`` set; one statement. A delivery already ``sending``
+    or finished stays as it is.
+
+    Returns:
+        The ids (UUIDs) of the deliveries it cancelled (empty: nothing was left to cancel), or
+        None when the app has no such notification.
+    """
+    with prepared_cursor() as cursor:
+        cursor.execute(_CANCEL_SQL, {"id": notification_id, "app": app_id, "cancellable": list(CANCELLABLE)})
+        found, cancelled, _ = cursor.fetchone()
+    return list(cancelled) if found else None

@@ -1,13 +1,20 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from . import health, monitoring, preferences
 from .unsubscribe import unsubscribe
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("health/live", health.LiveView.as_view(), name="health-live"),
+    path("health/ready", health.ReadyView.as_view(), name="health-ready"),
+    path("metrics", monitoring.metrics_view, name="metrics"),
+    path("ops/dashboard", monitoring.dashboard, name="ops-dashboard"),
+    path("ops/dashboard/data", monitoring.dashboard_data, name="ops-dashboard-data"),
     path("api/v1/", include("notify.api.urls")),
     path("webhooks/", include("notify.webhooks.urls")),
     path("unsubscribe/<str:token>", unsubscribe, name="unsubscribe"),
+    path("preferences/<str:token>", preferences.page, name="preference-page"),
 ]
 
 handler404 = "notify.api.errors.json_404"

@@ -21,6 +21,11 @@ if ! up 5672; then
 fi
 # rabbitmqctl answers only once the node has fully booted.
 for _ in $(seq 1 60); do rabbitmqctl -q await_startup >/dev/null 2>&1 && break; sleep 1; done
+# The management plugin: Flower reads each queue's depth from its HTTP API (port 15672).
+if ! rabbitmq-plugins -q list -e -m 2>/dev/null | grep -qx rabbitmq_management; then
+  rabbitmq-plugins -q enable rabbitmq_management >/dev/null
+fi
+wait_port 15672
 
 for db in notify notify_bench; do
   psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$db'" | grep -q 1 \

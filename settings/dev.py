@@ -5,5 +5,7 @@ import os
 
 os.environ.setdefault("NOTIFY_SANDBOX_FALLBACK", "1")
 os.environ.setdefault("DJANGO_DEBUG", "1")
+# Flower asks for this login in `make run` (production: set NOTIFY_FLOWER_BASIC_AUTH).
+os.environ.setdefault("NOTIFY_FLOWER_BASIC_AUTH", "notify:notify")
 
 from .production import *  # noqa: E402,F401,F403

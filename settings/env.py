@@ -39,6 +39,26 @@ def env_bool(name: str, default: bool) -> bool:
     raise ValueError(f"{name} must be a boolean, got {raw!r}")
 
 
+def env_rate_limit(name: str, default: str) -> str:
+    """Return ``$name`` as per-recipient rate limits (notify.ratelimit.parse_limits: the
+    ``limits`` syntax, ``"100/hour"``, ``"3/hour;10/day"``, or ``"none"``).
+
+    Raises:
+        ImproperlyConfigured: naming the variable, if it is not one.
+    """
+    from django.core.exceptions import ImproperlyConfigured
+
+    # notify.ratelimit holds the one copy of the syntax; it is imported only here, at load.
+    from notify.ratelimit import parse_limits
+
+    raw = env(name, default)
+    try:
+        parse_limits(raw)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name}: {error}") from None
+    return raw
+
+
 def env_list(name: str) -> list[str]:
     """Return ``$name`` split at commas, blanks dropped (``"a, b,"`` → ``["a", "b"]``)."""
     return [item.strip() for item in env(name).split(",") if item.strip()]

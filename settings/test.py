@@ -9,6 +9,7 @@ os.environ.setdefault("NOTIFY_TEST_SANDBOX_PORT_BASE", "19600")
 os.environ.setdefault("NOTIFY_TEST_API_PORT", "18000")
 os.environ.setdefault("NOTIFY_SEND_LEASE", "6")
 os.environ.setdefault("NOTIFY_SANDBOX_FALLBACK", "1")
+os.environ.setdefault("NOTIFY_RATE_LIMIT", "1000/hour")  # read (and checked) by settings.base
 
 from channels import registry  # noqa: E402
 
@@ -23,4 +24,3 @@ from .base import VAR_DIR  # noqa: E402
 
 NOTIFY_SANDBOX_DIR = os.environ.setdefault("NOTIFY_SANDBOX_DIR", str(VAR_DIR / "test-sandbox"))
 NOTIFY_PUBLIC_URL = os.environ.setdefault("NOTIFY_PUBLIC_URL", f"http://127.0.0.1:{os.environ['NOTIFY_TEST_API_PORT']}")
-NOTIFY_RATE_LIMIT = os.environ.setdefault("NOTIFY_RATE_LIMIT", "1000/h")

@@ -16,6 +16,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from .. import metrics
 from ..errors import SendRejected
 from ..accept import BatchRejected
 
@@ -53,7 +54,15 @@ def flatten(detail, prefix: str = "") -> dict:
 
 
 def exception_handler(exc, context):
-    """DRF exception handler producing the shape above; SendRejected carries its own status."""
+    """DRF exception handler producing the shape above; a send request's refusal is counted
+    (notify.metrics.record_refusal)."""
+    response = _error_response(exc, context)
+    metrics.record_refusal(context.get("view"), response)
+    return response
+
+
+def _error_response(exc, context):
+    """The error response of ``exc``; SendRejected carries its own status."""
     if isinstance(exc, BatchRejected):
         body = error_body(exc.code, str(exc))
         body["error"]["items"] = {str(index): item for index, item in exc.items.items()}

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.conf import settings
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
 from channels import registry
 from channels.base import AddressKind, InvalidAddress
 
-from .. import providers, validators
-from ..models import Device, Preference, Recipient
+from .. import policy, providers, validators
+from ..accept import fallback_steps
+from ..models import DeliveryStatus, Device, Preference, Recipient
 
 CHANNEL_CHOICES = list(registry.channels())
 #: A preference may name a content group (``push``) for all of its channels.
@@ -67,6 +72,33 @@ class Content(StrictSerializer):
     email = EmailContent(required=False)
 
 
+#: How far ahead a ``send_at`` may be: a notification is for soon, and scheduled rows should not
+#: pile up for months.
+MAX_SEND_AHEAD = dt.timedelta(days=30)
+#: How far in the past a ``send_at`` may be (the caller's clock, the request's transit); an
+#: older one is a mistake, not "now".
+SEND_AT_TOLERANCE = dt.timedelta(seconds=60)
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """An RFC 3339 date-time with its offset (``2026-03-08T09:00:00+09:00``, ``...Z``); a naive
+    one is refused, since the server's zone is not the caller's (RFC 3339 section 5.6 makes the
+    offset part of a date-time)."""
+
+    default_error_messages = {"naive": "give the offset (RFC 3339), e.g. 2026-03-08T09:00:00+09:00 or "
+                                       "2026-03-08T00:00:00Z"}
+
+    def to_internal_value(self, value):
+        if isinstance(value, str):
+            try:
+                parsed = parse_datetime(value)
+            except ValueError:
+                parsed = None  # the parent names the error
+            if parsed is not None and parsed.tzinfo is None:
+                self.fail("naive")
+        return super().to_internal_value(value)
+
+
 class SendSerializer(StrictSerializer):
     """``POST /api/v1/notifications``: a template name with data, or explicit content."""
 
@@ -82,8 +114,33 @@ class SendSerializer(StrictSerializer):
     priority = serializers.ChoiceField(["high", "normal"], required=False)
     ttl = serializers.IntegerField(min_value=1, max_value=28 * 24 * 3600, required=False)  # FCM's maximum
     event_id = serializers.CharField(max_length=255, required=False)
+    send_at = AwareDateTimeField(
+        required=False, help_text=f"when to send (RFC 3339 with an offset), up to {MAX_SEND_AHEAD.days} days "
+                                  "ahead; its deliveries are `scheduled` until then (cancel with DELETE)")
+    fallback = serializers.ListField(
+        child=serializers.ChoiceField(PREFERENCE_CHOICES), required=False, min_length=2,
+        max_length=len(PREFERENCE_CHOICES),
+        help_text="channels or content groups (`push`: all push channels) tried in this order: the next one only "
+                  "when every delivery of the one before ended without being sent (no device or address, opted "
+                  "out, a dead token, ...); not together with `channels`")
+
+    def validate_send_at(self, value):
+        now = timezone.now()
+        if value < now - SEND_AT_TOLERANCE:
+            raise serializers.ValidationError("in the past")
+        if value > now + MAX_SEND_AHEAD:
+            raise serializers.ValidationError(f"more than {MAX_SEND_AHEAD.days} days ahead")
+        return value
 
     def validate(self, attrs):
+        if "fallback" in attrs:
+            if "channels" in attrs:
+                message = "give either channels or fallback"
+                raise serializers.ValidationError({"channels": [message], "fallback": [message]})
+            try:
+                fallback_steps(attrs["fallback"])
+            except ValueError as exc:
+                raise serializers.ValidationError({"fallback": [str(exc)]}) from None
         if bool(attrs.get("template")) == bool(attrs.get("content")):
             raise serializers.ValidationError({"template": ["give either template (with data) or content"]})
         if "template_version" in attrs and not attrs.get("template"):
@@ -103,10 +160,16 @@ class BatchSerializer(StrictSerializer):
 class RecipientSerializer(serializers.ModelSerializer):
     email = serializers.CharField(required=False, allow_blank=True, max_length=320)
     phone = serializers.CharField(required=False, allow_blank=True, max_length=16)
+    muted = serializers.BooleanField(required=False, help_text="pause every notification except required "
+                                                               "categories; false ends a pause")
+    muted_until = AwareDateTimeField(required=False, allow_null=True,
+                                     help_text="RFC 3339 with offset, in the future: the pause ends then "
+                                               "(null: until `muted` is false); implies `muted: true`")
 
     class Meta:
         model = Recipient
-        fields = ["external_id", "name", "locale", "timezone", "email", "phone", "created_at", "updated_at"]
+        fields = ["external_id", "name", "locale", "timezone", "email", "phone", "muted", "muted_until",
+                  "quiet_hours", "created_at", "updated_at"]
         read_only_fields = ["external_id", "created_at", "updated_at"]
 
     def validate_email(self, value):
@@ -118,10 +181,31 @@ class RecipientSerializer(serializers.ModelSerializer):
     def validate_timezone(self, value):
         return validators.timezone_name(value)
 
+    def validate_quiet_hours(self, value):
+        """``"HH:MM-HH:MM"`` on the recipient's clock, ``"none"`` (never, whatever the category's or
+        app's), or ``""`` (theirs); notify.policy.parse_quiet_hours."""
+        try:
+            policy.parse_quiet_hours(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        return value
+
+    def validate_muted_until(self, value):
+        if value is not None and value <= timezone.now():
+            raise serializers.ValidationError("must be in the future", code="not_future")
+        return value
+
     def validate(self, attrs):
         unknown = set(getattr(self, "initial_data", {}) or {}) - set(self.fields)
         if unknown:
             raise serializers.ValidationError({name: ["unknown field"] for name in sorted(unknown)})
+        # One change of the pause: an end time pauses; unpausing forgets the end time.
+        if attrs.get("muted_until") is not None:
+            if attrs.get("muted") is False:
+                raise serializers.ValidationError({"muted_until": ["only with muted true"]})
+            attrs["muted"] = True
+        elif attrs.get("muted") is False:
+            attrs["muted_until"] = None
         return attrs
 
 
@@ -196,6 +280,12 @@ class DeliveryOut(serializers.Serializer):
     provider_message_id = serializers.CharField()
     sent_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
+    step = serializers.IntegerField(help_text="its place in the notification's fallback (0 without one)")
+    scheduled_for = serializers.SerializerMethodField(
+        help_text="while `scheduled`: the instant it is released (its send_at, the end of quiet hours)")
+
+    def get_scheduled_for(self, delivery) -> dt.datetime | None:
+        return delivery.next_attempt_at if delivery.status == DeliveryStatus.SCHEDULED else None
 
 
 class NotificationOut(serializers.Serializer):
@@ -206,7 +296,19 @@ class NotificationOut(serializers.Serializer):
     priority = serializers.CharField()
     ttl = serializers.IntegerField()
     created_at = serializers.DateTimeField()
+    send_at = serializers.DateTimeField(allow_null=True, help_text="when it was scheduled for, if it was")
+    cancelled_at = serializers.DateTimeField(allow_null=True,
+                                             help_text="when a DELETE cancelled what of it had not started")
+    fallback = serializers.ListField(child=serializers.ListField(child=serializers.CharField()),
+                                     help_text="the fallback's steps, each a list of channels; empty without one")
+    delivered_by = serializers.SerializerMethodField(
+        help_text="the channel of the first delivery sent, or null while none is (with a fallback: the channel "
+                  "that delivered)")
     deliveries = DeliveryOut(many=True)
+
+    def get_delivered_by(self, notification) -> str | None:
+        sent = [d for d in notification.deliveries.all() if d.status == DeliveryStatus.SENT]
+        return min(sent, key=lambda d: (d.sent_at, d.step)).channel if sent else None
 
 
 def preferences_out(recipient: Recipient) -> list[dict]:

@@ -1,7 +1,6 @@
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView
 
-from . import templates, views
+from . import categories, root, templates, views
 
 urlpatterns = [
     path("notifications", views.NotificationListView.as_view(), name="notifications"),
@@ -11,6 +10,9 @@ urlpatterns = [
     path("recipients/<str:external_id>/devices", views.DeviceListView.as_view(), name="devices"),
     path("recipients/<str:external_id>/devices/<int:device_id>", views.DeviceDetailView.as_view(), name="device"),
     path("recipients/<str:external_id>/preferences", views.PreferenceView.as_view(), name="preferences"),
+    path("recipients/<str:external_id>/preference-link", views.PreferenceLinkView.as_view(), name="preference-link"),
+    path("categories", categories.CategoryListView.as_view(), name="categories"),
+    path("categories/<str:name>", categories.CategoryDetailView.as_view(), name="category"),
     path("templates", templates.TemplateListView.as_view(), name="templates"),
     path("templates/<slug:name>", templates.TemplateDetailView.as_view(), name="template"),
     path("templates/<slug:name>/versions", templates.TemplateVersionListView.as_view(), name="template-versions"),
@@ -19,5 +21,8 @@ urlpatterns = [
     path("templates/<slug:name>/versions/<int:number>/publish", templates.TemplateVersionPublishView.as_view(),
          name="template-version-publish"),
     path("templates/<slug:name>/preview", templates.TemplatePreviewView.as_view(), name="template-preview"),
-    path("schema", SpectacularAPIView.as_view(permission_classes=[], authentication_classes=[]), name="schema"),
+    path("", root.ApiRootView.as_view(), name="api-root"),
+    path("schema", root.SchemaView.as_view(), name="schema"),
+    path("docs", root.SwaggerView.as_view(), name="docs"),
+    path("redoc", root.RedocView.as_view(), name="redoc"),
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.utils.decorators import method_decorator
 from django_ratelimit.decorators import ratelimit
@@ -15,8 +16,9 @@ from rest_framework.views import APIView
 
 from channels import registry
 
-from .. import accept, store, validators
-from ..models import Device, Notification, Recipient
+from .. import accept, preferences, store, validators
+from ..errors import SendRejected
+from ..models import Category, Device, Notification, Recipient
 from . import serializers as s
 from .errors import error_body
 
@@ -29,8 +31,13 @@ class AcceptedDelivery(drf_serializers.Serializer):
     id = drf_serializers.UUIDField()
     channel = drf_serializers.CharField()
     to = drf_serializers.CharField(allow_null=True)
-    status = drf_serializers.ChoiceField(["queued", "retrying", "suppressed"])
+    status = drf_serializers.ChoiceField(["queued", "retrying", "suppressed", "standby", "scheduled"])
     reason = drf_serializers.CharField(allow_null=True)
+    step = drf_serializers.IntegerField(required=False, help_text="with a fallback: the delivery's step (0 first); "
+                                                                  "`standby` ones wait for the steps before")
+    scheduled_for = drf_serializers.DateTimeField(
+        required=False, help_text="a `scheduled` delivery's release: its `send_at` (reason `scheduled`) or the end "
+                                  "of the recipient's quiet hours (reason `quiet_hours`)")
     content_info = drf_serializers.DictField(
         required=False, help_text="What the channel reports about this content, when it has something to "
                                   "say: for SMS `encoding` (`GSM-7` or `UCS-2`) and `segments` (each billed)")
@@ -76,6 +83,8 @@ def _idempotency_key_header(request) -> str | None:
 class NotificationListView(APIView):
     """``POST /api/v1/notifications``: accept one notification for one recipient (202)."""
 
+    counts_as_send = True  # its refusals count in notify_notifications_refused (notify.metrics)
+
     @extend_schema(request=s.SendSerializer, parameters=[IDEMPOTENCY_KEY_HEADER],
                    responses={202: Accepted, 400: OpenApiResponse(description="invalid"),
                               404: OpenApiResponse(description="unknown recipient or template"),
@@ -103,6 +112,8 @@ class NotificationBatchView(APIView):
     """``POST /api/v1/notifications/batch``: accept up to 500 notifications in one call, all or
     none (202, or 400 ``batch_rejected`` with the refused items by index)."""
 
+    counts_as_send = True  # its refusals count in notify_notifications_refused (notify.metrics)
+
     @extend_schema(request=s.BatchSerializer, responses={
         202: AcceptedBatch,
         400: OpenApiResponse(description="refused items, or an Idempotency-Key header (use each item's event_id)")})
@@ -125,15 +136,45 @@ class NotificationBatchView(APIView):
         return Response({"notifications": [a.body for a in accepted]}, status=status.HTTP_202_ACCEPTED)
 
 
+class CancelledNotification(s.NotificationOut):
+    cancelled = drf_serializers.ListField(child=drf_serializers.UUIDField(),
+                                          help_text="the deliveries this call cancelled")
+    not_cancelled = drf_serializers.ListField(
+        child=drf_serializers.DictField(), help_text="the deliveries left as they were (`id`, `channel`, `status`): "
+                                                     "already being sent or finished")
+
+
 class NotificationDetailView(APIView):
-    """``GET /api/v1/notifications/<id>``: the notification with each delivery's status."""
+    """``GET /api/v1/notifications/<id>``: the notification with each delivery's status;
+    ``DELETE``: cancel what of it has not started (notify.store.cancel)."""
+
+    def _notification(self, request, notification_id) -> Notification:
+        return get_object_or_404(
+            Notification.objects.select_related("recipient").prefetch_related("deliveries"),
+            id=notification_id, app_id=request.user.app_id)
 
     @extend_schema(responses=s.NotificationOut)
     def get(self, request, notification_id):
-        notification = get_object_or_404(
-            Notification.objects.select_related("recipient").prefetch_related("deliveries"),
-            id=notification_id, app_id=request.user.app_id)
-        return Response(s.NotificationOut(notification).data)
+        return Response(s.NotificationOut(self._notification(request, notification_id)).data)
+
+    @extend_schema(responses={200: CancelledNotification,
+                              404: OpenApiResponse(description="no such notification of this app"),
+                              409: OpenApiResponse(description="`not_cancellable`: every delivery has started "
+                                                               "or finished")})
+    def delete(self, request, notification_id):
+        with transaction.atomic():
+            cancelled = store.cancel(request.user.app_id, notification_id)
+            if cancelled is None:
+                raise Http404
+            notification = self._notification(request, notification_id)
+        if not cancelled:
+            raise SendRejected("not_cancellable", "nothing of this notification is left to cancel: every delivery "
+                                                  "has started or finished", status=409)
+        body = s.NotificationOut(notification).data
+        body["cancelled"] = [str(d.id) for d in notification.deliveries.all() if d.id in cancelled]
+        body["not_cancelled"] = [{"id": str(d.id), "channel": d.channel, "status": d.status}
+                                 for d in notification.deliveries.all() if d.id not in cancelled]
+        return Response(body)
 
 
 def _recipient(request, external_id) -> Recipient:
@@ -235,9 +276,35 @@ class PreferenceView(RecipientScopedView):
         recipient = _recipient(request, external_id)
         serializer = s.PreferenceListSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        items = serializer.validated_data["preferences"]
+        # A required category (a sign-in code) cannot be left; nothing is written when one is asked.
+        leaving = {item["category"] for item in items if item["category"] and not item["enabled"]}
+        required = sorted(Category.objects.filter(app_id=request.user.app_id, name__in=leaving, required=True)
+                          .values_list("name", flat=True))
+        if required:
+            refused = {f"preferences.{i}.category": [f"{item['category']!r} is required: recipients cannot opt out"]
+                       for i, item in enumerate(items) if item["category"] in required and not item["enabled"]}
+            raise SendRejected("category_required", f"required categories cannot be opted out of: "
+                                                    f"{', '.join(required)}", status=400, fields=refused)
         with transaction.atomic():
-            for item in serializer.validated_data["preferences"]:
+            for item in items:
                 name = item["channel"]
                 channels = (name,) if name in registry.channels() else registry.channels_in_group(name)
                 store.set_preferences([recipient.id], channels, item["category"], item["enabled"], "api")
         return Response({"preferences": s.preferences_out(recipient)})
+
+
+class PreferenceLink(drf_serializers.Serializer):
+    url = drf_serializers.URLField(help_text="the recipient's preference page: no account needed")
+    expires_at = drf_serializers.DateTimeField(help_text="the link is refused after this (410)")
+
+
+class PreferenceLinkView(RecipientScopedView):
+    """``GET /api/v1/recipients/<external_id>/preference-link``: a signed link to the
+    recipient's hosted preference page (notify.preferences), valid for
+    ``NOTIFY_PREFERENCE_LINK_MAX_AGE`` seconds, for an app to show in its own settings."""
+
+    @extend_schema(responses=PreferenceLink)
+    def get(self, request, external_id):
+        url, expires_at = preferences.link(request.user.app_id, _recipient(request, external_id).id)
+        return Response(PreferenceLink({"url": url, "expires_at": expires_at}).data)

@@ -17,6 +17,13 @@ class DeliveryStatus(models.TextChoices):
     SUPPRESSED = "suppressed"
     DEAD_LETTERED = "dead_lettered"
     CANCELLED = "cancelled"
+    #: Held until ``next_attempt_at`` (a ``send_at``, quiet hours): the dispatcher moves it to
+    #: ``queued`` when due (notify.store.move_due); a cancel moves it to ``cancelled``.
+    SCHEDULED = "scheduled"
+    #: A later step of a notification's fallback, waiting: ``queued`` when every delivery of the
+    #: steps before ended without one being sent, ``suppressed`` (``fallback_not_needed``) when
+    #: one was sent (notify.store.advance_fallback).
+    STANDBY = "standby"
 
 
 #: Statuses a delivery does not leave by itself.

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Make sure Prometheus' promtool is on this machine for the alert-rule tests
+# (tests/test_alerts.py: `promtool check rules` and `promtool test rules` on ops/prometheus/):
+# Debian's package `prometheus`, which gives /usr/bin/promtool. Only the tool is used; the
+# package's service is not started by the tests. Idempotent: does nothing when it is there.
+set -euo pipefail
+
+if [ -x /usr/bin/promtool ]; then
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends prometheus
+/usr/bin/promtool --version
