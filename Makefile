@@ -2,6 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# The local targets run on the sandbox's settings; manage.py's own default is settings.production.
+DEV := DJANGO_SETTINGS_MODULE=settings.dev
 
 .PHONY: run test install services browser promtool migrate reset bench-e2e bench-sandbox bench-faults
 
@@ -20,7 +22,7 @@ browser:
 	bash scripts/browser.sh
 
 migrate: install services
-	$(PY) manage.py migrate --noinput -v 0
+	$(DEV) $(PY) manage.py migrate --noinput -v 0
 
 ## Start sandbox, API, one worker pool per channel, dispatcher and Flower; send a demo notification.
 run: migrate
@@ -37,7 +39,7 @@ test: install services browser promtool
 ## Forget the local system's state: database `notify`, its queues, cache, sandbox and logs.
 reset: install services
 	psql -h 127.0.0.1 -U postgres -q -c "DROP DATABASE IF EXISTS notify" -c "CREATE DATABASE notify"
-	$(VENV)/bin/celery -A notify purge -f
+	$(DEV) $(VENV)/bin/celery -A notify purge -f
 	redis-cli -n 0 flushdb >/dev/null
 	rm -rf var/sandbox var/log
 

@@ -68,4 +68,7 @@ task_routes.update({"notify.maintenance.*": {"queue": MAINTENANCE_QUEUE, "routin
 beat_schedule = {
     "dispatch-due-deliveries": {"task": "notify.maintenance.dispatch_due", "schedule": 1.0, "options": {"expires": 5}},
     "forget-idempotency-keys": {"task": "notify.maintenance.forget_idempotency_keys", "schedule": 3600.0, "options": {"expires": 600}},
+    # A missed run costs nothing: the next one counts what it left.
+    "rollup-analytics": {"task": "notify.maintenance.rollup_analytics", "schedule": settings.NOTIFY_ANALYTICS_INTERVAL,
+                         "options": {"expires": settings.NOTIFY_ANALYTICS_INTERVAL}},
 }

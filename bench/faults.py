@@ -44,7 +44,6 @@ from _setup import ROOT, reset_data, setup_django, stack_config
 NAME = "faults"
 API_PORT = 18300
 SANDBOX_PORT_BASE = 19900
-FINAL = ("sent", "failed", "expired", "suppressed", "dead_lettered")
 PENDING = ("queued", "sending", "retrying")
 #: The sandbox provider that receives each channel's requests.
 PROVIDER = {"apns": "apns", "fcm": "fcm", "webpush": "webpush", "sms": "twilio", "email": "ses"}
@@ -506,21 +505,21 @@ def duplicates(records: list[dict], accepted: set[str]) -> tuple[dict[str, int],
 
 def summarise(sent: Sent, records: list[dict], elapsed: float, finished: bool) -> tuple[int, int]:
     """Print the report; returns (lost, duplicates)."""
-    from notify.models import Delivery, Notification
+    from notify.models import FINAL_STATUSES, REACHED_PROVIDER, Delivery, Notification
 
     rows = db_retry(lambda: list(Delivery.objects.values_list("id", "channel", "status", "reason")))
     notification_ids = db_retry(lambda: set(map(str, Notification.objects.values_list("id", flat=True))))
     status_of = {str(i): (c, s, r) for i, c, s, r in rows}
     queued = sent.delivery_ids("queued")
     missing_notifications = set(sent.accepted) - notification_ids
-    lost = {d for d in queued if d not in status_of or status_of[d][1] not in FINAL}
+    lost = {d for d in queued if d not in status_of or status_of[d][1] not in FINAL_STATUSES}
     final = [status_of[d] for d in queued if d in status_of]
     statuses = collections.Counter(s for _, s, _ in final)
     reasons = lambda status: dict(collections.Counter(  # noqa: E731
         f"{c}:{r}" for c, s, r in final if s == status).most_common())
     raw_dups, shown_dups = duplicates(records, queued)
     delivered = {r["delivery_id"] for r in records}
-    sent_unrecorded = [d for d in queued if d in status_of and status_of[d][1] == "sent" and d not in delivered]
+    sent_unrecorded = [d for d in queued if d in status_of and status_of[d][1] in REACHED_PROVIDER and d not in delivered]
     failed_delivered = collections.Counter(
         f"{status_of[d][0]}:{status_of[d][2]}" for d in queued
         if d in status_of and status_of[d][1] in ("failed", "dead_lettered") and d in delivered)
@@ -532,7 +531,8 @@ def summarise(sent: Sent, records: list[dict], elapsed: float, finished: bool) -
     print(f"deliveries              {len(sent.delivery_ids())} "
           f"({len(queued)} queued at accept, {len(sent.delivery_ids('suppressed'))} suppressed at accept)")
     print(f"by channel              {dict(collections.Counter(c for c, _, _ in final))}")
-    print(f"sent                    {statuses['sent']}")
+    print(f"sent                    {sum(statuses[s] for s in REACHED_PROVIDER)} "
+          f"({', '.join(f'{s} {statuses[s]}' for s in sorted(REACHED_PROVIDER) if statuses[s])})")
     print(f"failed                  {statuses['failed']} {reasons('failed') or ''}")
     print(f"dead-lettered           {statuses['dead_lettered']} {reasons('dead_lettered') or ''}")
     print(f"expired / suppressed    {statuses['expired']} / {statuses['suppressed']}")

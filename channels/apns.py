@@ -6,8 +6,9 @@ connection to APNs" and "Handling notification responses from APNs" (developer.a
 One :class:`httpx.Client` (HTTP/2 only, as Apple requires) lives for the whole worker process;
 every send is a new stream on the same kept-open TLS connection (sends from several threads of
 one process are serialised: httpx's sync HTTP/2 is not thread-safe). The provider token is signed
-once and reused: Apple rejects tokens older than one hour and answers
-``TooManyProviderTokenUpdates`` when a provider signs more often than every 20 minutes.
+once per key and reused by every worker process through the shared token store
+(channels.tokens): Apple rejects tokens older than one hour and answers
+``TooManyProviderTokenUpdates`` when a key's token changes more often than every 20 minutes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .base import AddressKind, Channel, InvalidAddress, Message, Result, RetryDe
     common_settings
 from .errors import ChannelConfigurationError, InvalidMessage
 from .http import config_timeout, http_result, json_bytes, require_file, response_json, ssl_context
+from .tokens import SharedToken, SharedTokenStore, TokenEntry, store_from_config
 
 #: APNs refuses payloads above this many UTF-8 bytes (regular, non-VoIP notifications).
 MAX_PAYLOAD_BYTES = 4096
@@ -35,6 +37,8 @@ MAX_PAYLOAD_BYTES = 4096
 MAX_COLLAPSE_ID_BYTES = 64
 #: Re-sign the provider token after this many seconds: within Apple's 20–60 min window.
 TOKEN_REFRESH_SECONDS = 30 * 60
+#: Apple rejects provider tokens whose ``iat`` is older than this (seconds).
+TOKEN_MAX_AGE = 60 * 60
 #: Reason codes meaning the device token is gone for this app (stop sending to it).
 DEAD_TOKEN_REASONS = frozenset({"Unregistered", "BadDeviceToken", "DeviceTokenNotForTopic"})
 #: Reason codes meaning our provider token is stale: re-sign, then retry.
@@ -56,14 +60,20 @@ _PLACEHOLDER_ID = "00000000-0000-0000-0000-000000000000"
 
 
 class ProviderToken:
-    """The ES256 provider JWT, signed once and reused until ``max_age`` seconds have passed.
+    """The ES256 provider JWT of one key id and team: one token per key for every process that
+    shares ``store`` (channels.tokens), re-signed once it is ``max_age`` seconds old (Apple: no
+    sooner than 20 minutes, no later than 60) or when Apple rejected it as expired.
 
-    Thread-safe. ``signed`` counts signatures (metrics and tests: it should stay at 1 for
-    half an hour of sends).
+    Thread-safe. ``signed`` counts the signatures this instance made (metrics and tests: it
+    should stay at 1 for half an hour of sends, and at 0 in a process that found the key's token
+    in the store).
+
+    Raises:
+        ChannelConfigurationError: ``key_file`` cannot be read or holds no EC private key.
     """
 
     def __init__(self, key_file: str, key_id: str, team_id: str,
-                 max_age: float = TOKEN_REFRESH_SECONDS):
+                 max_age: float = TOKEN_REFRESH_SECONDS, store: SharedTokenStore | None = None):
         try:
             with open(key_file, "rb") as fh:
                 # Parsed once, at construction: a bad key fails the worker start, not a send.
@@ -75,30 +85,39 @@ class ProviderToken:
         self._key_id = key_id
         self._team_id = team_id
         self.max_age = max_age
-        self._lock = threading.Lock()
-        self._token: str | None = None
-        self._issued_at = 0.0
-        self.signed = 0
+        #: the store key: Apple counts tokens per key id (and its team)
+        self.store_key = f"apns-token:{team_id}:{key_id}"
+        # Signing takes milliseconds: a short lock, so a holder that died blocks no one long.
+        # serve_stale off: while one process re-signs, the others wait the milliseconds it takes
+        # rather than send with the old token after the new one (Apple would see a change back).
+        self._shared = SharedToken(self.store_key, self._sign, store, lock_ttl=5.0,
+                                   serve_stale=False)
+
+    @property
+    def signed(self) -> int:
+        """How many tokens this instance signed."""
+        return self._shared.minted
+
+    @property
+    def store(self) -> SharedTokenStore:
+        """Where the key's token is shared."""
+        return self._shared.store
 
     def get(self) -> str:
-        """The current token, signing a new one if none exists or it is older than ``max_age``."""
-        with self._lock:
-            if self._token is None or time.time() - self._issued_at >= self.max_age:
-                self._sign()
-            return self._token  # type: ignore[return-value]
+        """The key's current token, signing a new one if none exists or it is ``max_age`` old
+        (one process signs; the others adopt it)."""
+        return self._shared.get()
 
     def expire(self, token: str) -> None:
-        """Drop ``token`` (Apple said it expired) unless another thread already replaced it."""
-        with self._lock:
-            if self._token == token:
-                self._token = None
+        """Apple said ``token`` expired: drop it, unless it was already replaced (then the
+        replacement is used and nothing new is signed)."""
+        self._shared.reject(token)
 
-    def _sign(self) -> None:
-        now = time.time()
-        self._token = jwt.encode({"iss": self._team_id, "iat": int(now)}, self._key,
-                                 algorithm="ES256", headers={"kid": self._key_id})
-        self._issued_at = now
-        self.signed += 1
+    def _sign(self) -> TokenEntry:
+        now = int(time.time())
+        token = jwt.encode({"iss": self._team_id, "iat": now}, self._key,
+                           algorithm="ES256", headers={"kid": self._key_id})
+        return TokenEntry(token, now, now + TOKEN_MAX_AGE, now + self.max_age)
 
 
 class APNsChannel(Channel):
@@ -112,6 +131,8 @@ class APNsChannel(Channel):
         topic: the app's bundle id, ``apns-topic`` (required).
         ca_file: CA bundle to verify the server (optional; the system CAs otherwise).
         timeout: seconds for connect/read/write/pool wait (optional, default 10).
+        token_store, token_store_prefix: where the provider token is shared with the other
+            worker processes (channels.tokens; optional: without, this instance signs its own).
 
     Message mapping: ``to`` is the 64-hex device token. ``content`` keys ``title``, ``body``,
     ``badge``, ``sound``, ``image`` (sets ``mutable-content`` so a notification service
@@ -120,7 +141,8 @@ class APNsChannel(Channel):
     ``ttl`` None leaves ``apns-expiration`` out (Apple's default storage); 0 means "now or never".
 
     Answers: 200 → SENT (``apns-id``); 410 / ``BadDeviceToken`` / ``DeviceTokenNotForTopic`` →
-    DEAD_TOKEN; 403 ``ExpiredProviderToken`` → the token is re-signed, RETRY; 429 / 5xx → RETRY
+    DEAD_TOKEN; 403 ``ExpiredProviderToken`` → that token is replaced (once for all
+    processes), RETRY; 429 / 5xx → RETRY
     (``Retry-After``); any other 4xx → FAILED with Apple's reason (e.g. ``InvalidProviderToken``
     means the key/team config is wrong and every send will fail until fixed).
     """
@@ -154,8 +176,12 @@ class APNsChannel(Channel):
     def __init__(self, config: Mapping[str, Any]):
         super().__init__(config)
         self.topic = config["topic"]
+        try:
+            store = store_from_config(config)
+        except ValueError as exc:
+            raise ChannelConfigurationError(f"APNs: {exc}") from exc
         self.token = ProviderToken(require_file(config, "key_file"), config["key_id"],
-                                   config["team_id"])
+                                   config["team_id"], store=store)
         # httpx's sync HTTP/2 connection is not thread-safe: concurrent threads on one client
         # interleave h2 state changes and the server answers GOAWAY PROTOCOL_ERROR (seen against
         # the sandbox; encode/httpx#3324). Sends are serialised per instance; under Celery's

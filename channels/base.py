@@ -22,16 +22,20 @@ declarations through :mod:`channels.registry`:
                             segments, push payload size)
 ``breaker_scope``           what one circuit breaker covers (the provider, or one push service)
 ``status_callbacks``,       per-request extras it supports: a status webhook URL, an RFC 8058
-``one_click_unsubscribe``   one-click unsubscribe URL
+``one_click_unsubscribe``,  one-click unsubscribe URL, a signed URL the receiver POSTs to when
+``open_reports``            the message is opened
 ``verify_webhook``,         its inbound webhooks: signature check and parsing into
 ``parse_webhook``           :class:`WebhookEvent` values
+``sns_webhook_kinds``       its events published through Amazon SNS (SES's), which the service
+                            verifies itself before ``parse_webhook`` reads them
 ==========================  ======================================================================
 
 A send always runs the same fixed steps (the shape django-anymail uses for its backends):
 
 1. ``build_payload(message)``: turn the provider-neutral :class:`Message` into the provider's
    request body. Raises :class:`~channels.errors.InvalidMessage` for content the provider is
-   documented to refuse (too large, wrong types), so it fails before any network call.
+   documented to refuse (too large, wrong types), so it fails before any network call, and
+   :class:`InvalidAddress` for an address it can never send to (the device is deactivated).
 2. ``post(message, payload)``: one call through the provider's client library on a client that
    lives for the whole worker process. Never retries by itself: the service owns retries.
 3. ``classify(answer)`` / ``classify_error(exc)``: map the provider's answer to a
@@ -42,6 +46,8 @@ outcomes, never to a particular provider's module.
 """
 
 from __future__ import annotations
+
+import datetime
 
 import enum
 from dataclasses import dataclass, field
@@ -141,6 +147,9 @@ class Message:
         preferences_url: the recipient's hosted preference page, shown next to the unsubscribe
             (only for adapters that declare ``one_click_unsubscribe``; an email adds it as a
             footer line), or None (a required category: a sign-in code carries neither).
+        open_url: a signed URL the receiver (a Web Push service worker) POSTs to, without a
+            body or an API key, when the recipient opens the message (only for adapters that
+            declare ``open_reports``), or None.
     """
 
     delivery_id: str
@@ -152,6 +161,7 @@ class Message:
     status_callback: str | None = None
     unsubscribe_url: str | None = None
     preferences_url: str | None = None
+    open_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +201,10 @@ class WebhookEvent:
         delivery_id: the delivery the status is about (status events), or None.
         provider_message_id: the provider's id of that message, or None.
         status: the provider's status word (``delivered``, ``undelivered``), or None.
+        receipt: what that status is in the service's terms, a delivery event kind of
+            ``notify.models.EventKind`` (``sent``, ``delivered``, ``undelivered``, ``opened``...),
+            or None for a status that reports nothing new (``queued``, ``sending``).
+        occurred_at: the provider's time of the status (aware), or None when it gives none.
         reason: the provider's error code, or None.
         refused: a status event that also means the recipient refused the channel (Twilio
             error 21610): the service opts the recipient out.
@@ -202,6 +216,8 @@ class WebhookEvent:
     delivery_id: str | None = None
     provider_message_id: str | None = None
     status: str | None = None
+    receipt: str | None = None
+    occurred_at: datetime.datetime | None = None
     reason: str | None = None
     refused: bool = False
     address: str | None = None
@@ -209,7 +225,44 @@ class WebhookEvent:
 
 
 class InvalidAddress(ValueError):
-    """A device token or subscription the channel can never send to (registration refused)."""
+    """A device token or subscription the channel can never send to.
+
+    Raised by ``validate_address`` (the API refuses the registration with 400, ``error.reasons``
+    carrying ``reason`` at ``field``) and by ``build_payload`` for an address stored before a
+    rule existed (:meth:`Channel.deliver` answers DEAD_TOKEN: the device is deactivated, as for
+    a token the provider reports gone, instead of the message failing on every send).
+
+    Args:
+        message: what is wrong, for people.
+        reason: machine-readable code (``not_on_curve``, ``private_address``); ``invalid`` when
+            the adapter gives none.
+        field: the part of the address at fault, a dotted path inside it (``keys.p256dh``), or
+            ``""`` for the address as a whole.
+
+    Attributes:
+        problems: every problem found, one InvalidAddress each (see :meth:`combine`); just this
+            one by default.
+    """
+
+    def __init__(self, message: str, reason: str = "invalid", field: str = ""):
+        super().__init__(message)
+        self.reason = reason
+        self.field = field
+        self.problems: tuple[InvalidAddress, ...] = (self,)
+
+    @classmethod
+    def combine(cls, problems: Sequence["InvalidAddress"]) -> "InvalidAddress":
+        """One error carrying several (one per part of the address), so a client can fix them
+        all at once; its message joins theirs, its ``reason`` and ``field`` are the first's."""
+        combined = cls("; ".join(str(p) for p in problems), problems[0].reason, problems[0].field)
+        combined.problems = tuple(problems)
+        return combined
+
+    @property
+    def code(self) -> str:
+        """The delivery's reason when a send meets it: ``invalid_address[:<field>]:<reason>``
+        of the first problem (e.g. ``invalid_address:keys.p256dh:not_on_curve``)."""
+        return ":".join(part for part in ("invalid_address", self.field, self.reason) if part)
 
 
 def common_settings(prefix: str, timeout: str = "10") -> tuple[Setting, ...]:
@@ -250,6 +303,9 @@ class Channel:
     status_callbacks: ClassVar[bool] = False
     #: True when the adapter puts ``Message.unsubscribe_url`` in the message (RFC 8058).
     one_click_unsubscribe: ClassVar[bool] = False
+    #: True when the adapter puts ``Message.open_url`` in the payload, for the receiver to report
+    #: the message opened.
+    open_reports: ClassVar[bool] = False
 
     #: Exceptions meaning "no usable answer arrived" (timeouts, refused connections): RETRY.
     transport_errors: ClassVar[tuple[type[BaseException], ...]] = ()
@@ -308,6 +364,11 @@ class Channel:
     # -- webhooks --------------------------------------------------------------------------------
     #: Kinds of inbound webhook this provider calls (``/webhooks/<provider>/<kind>``).
     webhook_kinds: ClassVar[tuple[str, ...]] = ()
+    #: Kinds of inbound webhook the provider publishes through an Amazon SNS topic with an
+    #: HTTP(S) subscription (``/webhooks/<provider>/<kind>`` too): SNS signs them, not the
+    #: provider, so the service verifies them itself (notify.webhooks.sns) and hands each
+    #: notification's ``Message``, parsed from JSON, to :meth:`parse_webhook` as ``params``.
+    sns_webhook_kinds: ClassVar[tuple[str, ...]] = ()
 
     def verify_webhook(self, url: str, params: Mapping[str, str], headers: Mapping[str, str]) -> bool:
         """True when a webhook call to ``url`` with form ``params`` is signed by the provider."""
@@ -316,7 +377,8 @@ class Channel:
     def parse_webhook(self, kind: str, params: Mapping[str, str],
                       query: Mapping[str, str]) -> Sequence[WebhookEvent]:
         """The events a verified webhook call of ``kind`` carries (``params``: its form fields,
-        ``query``: the query string of the URL it was sent to)."""
+        or for :attr:`sns_webhook_kinds` the SNS message's parsed ``Message``; ``query``: the
+        query string of the URL it was sent to)."""
         return ()
 
     # -- the send --------------------------------------------------------------------------------
@@ -324,15 +386,19 @@ class Channel:
         """Send one message and classify the answer. Never raises for provider trouble.
 
         Returns:
-            Result: FAILED for content the provider refuses (before any call); RETRY for
-            transport errors, with reason ``timeout`` or ``transport_error`` and
-            ``maybe_delivered`` False only when the request certainly never left (see
-            :meth:`request_unsent`); otherwise what ``classify`` says.
+            Result: FAILED for content the provider refuses (before any call); DEAD_TOKEN,
+            reason :attr:`InvalidAddress.code`, for an address ``build_payload`` finds unusable
+            (before any call); RETRY for transport errors, with reason ``timeout`` or
+            ``transport_error`` and ``maybe_delivered`` False only when the request certainly
+            never left (see :meth:`request_unsent`); otherwise what ``classify`` says.
         """
         try:
             payload = self.build_payload(message)
         except InvalidMessage as exc:
             return Result(Outcome.FAILED, reason=exc.reason, raw={"error": str(exc)})
+        except InvalidAddress as exc:
+            # No later attempt can succeed either: the address is what is wrong, not the message.
+            return Result(Outcome.DEAD_TOKEN, reason=exc.code, raw={"error": str(exc)})
         try:
             answer = self.post(message, payload)
         except self.transport_errors as exc:
@@ -349,7 +415,8 @@ class Channel:
         return isinstance(exc, self.unsent_errors)
 
     def build_payload(self, message: Message) -> Any:
-        """Return the provider request body for ``message``; raise InvalidMessage if refused."""
+        """Return the provider request body for ``message``; raise InvalidMessage if the content
+        is refused, InvalidAddress if the address is unusable."""
         raise NotImplementedError
 
     def post(self, message: Message, payload: Any) -> Any:

@@ -43,6 +43,8 @@ FIELD_NAME = re.compile(r"[!-9;-~]+")
 RESERVED_HEADERS = frozenset({
     "from", "sender", "to", "cc", "bcc", "subject", "date", "message-id", "mime-version",
     "return-path", "reply-to-all", DELIVERY_ID_HEADER.lower(), "list-unsubscribe", "list-unsubscribe-post",
+    # SES reads message tags from it (SMTP interface): a caller's would tag another delivery
+    "x-ses-message-tags",
 })
 
 

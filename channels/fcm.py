@@ -14,10 +14,15 @@ the access token (about an hour); ``AuthorizedSession`` attaches it and refreshe
 expiry. Its own "refresh and resend on 401" is switched off (``refresh_status_codes=()``): on a
 401 this adapter drops the cached token and answers RETRY, so the resend is Celery's. (google-auth
 still retries the *token* request itself up to 3 times on 5xx; no message is sent by that request.)
+The access token of a service account is shared by every worker process through the shared token
+store (channels.tokens): when google-auth wants a refresh, a token another process fetched is
+adopted, and only one process at a time asks the token endpoint (google-auth still makes that
+request); a token Google refused (401) is dropped for all.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import time
@@ -34,6 +39,7 @@ from .base import AddressKind, Channel, InvalidAddress, Message, Outcome, Result
 from .errors import ChannelConfigurationError, InvalidMessage
 from .http import RequestsTransport, config_timeout, http_result, json_bytes, require_file, \
     response_json, retryless_session
+from .tokens import SharedToken, SharedTokenStore, TokenEntry, store_from_config
 
 SCOPES = ("https://www.googleapis.com/auth/firebase.messaging",)
 #: FCM's limit for the data + notification payload of a message to a token, in UTF-8 bytes.
@@ -51,6 +57,61 @@ RESERVED_DATA_PREFIXES = ("google", "gcm")
 _TOKEN = re.compile(r"^[A-Za-z0-9_:\-.]{32,4096}$")
 _PLACEHOLDER_ID = "00000000-0000-0000-0000-000000000000"
 _FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+#: Fetch a new access token this long (seconds) before the current one expires: earlier than
+#: google-auth's own refresh threshold (3 min 45 s), so a token adopted from the store is one
+#: google-auth considers valid.
+ACCESS_TOKEN_REFRESH_MARGIN = 5 * 60
+
+
+class SharedCredentials(service_account.Credentials):
+    """Service account credentials whose access token is shared through a token store.
+
+    google-auth calls :meth:`refresh` when its token is missing or near expiry; this adopts the
+    token stored by another process when that one is still fresh, and otherwise lets one process
+    (the holder of the store's lock) fetch it with google-auth's own refresh.
+    """
+
+    _shared: SharedToken | None = None
+
+    def share(self, store: SharedTokenStore | None, lock_ttl: float) -> None:
+        """Share this service account's access token through ``store`` (None: this instance's
+        own), under the key ``fcm-token:<service account email>``."""
+        self._shared = SharedToken(f"fcm-token:{self.service_account_email}", self._fetch,
+                                   store, lock_ttl=lock_ttl)
+        self._fetch_request: Any = None
+
+    @property
+    def shared(self) -> SharedToken | None:
+        """The shared token, once :meth:`share` was called."""
+        return self._shared
+
+    def refresh(self, request: Any) -> None:
+        """Set ``token`` / ``expiry`` from the shared store, fetching a new token if due."""
+        if self._shared is None:
+            super().refresh(request)
+            return
+        self._fetch_request = request
+        entry = self._shared.entry()
+        self.token = entry.token
+        # google-auth compares naive UTC datetimes
+        self.expiry = datetime.datetime.fromtimestamp(entry.expires_at, datetime.timezone.utc) \
+            .replace(tzinfo=None)
+
+    def reject(self, token: str) -> None:
+        """Google refused ``token`` (401): drop it here and from the store unless replaced."""
+        if self._shared is not None:
+            self._shared.reject(token)
+        if self.token == token:
+            # Credentials.valid is False without a token: the next request refreshes.
+            self.token = None
+
+    def _fetch(self) -> TokenEntry:
+        super().refresh(self._fetch_request)  # google-auth's OAuth2 JWT-bearer grant
+        now = time.time()
+        expires_at = self.expiry.replace(tzinfo=datetime.timezone.utc).timestamp() \
+            if self.expiry else now + 3600
+        return TokenEntry(self.token, now, expires_at,
+                          max(now, expires_at - ACCESS_TOKEN_REFRESH_MARGIN))
 
 
 class FCMChannel(RequestsTransport, Channel):
@@ -63,6 +124,8 @@ class FCMChannel(RequestsTransport, Channel):
         project_id: the Firebase project id (required).
         ca_file: CA bundle for both the API and the token endpoint (optional).
         timeout: seconds for connect and read, also for token refreshes (optional, default 10).
+        token_store, token_store_prefix: where the access token is shared with the other worker
+            processes (channels.tokens; optional: without, this instance fetches its own).
 
     Message mapping: ``to`` is the registration token. ``content`` keys ``title``, ``body``,
     ``image`` → ``notification``; ``data`` (values that are not strings sent as their compact
@@ -109,10 +172,13 @@ class FCMChannel(RequestsTransport, Channel):
         super().__init__(config)
         self.timeout = config_timeout(config)
         try:
-            self.credentials = service_account.Credentials.from_service_account_file(
+            self.credentials = SharedCredentials.from_service_account_file(
                 require_file(config, "service_account_file"), scopes=list(SCOPES))
+            store = store_from_config(config)
         except ValueError as exc:
             raise ChannelConfigurationError(f"FCM service account: {exc}") from exc
+        # The lock outlasts a token request (google-auth tries it up to 3 times).
+        self.credentials.share(store, lock_ttl=3 * self.timeout + 5)
         # The token endpoint gets its own retry-less session trusting the same CA.
         token_session = retryless_session(config, pool_size=1)
         self.session = AuthorizedSession(
@@ -179,7 +245,7 @@ class FCMChannel(RequestsTransport, Channel):
         reason = code or error.get("status") or str(status)
         dead = code in DEAD_TOKEN_CODES or _says_token_invalid(error)
         if status == 401 and code != "THIRD_PARTY_AUTH_ERROR":
-            self._drop_access_token()
+            self._drop_access_token(answer.request.headers.get("Authorization", ""))
             return http_result(status, headers=answer.headers, reason=reason,
                                retry_reasons=(reason,), raw={"body": body})
         return http_result(status, headers=answer.headers, reason=reason, dead_token=dead,
@@ -206,9 +272,11 @@ class FCMChannel(RequestsTransport, Channel):
         self.session.close()
         self._token_session.close()
 
-    def _drop_access_token(self) -> None:
-        # Credentials.valid is False without a token: the next request fetches a new one.
-        self.credentials.token = None
+    def _drop_access_token(self, authorization: str) -> None:
+        # Only the token this request carried: another process may have replaced it already.
+        scheme, _, token = authorization.partition(" ")
+        self.credentials.reject(token if scheme.lower() == "bearer" and token
+                                else str(self.credentials.token))
 
 
 def device_payload_size(message: Mapping[str, Any]) -> int:

@@ -2,7 +2,8 @@
 
 Provider documentation: SES API v2 reference, ``SendEmail`` and its errors
 (docs.aws.amazon.com/ses/latest/APIReference-V2/API_SendEmail.html); one-click unsubscribe per
-RFC 8058 ("Best practices for bulk senders", Gmail / Yahoo sender requirements).
+RFC 8058 ("Best practices for bulk senders", Gmail / Yahoo sender requirements); the events SES
+publishes to SNS (:mod:`channels.ses_events`).
 
 One boto3 session and ``sesv2`` client per worker process. botocore's own retries are switched
 off (``total_max_attempts: 1``): botocore would otherwise retry throttling and 5xx answers
@@ -14,15 +15,16 @@ which botocore reads itself; else AWS's regional endpoint.
 from __future__ import annotations
 
 import email.utils
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import boto3
 import botocore.config
 import botocore.exceptions
 
-from .base import Message, Result, Setting, common_settings
+from .base import Message, Result, Setting, WebhookEvent, common_settings
 from .email import EmailChannel, mailbox
 from .http import DEFAULT_POOL_SIZE, ca_file, config_timeout, http_result
+from .ses_events import DELIVERY_ID_TAG, parse_record
 
 #: Error codes that are transient although SES answers them with a 4xx status.
 RETRY_CODES = frozenset({
@@ -47,7 +49,8 @@ class SESEmailChannel(EmailChannel):
         timeout: seconds for connect and read (optional, default 10).
 
     Message mapping: :class:`channels.email.EmailChannel` (the channel's rules), sent as
-    ``Content.Simple`` with the headers in ``Headers``. ``FromEmailAddress`` is
+    ``Content.Simple`` with the headers in ``Headers`` and the message tag ``delivery_id`` in
+    ``EmailTags`` (SES events carry it back). ``FromEmailAddress`` is
     ``from_address`` as configured, or, when the content has a ``from_name``, its address with
     that display name (RFC 2047 encoded words when not ASCII, as SES requires; a quoted string
     when it has specials): see :func:`channels.email.mailbox`.
@@ -57,9 +60,13 @@ class SESEmailChannel(EmailChannel):
     reason (the channel is paused); ``MessageRejected``, ``MailFromDomainNotVerifiedException``,
     ``BadRequestException``, ``NotFoundException``, ``AccountSuspendedException`` and other 4xx
     → FAILED; connection errors and timeouts → RETRY.
+
+    Events: SES publishes a configuration set's events to an SNS topic; its HTTPS subscription
+    ``/webhooks/ses/events`` (``sns_webhook_kinds``) reaches :meth:`parse_webhook`.
     """
 
     provider = "ses"
+    sns_webhook_kinds = ("events",)
     settings = (
         Setting("endpoint_url", "AWS_ENDPOINT_URL_SESV2", sandbox="ses.url",
                 doc="SES v2 endpoint (AWS's regional endpoint when unset)"),
@@ -125,10 +132,17 @@ class SESEmailChannel(EmailChannel):
             "Content": {"Simple": {
                 "Subject": {"Data": parts.subject, "Charset": "UTF-8"}, "Body": body,
                 "Headers": [{"Name": name, "Value": value} for name, value in parts.headers]}},
+            "EmailTags": [{"Name": DELIVERY_ID_TAG, "Value": message.delivery_id}],
         }
         if self.configuration_set:
             kwargs["ConfigurationSetName"] = self.configuration_set
         return kwargs
+
+    def parse_webhook(self, kind: str, params: Mapping[str, Any],
+                      query: Mapping[str, str]) -> Sequence[WebhookEvent]:
+        """``events``: one SES event record (:func:`channels.ses_events.parse_record`), matched
+        to the delivery by its tag and by ``mail.messageId``, the ``MessageId`` stored for it."""
+        return parse_record(params, match_message_id=True) if kind == "events" else []
 
     def post(self, message: Message, payload: dict[str, Any]) -> dict[str, Any]:
         """One ``SendEmail`` call; returns the response dict. Errors raise ``ClientError``."""

@@ -4,7 +4,10 @@ Protocol sources: RFC 5321 (SMTP; reply codes §4.2, their classes §4.2.1, ``42
 channel §3.8), RFC 6409 (message submission, port 587), RFC 3207 (STARTTLS), RFC 8314 (implicit
 TLS, port 465), RFC 4954 (AUTH and its ``454`` / ``534`` / ``535`` / ``538`` replies), RFC 5322
 (message format), RFC 2047 (encoded words in headers), RFC 8058 (one-click unsubscribe), and
-RFC 1047 (a reply lost after the end of ``DATA`` can duplicate the message).
+RFC 1047 (a reply lost after the end of ``DATA`` can duplicate the message). Through Amazon
+SES's SMTP interface ("Using the Amazon SES SMTP interface to send email") the message tag
+header ``X-SES-MESSAGE-TAGS`` tags each mail with its delivery id, which SES's events
+(:mod:`channels.ses_events`) carry back.
 
 smtplib is synchronous, which suits the Celery prefork workers: one adapter instance per worker
 process keeps **one** SMTP connection, opened on the first send (never at construction, so a
@@ -24,12 +27,13 @@ import ssl
 import threading
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from .base import Message, Outcome, Result, Setting, common_settings
+from .base import Message, Outcome, Result, Setting, WebhookEvent, common_settings
 from .email import EmailChannel, check_header, mailbox_words
 from .errors import ChannelConfigurationError, InvalidMessage
 from .http import config_timeout, ssl_context
+from .ses_events import parse_record, smtp_tags_header
 
 #: ``tls`` values: STARTTLS on a plain connection (submission, port 587), implicit TLS from the
 #: first byte (port 465), or no TLS at all (a relay on the same host; no AUTH then).
@@ -197,7 +201,9 @@ class SMTPEmailChannel(EmailChannel):
     Message mapping: :class:`channels.email.EmailChannel` (the channel's rules), built with
     :class:`email.message.EmailMessage` (policy :data:`POLICY`): ``From``, ``To``, ``Subject``
     (RFC 2047-encoded when not ASCII), ``Date``, ``Message-ID``
-    (``<delivery id@sender's domain>``, the same on a resend), the headers of
+    (``<delivery id@sender's domain>``, the same on a resend), ``X-SES-MESSAGE-TAGS:
+    delivery_id=<id>`` (SES's SMTP interface takes it as a message tag and removes it; other
+    servers pass it on), the headers of
     :meth:`~channels.email.EmailChannel.email_parts` (``X-Notify-Delivery-Id``, RFC 8058
     ``List-Unsubscribe`` + ``List-Unsubscribe-Post``, the caller's), then ``text/plain``, or
     ``text/html``, or both as ``multipart/alternative``. Addresses must be ASCII (domains in
@@ -229,9 +235,14 @@ class SMTPEmailChannel(EmailChannel):
     *kept* connection turns out to be closed before ``MAIL FROM`` was accepted (a disconnect, or
     ``421``), it is re-opened and the message tried once more on the new one; every later
     failure is returned for the service (Celery) to retry.
+
+    Events: when the server is Amazon SES's SMTP interface, the configuration set's SNS topic
+    can be subscribed at ``/webhooks/smtp/events`` (``sns_webhook_kinds``): see
+    :meth:`parse_webhook`.
     """
 
     provider = "smtp"
+    sns_webhook_kinds = ("events",)
     settings = (
         Setting("host", "NOTIFY_SMTP_HOST", required=True, sandbox="smtp.host",
                 doc="SMTP server host (the name its TLS certificate carries)"),
@@ -315,6 +326,8 @@ class SMTPEmailChannel(EmailChannel):
         msg["Subject"] = parts.subject
         msg["Date"] = email.utils.format_datetime(datetime.datetime.now(datetime.timezone.utc))
         msg["Message-ID"] = message_id
+        tags_name, tags_value = smtp_tags_header(message.delivery_id)
+        msg[tags_name] = _Verbatim(tags_name, tags_value)
         for name, value in parts.headers:
             lowered = name.lower()
             if value.isascii() and len(name) + 2 + len(value) <= MAX_LINE:
@@ -334,6 +347,14 @@ class SMTPEmailChannel(EmailChannel):
             msg.set_content(parts.html or "", subtype="html", charset="utf-8")
         return SMTPPayload(mail_from=self.mail_from, rcpt_to=parts.to, message_id=message_id,
                            data=msg.as_bytes(policy=POLICY))
+
+    def parse_webhook(self, kind: str, params: Mapping[str, Any],
+                      query: Mapping[str, str]) -> Sequence[WebhookEvent]:
+        """``events``: one SES event record of a mail sent through SES's SMTP interface
+        (:func:`channels.ses_events.parse_record`), matched to the delivery by its
+        ``delivery_id`` tag alone: SES gives the mail its own message id, so the stored
+        ``Message-ID`` never comes back."""
+        return parse_record(params, match_message_id=False) if kind == "events" else []
 
     def post(self, message: Message, payload: SMTPPayload) -> SMTPAnswer:
         """One SMTP transaction (``MAIL FROM``, ``RCPT TO``, ``DATA``) on the kept connection.

@@ -51,7 +51,16 @@ RETRY_CODES = frozenset({"20429"})
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
                         "OPTOUT"})
 START_WORDS = frozenset({"START", "YES", "UNSTOP"})
+#: ``MessageStatus`` values of a status callback in the service's delivery events ("Message
+#: resource: status values", Twilio docs): ``failed`` (never sent to the carrier) and
+#: ``undelivered`` (the carrier could not deliver) both end as ``undelivered`` with the
+#: ``ErrorCode``; ``read`` is WhatsApp's read receipt. The rest (queued, accepted, scheduled,
+#: sending, canceled) report nothing the service did not know. A callback carries no time of its
+#: own (``RawDlrDoneDate`` is the carrier's, to the minute): its events take the time received.
+RECEIPTS = {"sent": "sent", "delivered": "delivered", "undelivered": "undelivered", "failed": "undelivered",
+            "read": "opened"}
 _E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+
 
 
 class TwilioSMSChannel(RequestsTransport, Channel):
@@ -163,9 +172,11 @@ class TwilioSMSChannel(RequestsTransport, Channel):
         raw = dict(params)
         if kind == "status":
             code = params.get("ErrorCode") or None
+            status = params.get("MessageStatus") or None
             return [WebhookEvent("status", delivery_id=query.get("delivery_id") or None,
                                  provider_message_id=params.get("MessageSid") or None,
-                                 status=params.get("MessageStatus") or None, reason=code,
+                                 status=status, receipt=RECEIPTS.get(status or ""),
+                                 reason=code,
                                  refused=code in OPT_OUT_CODES, raw=raw)]
         if kind == "inbound":
             word = (params.get("Body") or "").strip().upper()

@@ -9,6 +9,17 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import MutableMapping
+
+
+def defaults(environ: MutableMapping[str, str]) -> None:
+    """What ``make run`` sets unless the environment says otherwise: ``settings.dev`` and, with
+    it, Django's debug mode (``DJANGO_DEBUG=1``: every settings module defaults it to off, so
+    docker-compose and anything else on ``settings.dev`` runs without). The stack's children
+    inherit both with the rest of this process's environment."""
+    environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.dev")
+    if environ["DJANGO_SETTINGS_MODULE"] == "settings.dev":
+        environ.setdefault("DJANGO_DEBUG", "1")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-demo", action="store_true")
     args = parser.parse_args(argv)
 
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.dev")
+    defaults(os.environ)
     import django
 
     django.setup()
@@ -46,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         print(f"API      {stack.api_url}/api/v1/  (docs: {stack.api_url}/api/v1/docs, {stack.api_url}/api/v1/redoc)")
         print(f"health   {stack.api_url}/health/live  {stack.api_url}/health/ready")
-        print(f"admin    {stack.api_url}/admin/  (python manage.py createsuperuser)")
+        print(f"admin    {stack.api_url}/admin/  "
+              "(DJANGO_SETTINGS_MODULE=settings.dev .venv/bin/python manage.py createsuperuser)")
         print(f"Flower   {stack.flower_url}/  (login NOTIFY_FLOWER_BASIC_AUTH={settings.NOTIFY_FLOWER_BASIC_AUTH})")
         print(f"sandbox  {stack.control_url}/records   logs: {config.log_dir}/", flush=True)
         if not args.no_demo:

@@ -292,9 +292,12 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
                 add(channel, None, "", DeliveryStatus.SUPPRESSED,
                     "no_device" if cls.address_kind.is_device else "no_address")
             continue
-        refusal = ("opted_out" if not policy.opted_in(policy.preference_of(profile["preferences"], channel, category),
-                                                       rules, channel)
-                   else "muted" if muted else "")
+        # A suppressed address (a hard bounce, a complaint) holds for every category, required
+        # ones too; profiles cached before the key existed have none.
+        refusal = (profile.get("suppressed", {}).get(channel)
+                   or ("opted_out" if not policy.opted_in(policy.preference_of(profile["preferences"], channel,
+                                                                                category), rules, channel)
+                       else "muted" if muted else ""))
         if refusal:
             for device_id, address in found:
                 add(channel, device_id, address, DeliveryStatus.SUPPRESSED, refusal)
@@ -325,7 +328,7 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
                 elif held:
                     # Every provider of the channel is failing for everyone right now: park the
                     # delivery for the dispatcher instead of queueing a task that could only wait.
-                    add(channel, device_id, address, DeliveryStatus.RETRYING, "circuit_open", breaker.cooldown())
+                    add(channel, device_id, address, DeliveryStatus.RETRYING, breaker.CIRCUIT_OPEN, breaker.cooldown())
                 else:
                     add(channel, device_id, address, DeliveryStatus.QUEUED)
         if any(d.status != DeliveryStatus.SUPPRESSED for d in deliveries[before:]):

@@ -1,5 +1,5 @@
 """Django admin: apps and keys, categories with their rules, recipients with devices,
-preferences (opt-outs), pause and quiet hours, templates
+preferences (opt-outs), pause and quiet hours, erasure of personal data, templates
 with their versions (add a draft, publish it, archive; a preview page per template),
 read-only notifications and deliveries, and dead-letter replay."""
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -22,10 +23,12 @@ from django.utils import timezone
 from django.utils.html import format_html
 from rest_framework import serializers as drf_serializers
 from rest_framework_api_key.admin import APIKeyModelAdmin
+from rest_framework_api_key.models import APIKey
 
 from channels import registry
 
-from . import deadletters
+from . import admin_analytics, deadletters, privacy
+from . import scopes as scope_list
 from .admin_preview import PreviewForm, PrettyJSONField, columns, initial_data, json_textarea
 from .models import App, AppAPIKey, Category, Delivery, DeliveryLog, Device, Notification, Preference, Recipient, \
     Template, TemplateVersion
@@ -39,9 +42,36 @@ class AppAdmin(admin.ModelAdmin):
     list_display = ["name", "created_at"]
 
 
+class AppAPIKeyForm(forms.ModelForm):
+    """A key's scopes as checkboxes (notify.scopes: one per scope, with what it allows)."""
+
+    scopes = forms.TypedMultipleChoiceField(
+        choices=[(name, f"{name}: {meaning}") for name, meaning in scope_list.SCOPES.items()],
+        widget=forms.CheckboxSelectMultiple, required=False, initial=scope_list.default,
+        help_text="What the key may do; takes effect on the key's next request.")
+
+    class Meta:
+        model = AppAPIKey
+        fields = ["name", "app", "scopes", "expiry_date", "revoked"]
+
+
+# The library's own key model is not used: keys belong to apps (AppAPIKey). Its admin page would
+# make keys that every request refuses. (Its admin module registers first: INSTALLED_APPS order.)
+if admin.site.is_registered(APIKey):
+    admin.site.unregister(APIKey)
+
+
 @admin.register(AppAPIKey)
 class AppAPIKeyAdmin(APIKeyModelAdmin):
-    list_display = [*APIKeyModelAdmin.list_display, "app"]
+    """djangorestframework-api-key's admin: the key is shown once, in a message after it is
+    created (only its hash is stored); here with its app and scopes."""
+
+    form = AppAPIKeyForm
+    list_display = [*APIKeyModelAdmin.list_display, "app", "scope_list"]
+
+    @admin.display(description="scopes")
+    def scope_list(self, obj: AppAPIKey) -> str:
+        return ", ".join(obj.scopes) or "none"
 
 
 class DeviceInline(admin.TabularInline):
@@ -74,7 +104,7 @@ class CategoryForm(forms.ModelForm):
     class Meta:
         model = Category
         fields = ["app", "name", "label", "description", "required", "defaults", "rate_limits", "over_limit",
-                  "quiet_hours"]
+                  "quiet_hours", "tracking"]
 
     def clean_defaults(self):
         return _form_errors(check_defaults, self.cleaned_data["defaults"] or {})
@@ -152,6 +182,22 @@ class RecipientAdmin(admin.ModelAdmin):
     list_filter = ["app", "muted"]
     search_fields = ["external_id", "email", "phone"]
     inlines = [DeviceInline, PreferenceInline]
+    actions = ["erase_personal_data"]
+
+    @admin.action(description="Erase personal data", permissions=["delete"])
+    def erase_personal_data(self, request, queryset):
+        """Erase each chosen recipient (notify.privacy.erase_recipient, each in its own
+        transaction), after a confirmation page."""
+        if request.POST.get("post") != "yes":
+            return TemplateResponse(request, "admin/notify/recipient/erase_confirmation.html", {
+                **self.admin_site.each_context(request), "title": "Erase personal data", "subtitle": None,
+                "opts": self.opts, "recipients": queryset.select_related("app").order_by("pk"),
+                "action_checkbox_name": ACTION_CHECKBOX_NAME, "media": self.media})
+        done = [e for e in map(privacy.erase_recipient, queryset.order_by("pk").values_list("pk", flat=True)) if e]
+        self.message_user(request, f"Personal data of {len(done)} recipient(s) erased: "
+                                   f"{sum(e.devices for e in done)} device(s) and {sum(e.preferences for e in done)} "
+                                   f"preference(s) deleted, {sum(e.deliveries for e in done)} deliveries kept without "
+                                   f"addresses, {sum(len(e.cancelled) for e in done)} cancelled.", messages.SUCCESS)
 
     def save_formset(self, request, form, formset, change):
         if formset.model is Preference:
@@ -333,7 +379,8 @@ def publish_draft(template: Template) -> tuple[int, str]:
 class TemplateAdmin(admin.ModelAdmin):
     """Templates with their versions. Editing content adds a version (the empty version form
     at the end of the change page); "Publish latest draft" (action, or the button on the change
-    page) makes sends use it; "Preview" renders any version for any data, per channel."""
+    page) makes sends use it; "Preview" renders any version for any data, per channel;
+    "Analytics" shows its counts and rates over time and compares its A/B variants."""
 
     list_display = ["name", "app", "category", "default_locale", "latest_published", "unpublished_draft",
                     "archived"]
@@ -430,7 +477,22 @@ class TemplateAdmin(admin.ModelAdmin):
                  name="%s_%s_preview" % info),
             path("<path:object_id>/publish/", self.admin_site.admin_view(self.publish_view),
                  name="%s_%s_publish" % info),
+            path("<path:object_id>/analytics/", self.admin_site.admin_view(self.analytics_view),
+                 name="%s_%s_analytics" % info),
         ] + super().get_urls()
+
+    def analytics_view(self, request, object_id):
+        """The template's analytics: charts per metric over time, totals and rates, its variants
+        compared (notify.admin_analytics)."""
+        template = self.get_object(request, unquote(object_id))
+        if template is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_permission(request, template):
+            raise PermissionDenied
+        context = {**self.admin_site.each_context(request), "title": f"Analytics of {template.name}",
+                   "subtitle": None, "opts": self.opts, "original": template,
+                   **admin_analytics.page(template, request.GET)}
+        return TemplateResponse(request, "admin/notify/template/analytics.html", context)
 
     def publish_view(self, request, object_id):
         """POST only: publish the template's latest draft (the change page's button)."""
@@ -523,3 +585,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
     def replay_dead_letters(self, request, queryset):
         count = deadletters.replay([str(i) for i in queryset.values_list("id", flat=True)])
         self.message_user(request, f"{count} dead-lettered deliveries replayed", messages.SUCCESS)
+
+
+# Registered in their own module; imported here so that admin autodiscovery finds them.
+from . import admin_suppressions  # noqa: E402,F401

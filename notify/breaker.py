@@ -26,6 +26,8 @@ from .cache import redis_key
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 _LOCAL_TTL = 0.5  # seconds a process trusts its last look at a breaker
+#: The reason of a delivery parked because every provider of its channel is failing.
+CIRCUIT_OPEN = "circuit_open"
 _local: dict[str, tuple[float, str]] = {}  # scope -> (checked at, state)
 _seen_failure: dict[str, bool] = {}
 

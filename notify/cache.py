@@ -1,10 +1,11 @@
 """Redis cache in front of the look-ups on the API path.
 
 What is cached: a recipient's send profile (its row, active devices and preferences in one entry),
-each template with its latest published version (and each version a send pins), and each API key's stored hash (looked up by the key's public prefix). Entries
-are deleted by model signals on every save or delete, so a change made through the API or the
-Django admin takes effect on the very next request; the TTL only bounds memory (and, for API
-keys, changes made without signals, such as ``QuerySet.update``).
+each template with its latest published version (and each version a send pins), and each API key's stored hash and scopes (looked up by the key's public prefix). Entries
+are deleted by model signals on every save or delete (and, for API keys, on every
+``QuerySet.update``: notify.models.apps.api_keys_updated), so a change made through the API, the
+Django admin or the ORM takes effect on the very next request; the TTL only bounds memory (and
+changes made in raw SQL).
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
-from .models import App, AppAPIKey, Category, Device, Preference, Recipient, Template, TemplateVersion
+from .models import AddressSuppression, App, AppAPIKey, Category, Device, Preference, Recipient, Template, TemplateVersion
+from .models.apps import api_keys_updated
 
 PROFILE_TTL = 300  # seconds
 TEMPLATE_TTL = 300
-#: Short, because ``QuerySet.update(revoked=True)`` bypasses the signals that delete the entry;
-#: a revocation through the admin or ``save()`` applies from its commit on.
+#: Short, because raw SQL bypasses the signals that delete the entry; a revocation, expiry or
+#: scope change through the admin, ``save()`` or ``QuerySet.update`` applies from its commit on.
 API_KEY_TTL = 30
 
 
@@ -42,8 +44,9 @@ def load_profile(app_id: int, external_id: str) -> dict | None:
     """Return the send profile of a recipient, or None if there is no such recipient.
 
     Shape: ``{"id", "external_id", "name", "locale", "timezone", "email", "phone", "quiet_hours",
-    "muted", "muted_until" (epoch seconds or None), "devices": [{"id", "platform", "token", "subscription"}], "preferences": {"<channel>|<category>": bool}}``.
-    A miss costs two queries (recipient, then devices and preferences via prefetch).
+    "muted", "muted_until" (epoch seconds or None), "devices": [{"id", "platform", "token", "subscription"}], "preferences": {"<channel>|<category>": bool},
+    "suppressed": {"<channel>": reason}}``. A miss costs four queries (recipient, devices,
+    preferences, suppressions of its addresses).
     """
     key = profile_key(app_id, external_id)
     profile = cache.get(key)
@@ -73,9 +76,20 @@ def load_profile(app_id: int, external_id: str) -> dict | None:
             if d.active
         ],
         "preferences": {f"{p.channel}|{p.category}": p.enabled for p in recipient.preferences.all()},
+        "suppressed": _suppressed(app_id, recipient),
     }
     cache.set(key, profile, PROFILE_TTL)
     return profile
+
+
+def _suppressed(app_id: int, recipient: Recipient) -> dict[str, str]:
+    """``{"<channel>": reason}``: the app's suppressions of the recipient's own addresses
+    (notify.models.AddressSuppression; notify.store.suppress_address clears the profile)."""
+    addresses = [a for a in ((recipient.email or "").lower(), recipient.phone) if a]
+    if not addresses:
+        return {}
+    return dict(AddressSuppression.objects.filter(app_id=app_id, address__in=addresses)
+                .values_list("channel", "reason"))
 
 
 def categories_key(app_id: int) -> str:
@@ -147,13 +161,15 @@ def api_key_key(prefix: str) -> str:
 
 
 def load_api_key(prefix: str) -> dict | None:
-    """Return ``{"id", "app_id", "hashed_key", "revoked", "expiry_date"}`` of the API key with
-    this public prefix, or None. The caller verifies the secret against ``hashed_key``."""
+    """Return ``{"id", "app_id", "hashed_key", "revoked", "expiry_date", "scopes"}`` of the API
+    key with this public prefix (``scopes``: a list of notify.scopes names), or None. The caller
+    verifies the secret against ``hashed_key``."""
     key = api_key_key(prefix)
     entry = cache.get(key)
-    if entry is None:
+    # An entry without "scopes" was written by a release before scopes: read the row again.
+    if entry is None or (entry and "scopes" not in entry):
         entry = AppAPIKey.objects.filter(prefix=prefix).values(
-            "id", "app_id", "hashed_key", "revoked", "expiry_date").first() or {}
+            "id", "app_id", "hashed_key", "revoked", "expiry_date", "scopes").first() or {}
         # Unknown prefixes are cached too, so guessing keys costs Redis, not PostgreSQL.
         cache.set(key, entry, API_KEY_TTL)
     return entry or None
@@ -210,10 +226,21 @@ def _template_version_changed(sender, instance: TemplateVersion, **kwargs):
         forget_template(template)
 
 
-@receiver([post_save, post_delete], sender=AppAPIKey)
-def _api_key_changed(sender, instance: AppAPIKey, **kwargs):
-    key = api_key_key(instance.prefix)
-    cache.delete(key)
+def forget_api_keys(prefixes) -> None:
+    keys = [api_key_key(prefix) for prefix in prefixes]
+    if not keys:
+        return
+    cache.delete_many(keys)
     # Again after the commit: a request between this delete and the commit would otherwise
     # cache the row as it was (a revoked key working for another API_KEY_TTL seconds).
-    transaction.on_commit(lambda: cache.delete(key))
+    transaction.on_commit(lambda: cache.delete_many(keys))
+
+
+@receiver([post_save, post_delete], sender=AppAPIKey)
+def _api_key_changed(sender, instance: AppAPIKey, **kwargs):
+    forget_api_keys([instance.prefix])
+
+
+@receiver(api_keys_updated, sender=AppAPIKey)
+def _api_keys_updated(sender, prefixes, **kwargs):
+    forget_api_keys(prefixes)

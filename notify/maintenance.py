@@ -2,7 +2,9 @@
 
 The dispatcher (:func:`dispatch_due`, every second) puts back into the outbox what is due and
 not on a queue, and is the outbox relay's backstop. Retention (:func:`forget_idempotency_keys`,
-hourly) releases idempotency keys past ``NOTIFY_IDEMPOTENCY_RETENTION``.
+hourly) releases idempotency keys past ``NOTIFY_IDEMPOTENCY_RETENTION``. The analytics rollup
+(:func:`rollup_analytics`, every ``NOTIFY_ANALYTICS_INTERVAL`` seconds) counts what was recorded
+since its last run.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import breaker, outbox, providers, store
+from . import analytics, breaker, outbox, providers, store
 
 log = logging.getLogger(__name__)
 
@@ -66,3 +68,9 @@ def forget_idempotency_keys() -> int:
 
     cutoff = timezone.now() - dt.timedelta(seconds=settings.NOTIFY_IDEMPOTENCY_RETENTION)
     return Notification.objects.filter(idempotency_key__isnull=False, created_at__lt=cutoff).update(idempotency_key=None)
+
+
+def rollup_analytics() -> int:
+    """Count into the analytics what was recorded since the last rollup (notify.analytics.rollup,
+    with ``NOTIFY_ANALYTICS_LAG``); returns how many rows it counted."""
+    return analytics.rollup().rows

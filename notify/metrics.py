@@ -69,6 +69,12 @@ ACCEPT_TO_SENT = Histogram(
     "notify_accept_to_sent_seconds", "Seconds from the API accepting a delivery to its provider accepting it.",
     ["channel"], buckets=ACCEPT_TO_SENT_BUCKETS)
 
+DELIVERY_EVENTS = Counter(
+    "notify_delivery_events",
+    "Delivery events recorded (each once per delivery): delivered, undelivered, bounced, complained, opened, "
+    "clicked, unsubscribed, by who reported them (a provider, tracking, api, unsubscribe).",
+    ["channel", "source", "kind"])
+
 
 def _reason_label(reason: str | None) -> str:
     """Reasons are the service's own codes or a provider's error code; ``retries_exhausted:503``
@@ -134,6 +140,11 @@ def record_delivery(c: Any, status: str, reason: str, provider: str | None, dura
         "provider_message_id": result.provider_message_id if result is not None else None,
         "answer": json.dumps(result.raw, default=str, ensure_ascii=False)[:ANSWER_LOG_CHARS]
         if result is not None and status != "sent" and result.raw else None})
+
+
+def record_event(channel: str, source: str, kind: str) -> None:
+    """Count one recorded delivery event in ``notify_delivery_events`` (notify.receipts)."""
+    DELIVERY_EVENTS.labels(channel, source, kind).inc()
 
 
 # -- live state, read at scrape time ----------------------------------------------------------

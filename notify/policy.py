@@ -174,12 +174,15 @@ def at_send(c: Any, now: dt.datetime) -> Decision:
     right before the provider is called; rate limits are counted last, only for a delivery that
     would otherwise go.
 
-    Order: opt-out (category over channel-wide, then the category's default) → global mute →
+    Order: a suppression of the address (notify.models.AddressSuppression: every category) →
+    opt-out (category over channel-wide, then the category's default) → global mute →
     quiet hours (not for ``priority: high`` or a required category) → rate limit (not for a
     required category).
     """
     from . import ratelimit  # Redis, only when a delivery gets that far
 
+    if c.address_suppressed:
+        return Decision(SUPPRESS, c.address_suppressed)
     rules_ = rules(c.category_rules, c.category)
     if not opted_in(c.preference, rules_, c.channel):
         return Decision(SUPPRESS, "opted_out")

@@ -21,11 +21,12 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from channels import registry
+from channels import registry, tokens
 from channels.base import Channel
 from channels.errors import ChannelConfigurationError
 
 from . import breaker
+from .cache import redis_key
 
 
 @lru_cache(maxsize=1)
@@ -49,7 +50,9 @@ def _lookup(tree: dict, dotted: str | None) -> Any:
 
 def config_for(provider: str) -> dict[str, Any]:
     """The config mapping the adapter of ``provider`` is built with (keys of its ``settings``);
-    a value found nowhere is its declared default, or None."""
+    a value found nowhere is its declared default, or None. Plus the shared token store's keys
+    (channels.tokens): the service's Redis, so every worker process uses one provider token per
+    key (APNs JWT, FCM access token) instead of one each."""
     environment = settings.NOTIFY_PROVIDER_ENV[provider]
     sandbox = _sandbox_file() if settings.NOTIFY_SANDBOX_FALLBACK else {}
     config: dict[str, Any] = {}
@@ -58,6 +61,7 @@ def config_for(provider: str) -> dict[str, Any]:
         if value is None and setting.sandbox:
             value = _lookup(sandbox, setting.sandbox)
         config[setting.key] = value if value not in (None, "") else setting.default
+    config.update(tokens.store_config(settings.REDIS_URL, redis_key()))
     return config
 
 

@@ -129,6 +129,23 @@ def limiter() -> MovingWindowRateLimiter:
                                                        key_prefix=redis_key("rl")))
 
 
+def _marker(c: Any) -> str:
+    """The Redis key saying a notification's deliveries on a channel were counted."""
+    from .cache import redis_key
+
+    return redis_key("rl", "counted", c.notification_id, c.channel)
+
+
+def mark_counted(c: Any, rules: Rules) -> None:
+    """Remember that claim ``c`` (attempt 1, sent nowhere) was counted, for a claim handed back
+    with its attempt refunded (every provider's breaker open): its next claim does not count it
+    again. Harmless for one that was not counted (no limit, a required category): it goes
+    uncounted, as it would have. One round trip."""
+    items = limits_for(rules, c.channel)
+    if items:
+        limiter().storage.get_connection().set(_marker(c), 1, ex=max(item.get_expiry() for item in items))
+
+
 def at_send(c: Any, rules: Rules, now: dt.datetime) -> Decision:
     """Count a claimed delivery (notify.send.Claim) against its recipient's limits, right
     before its provider is called (the last check of notify.policy.at_send; a required category
@@ -151,12 +168,15 @@ def at_send(c: Any, rules: Rules, now: dt.datetime) -> Decision:
     items = limits_for(rules, c.channel)
     if not items:
         return GO
-    from .cache import redis_key
+    from .breaker import CIRCUIT_OPEN  # not at import: settings import this module
 
     rl = limiter()
     connection = rl.storage.get_connection()
-    counted = redis_key("rl", "counted", c.notification_id, c.channel)
-    if connection.exists(counted):
+    # The marker is read only where it can exist: a sibling device's delivery, or a claim handed
+    # back unsent after it was counted (:func:`mark_counted`). Most deliveries pay one round
+    # trip here, the hit.
+    siblings = c.channel_deliveries > 1
+    if (siblings or c.prior_reason == CIRCUIT_OPEN) and connection.exists(_marker(c)):
         return GO
     identity = (c.app_id, c.recipient_id, c.channel, c.category)
     refused = [item for item in items if not rl.test(item, *identity)] if len(items) > 1 else []
@@ -168,7 +188,8 @@ def at_send(c: Any, rules: Rules, now: dt.datetime) -> Decision:
     if not refused:
         # Set after the take, not before: a sibling delivery that saw it before the take could
         # be sent although the take is then refused. Two siblings racing both count (fewer sends).
-        connection.set(counted, 1, ex=max(item.get_expiry() for item in items))
+        if siblings:
+            connection.set(_marker(c), 1, ex=max(item.get_expiry() for item in items))
         return GO
     if rules.over_limit != DEFER:
         return Decision(SUPPRESS, REASON)

@@ -32,10 +32,10 @@ from django.utils import timezone
 from channels import registry
 from channels.base import Message, Outcome, Result
 
-from . import breaker, metrics, providers, store
+from . import breaker, metrics, providers, ratelimit, store, tracking
 from .dbretry import through_outage
 from .deadletters import publish_dead_letter
-from .models import FINAL_STATUSES, DeliveryStatus
+from .models import FINAL_STATUSES, OUTCOME_UNKNOWN, DeliveryStatus, cannot_deliver
 from .policy import DEFER, SUPPRESS, at_send, rules
 from .preferences import link as preference_link
 from .unsubscribe import unsubscribe_url
@@ -62,6 +62,8 @@ class Claim:
     subscription: dict | None
     device_active: bool | None
     step: int
+    prior_reason: str  # why its previous attempt ended (``circuit_open``: handed back unsent)
+    channel_deliveries: int  # deliveries of the notification on this channel (one per device)
     notification_id: Any
     app_id: int
     content: dict
@@ -72,12 +74,15 @@ class Claim:
     created_at: Any
     recipient_id: int
     preference: bool | None
+    address_suppressed: str | None  # the reason of the app's suppression of this address
     category_rules: dict | None
     muted: bool
     muted_until: Any
     timezone: str
     quiet_hours: str
     app_quiet_hours: str
+    track_opens: bool
+    track_clicks: bool
     ttl_left: float
     age: float
 
@@ -119,19 +124,29 @@ def retry_delay(attempt: int, result: Result, policy: dict) -> float:
 
 
 def message_for(c: Claim, provider: str) -> Message:
-    """The provider-neutral message of a claimed delivery, with the extras its adapter uses."""
+    """The provider-neutral message of a claimed delivery, with the extras its adapter uses: an
+    HTML part with the open pixel and click redirects when the app and category track
+    (notify.tracking; CPU only, signed per delivery), a push open URL where the adapter carries
+    one."""
     cls = registry.provider_class(provider)
     # A required category (a sign-in code) offers no way out: neither unsubscribe nor the page.
     leavable = cls.one_click_unsubscribe and not rules(c.category_rules, c.category).required
+    content = c.content.get(cls.content_group, {})
+    if content.get("html"):
+        opens, clicks = tracking.switches(c.track_opens, c.track_clicks, c.category_rules)
+        if opens or clicks:
+            # Before the adapter adds its footer: the preference link stays a direct link.
+            content = {**content, "html": tracking.email_html(content["html"], c.id, opens=opens, clicks=clicks)}
     return Message(
         delivery_id=str(c.id),
         to=c.to,
-        content=c.content.get(cls.content_group, {}),
+        content=content,
         priority=c.priority,
         ttl=max(int(c.ttl_left), 0),
         status_callback=webhook_url(provider, "status") if cls.status_callbacks else None,
         unsubscribe_url=unsubscribe_url(c.id) if leavable else None,
         preferences_url=preference_link(c.app_id, c.recipient_id)[0] if leavable else None,
+        open_url=tracking.push_open_url(c.id) if cls.open_reports else None,
     )
 
 
@@ -157,7 +172,10 @@ def _record(c: Claim, status: str, reason: str, result: Result | None = None, pr
             if advance:
                 # Even when the delivery changed hands: a retried write whose first try committed
                 # finds that too, and the advance checks the rows themselves (idempotent).
-                store.advance_fallback(c.notification_id, c.step, status == DeliveryStatus.SENT)
+                store.advance_fallback(c.notification_id, c.step,
+                                       store.FALLBACK_DONE if status == DeliveryStatus.SENT
+                                       else store.FALLBACK_NEXT if cannot_deliver(status, reason)
+                                       else store.FALLBACK_STOP)
 
     through_outage(f"recording delivery {c.id}", RECORD_PATIENCE, write)
     metrics.record_delivery(c, status, reason, provider, duration, result)
@@ -226,7 +244,7 @@ def send(delivery_id: str) -> str:
         publish_dead_letter(c.channel, str(c.id), "max_attempts")
         return "dead_lettered"
     if c.unknown_outcome and policy["on_unknown_outcome"] == "fail":
-        _record(c, "failed", "outcome_unknown")
+        _record(c, "failed", OUTCOME_UNKNOWN)
         return "failed"
     # What the recipient decided since the send was accepted holds now: an opt-out (API, admin,
     # preference page, STOP, unsubscribe), a mute, quiet hours, a rate limit.
@@ -244,7 +262,11 @@ def send(delivery_id: str) -> str:
     if provider is None:
         # Every provider of the channel is failing for everyone: wait with the others instead
         # of adding a call. The dispatcher holds the channel's retries until a probe succeeds.
-        _record(c, "retrying", "circuit_open", delay=breaker.cooldown() * random.uniform(1, 2), refund=True)
+        if c.attempt == 1:
+            # It was counted against the rate limit just now; its attempt is refunded, and the
+            # next claim (attempt 1 again) must not count it twice.
+            ratelimit.mark_counted(c, rules(c.category_rules, c.category))
+        _record(c, "retrying", breaker.CIRCUIT_OPEN, delay=breaker.cooldown() * random.uniform(1, 2), refund=True)
         return "retrying"
     scope = registry.provider_class(provider).breaker_scope(c.to)
 
@@ -263,7 +285,7 @@ def send(delivery_id: str) -> str:
             # The request reached the provider and no answer came back: it may have been
             # delivered. Resending could show the message twice on a channel that does not
             # collapse resends, so this is the same unknown outcome as a worker dying mid-send.
-            _record(c, "failed", f"outcome_unknown:{result.reason}", result, provider, duration=duration)
+            _record(c, "failed", f"{OUTCOME_UNKNOWN}:{result.reason}", result, provider, duration=duration)
             return "failed"
         delay = retry_delay(c.attempt, result, policy)
         if c.attempt >= policy["max_attempts"] or c.age + delay > policy["max_age"]:

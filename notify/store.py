@@ -5,7 +5,8 @@ statements, each doing its whole job in one round trip: the row changes, the del
 (:func:`_log_rows`, the one writer of ``notify_deliverylog``) and the relay's wake-up. The
 recipient's preferences have one writer too (:func:`set_preferences`): the API, provider opt-outs
 (SMS STOP, Twilio 21610), one-click unsubscribe all go through it, and it clears the recipient's
-cached profile.
+cached profile. The analytics' rollup and reads (the last section) are here too: the rollup reads
+what the statements above stamped, and says why its watermark is exact.
 
 Django's psycopg backend binds parameters on the client and never prepares, so PostgreSQL parses
 and plans every statement again. :func:`prepared_cursor` lets PostgreSQL keep the plans per
@@ -18,6 +19,7 @@ Timestamps come from the database's clock everywhere, so API, relay and workers 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 from contextlib import contextmanager
@@ -29,7 +31,7 @@ from django.db import connection, transaction
 from psycopg.types.json import Jsonb
 
 from . import cache
-from .models import FINAL_STATUSES
+from .models import FINAL_STATUSES, REACHED_PROVIDER, RECEIPT_RANK
 
 #: The PostgreSQL LISTEN/NOTIFY channel the outbox relay waits on.
 OUTBOX_EVENT = "notify_outbox"
@@ -229,6 +231,11 @@ WITH claimed AS (
     JOIN notify_app a ON a.id = n.app_id
     WHERE d.id = %s::uuid AND d.status = 'queued' AND n.id = d.notification_id
     RETURNING d.id, d.channel, d.address, d.attempts, d.unknown_outcome, d.device_id, d.step,
+              d.reason AS prior_reason,  -- the claim leaves it: why the last attempt ended
+              -- How many deliveries of the notification share the channel (its devices): the
+              -- rate limit counts them once (notify.ratelimit).
+              (SELECT count(*) FROM notify_delivery s
+               WHERE s.notification_id = d.notification_id AND s.channel = d.channel) AS channel_deliveries,
               (SELECT subscription FROM notify_device WHERE id = d.device_id) AS subscription,
               (SELECT active FROM notify_device WHERE id = d.device_id) AS device_active,
               n.id AS notification_id, n.app_id, n.content, n.priority, n.category, n.fallback, n.expires_at,
@@ -239,11 +246,16 @@ WITH claimed AS (
               (SELECT p.enabled FROM notify_preference p
                WHERE p.recipient_id = n.recipient_id AND p.channel = d.channel AND p.category IN (n.category, '')
                ORDER BY p.category = '' LIMIT 1) AS preference,
+              (SELECT s.reason FROM notify_addresssuppression s
+               WHERE s.app_id = n.app_id AND s.channel = d.channel AND s.address = lower(d.address))
+                  AS address_suppressed,
               (SELECT jsonb_build_object('required', c.required, 'defaults', c.defaults,
                                          'rate_limits', c.rate_limits, 'over_limit', c.over_limit,
-                                         'quiet_hours', c.quiet_hours)
+                                         'quiet_hours', c.quiet_hours, 'tracking', c.tracking)
                FROM notify_category c WHERE c.app_id = n.app_id AND c.name = n.category) AS category_rules,
               r.muted, r.muted_until, r.timezone, r.quiet_hours, a.quiet_hours AS app_quiet_hours,
+              -- Whether an email gets the open pixel and click redirects (notify.tracking.switches).
+              a.track_opens, a.track_clicks,
               extract(epoch FROM n.expires_at - now()) AS ttl_left,
               extract(epoch FROM now() - n.created_at) AS age
 ), logged AS (
@@ -258,7 +270,8 @@ SELECT * FROM claimed
 def claim(delivery_id: str) -> dict[str, Any] | None:
     """Move a ``queued`` delivery to ``sending`` with a lease of ``NOTIFY_SEND_LEASE`` seconds
     and log it; return what its send needs (with what the recipient decides now: preference,
-    category rules, mute, time zone, quiet hours; and the device's current state), or None when it is not queued (another worker has
+    a suppression of the address, category rules, mute, time zone, quiet hours; and the device's current state; the app's and
+    category's tracking switches), or None when it is not queued (another worker has
     it, or it is done). One autocommit statement."""
     with prepared_cursor() as cursor:
         cursor.execute(_CLAIM_SQL, [settings.NOTIFY_SEND_LEASE, delivery_id])
@@ -272,9 +285,27 @@ def claim(delivery_id: str) -> dict[str, Any] | None:
     return values
 
 
+def _rank_sql(status: str) -> str:
+    """SQL: the :data:`~notify.models.RECEIPT_RANK` of the status expression ``status``, NULL for
+    a status the provider has not reached."""
+    cases = " ".join(f"WHEN '{name}' THEN {rank}" for name, rank in RECEIPT_RANK.items())
+    return f"(CASE {status} {cases} END)"
+
+
+def _adopted_receipt() -> str:
+    """SQL for the status a delivery takes when its provider accepted it: ``sent``, or the
+    highest-ranked delivery event already recorded (a provider's callback can arrive before the
+    worker writes its own outcome)."""
+    return f"""COALESCE((SELECT e.kind FROM notify_deliveryevent e
+                         WHERE e.delivery_id = notify_delivery.id AND {_rank_sql('e.kind')} > 0
+                         ORDER BY {_rank_sql('e.kind')} DESC LIMIT 1), 'sent')"""
+
+
 _RECORD_SQL = f"""
 WITH updated AS (
-    UPDATE notify_delivery SET status = %(status)s::varchar, reason = %(reason)s::varchar, updated_at = now(),
+    UPDATE notify_delivery SET status = CASE WHEN %(status)s::varchar = 'sent' THEN {_adopted_receipt()}
+                                             ELSE %(status)s::varchar END,
+        reason = %(reason)s::varchar, updated_at = now(),
         attempts = attempts - %(refund)s::int,
         provider = COALESCE(%(provider)s::varchar, provider),
         provider_message_id = COALESCE(%(message_id)s::varchar, provider_message_id),
@@ -334,14 +365,18 @@ def deactivate_device(device_id: int, reason: str) -> None:
 
 # -- fallback ----------------------------------------------------------------------------------
 _LOCK_NOTIFICATION_SQL = "SELECT cancelled_at IS NOT NULL FROM notify_notification WHERE id = %s::uuid FOR UPDATE"
-_FALLBACK_NOT_NEEDED_SQL = f"""
+#: What a delivery's end means for the later steps of its notification's fallback.
+FALLBACK_DONE = "fallback_not_needed"  # it was sent: they stand down
+FALLBACK_STOP = "fallback_stopped"  # it ended in a way another channel must not undo (expired...)
+FALLBACK_NEXT = "next"  # its channel cannot deliver: the next step goes once this one has ended
+_FALLBACK_STAND_DOWN_SQL = f"""
 WITH moved AS (
-    UPDATE notify_delivery SET status = 'suppressed', reason = 'fallback_not_needed', updated_at = now()
+    UPDATE notify_delivery SET status = 'suppressed', reason = %(reason)s, updated_at = now()
     WHERE notification_id = %(notification)s::uuid AND step > %(step)s::int AND status = 'standby'
     RETURNING id, attempts
 ), logged AS (
     {_log_rows('''(SELECT id AS delivery_id, 'standby' AS from_status, 'suppressed' AS to_status,
-                          attempts AS attempt, 'fallback_not_needed' AS reason, NULL::int AS provider_status,
+                          attempts AS attempt, %(reason)s::varchar AS reason, NULL::int AS provider_status,
                           NULL::jsonb AS provider_answer, NULL::float8 AS duration_ms FROM moved) m''')}
 )
 SELECT count(*) FROM moved
@@ -357,7 +392,7 @@ WITH next_step AS (
       AND NOT EXISTS (SELECT 1 FROM notify_delivery
                       WHERE notification_id = %(notification)s::uuid AND (
                           (step = %(step)s::int AND status <> ALL(%(final)s::varchar[]))
-                          OR status = 'sent'
+                          OR status = ANY(%(reached)s::varchar[])
                           OR (step > %(step)s::int AND status NOT IN ('standby', 'suppressed'))))
 ), moved AS (
     UPDATE notify_delivery d SET status = 'queued', reason = '', published_at = NULL, updated_at = now(),
@@ -374,12 +409,15 @@ SELECT count(*), (SELECT count(*) FROM ({_wake_relay_sql("EXISTS (SELECT 1 FROM 
 """
 
 
-def advance_fallback(notification_id: Any, step: int, sent: bool) -> int:
+def advance_fallback(notification_id: Any, step: int, move: str) -> int:
     """React to a delivery of step ``step`` of a notification with a fallback having ended in a
-    final status (``sent``: whether it was sent). Sent → every ``standby`` delivery of later steps
-    → ``suppressed`` (``fallback_not_needed``). Not sent → once every delivery of the step has
-    ended and none of the notification's is ``sent``, the deliveries of the next step that has
-    ``standby`` ones → ``queued`` (the log says ``fallback``; the relay is woken at commit).
+    final status; ``move`` says what that end means. :data:`FALLBACK_DONE` (it was sent) or
+    :data:`FALLBACK_STOP` (it ended in a way that must not be followed by another channel:
+    notify.models.cannot_deliver is false) → every ``standby`` delivery of later steps →
+    ``suppressed`` with ``move`` as the reason. :data:`FALLBACK_NEXT` → once every delivery of
+    the step has ended and none of the notification's is ``sent``, the deliveries of the next
+    step that has ``standby`` ones → ``queued`` (the log says ``fallback``; the relay is woken
+    at commit); a sibling of the step that stopped has already stood them down.
     A cancelled notification does not advance. Returns how many deliveries changed.
 
     Call it in the transaction that records the delivery's outcome (notify.send does). It first
@@ -389,13 +427,15 @@ def advance_fallback(notification_id: Any, step: int, sent: bool) -> int:
     never zero times. Idempotent: a repeated call (after a database outage) finds nothing left
     to change.
     """
-    params = {"notification": notification_id, "step": step, "final": sorted(FINAL_STATUSES)}
+    params = {"notification": notification_id, "step": step, "final": sorted(FINAL_STATUSES),
+              "reached": sorted(REACHED_PROVIDER)}
     with transaction.atomic(), prepared_cursor() as cursor:
         cursor.execute(_LOCK_NOTIFICATION_SQL, [notification_id])
         row = cursor.fetchone()
         if row is None or row[0]:
             return 0
-        cursor.execute(_FALLBACK_NOT_NEEDED_SQL if sent else _FALLBACK_NEXT_SQL, params)
+        cursor.execute(_FALLBACK_NEXT_SQL if move == FALLBACK_NEXT else _FALLBACK_STAND_DOWN_SQL,
+                       {**params, "reason": move})
         return cursor.fetchone()[0]
 
 
@@ -441,39 +481,133 @@ def recipients_at(address: str) -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def _forget(rows: Iterable[tuple[int, str]]) -> None:
-    """Clear cached profiles now and again after the commit (a send between the two could
-    otherwise cache the profile as it was)."""
-    rows = list(rows)
-    for app_id, external_id in rows:
-        cache.forget_recipient(app_id, external_id)
-    if rows:
-        transaction.on_commit(lambda: [cache.forget_recipient(a, e) for a, e in rows])
-
-
-# -- provider events -----------------------------------------------------------------------------
-_PROVIDER_EVENT_SQL = f"""
-WITH d AS (
-    SELECT d.id, d.status, d.attempts, n.recipient_id FROM notify_delivery d
-    JOIN notify_notification n ON n.id = d.notification_id
-    WHERE d.id = %(id)s::uuid AND d.provider_message_id = %(message_id)s::varchar
-), logged AS (
-    {_log_rows('''(SELECT id AS delivery_id, status AS from_status, status AS to_status, attempts AS attempt,
-                          %(reason)s::varchar AS reason, NULL::int AS provider_status,
-                          %(answer)s::jsonb AS provider_answer, NULL::float8 AS duration_ms FROM d) e''')}
+# Recipients are matched on the address as the suppression stores it (lower-cased): every
+# recipient of the app at that address, whoever was sent the message that bounced.
+_HOLDERS = """SELECT r.app_id, r.external_id FROM notify_recipient r
+              WHERE r.app_id = %(app)s AND (lower(r.email) = lower(%(address)s) OR r.phone = %(address)s)"""
+_SUPPRESS_ADDRESS_SQL = f"""
+WITH added AS (
+    INSERT INTO notify_addresssuppression (app_id, channel, address, reason, delivery_id, created_at)
+    VALUES (%(app)s, %(channel)s, lower(%(address)s), %(reason)s, %(delivery)s::uuid, now())
+    ON CONFLICT (app_id, channel, address) DO NOTHING
+    RETURNING 1
+), holders AS (
+    {_HOLDERS} AND EXISTS (SELECT 1 FROM added)
 )
-SELECT recipient_id FROM d
+SELECT (SELECT count(*) FROM added), (SELECT array_agg(external_id) FROM holders)
 """
 
 
-def record_provider_event(delivery_id: str, provider_message_id: str, reason: str, answer: Any) -> int | None:
-    """Log what a provider said later about a message it accepted (a status callback), if the
-    delivery and the provider's message id match; returns the recipient's id, or None."""
+def suppress_address(app_id: int, channel: str, address: str, reason: str, delivery_id: Any = None) -> bool:
+    """Suppress ``address`` on ``channel`` for app ``app_id`` (notify.models.AddressSuppression)
+    with a :class:`~notify.models.SuppressionReason`; the cached profiles of every recipient at
+    it are cleared, so the next send is refused at once. Idempotent: False when it already was
+    (the first reason stays). One statement."""
     with prepared_cursor() as cursor:
-        cursor.execute(_PROVIDER_EVENT_SQL, {"id": delivery_id, "message_id": provider_message_id,
-                                              "reason": reason[:128], "answer": answer_json(answer)})
+        cursor.execute(_SUPPRESS_ADDRESS_SQL, {"app": app_id, "channel": channel, "address": address,
+                                               "reason": reason, "delivery": delivery_id})
+        added, holders = cursor.fetchone()
+    _forget((app_id, external_id) for external_id in holders or ())
+    return bool(added)
+
+
+def forget_address_holders(app_id: int, address: str) -> None:
+    """Clear the cached profiles of app ``app_id``'s recipients at ``address`` (after a
+    suppression of it was removed)."""
+    with prepared_cursor() as cursor:
+        cursor.execute(_HOLDERS, {"app": app_id, "address": address})
+        _forget(cursor.fetchall())
+
+
+def _forget(rows: Iterable[tuple[int, str]]) -> None:
+    """Clear cached profiles now and again after the commit (a send between the two could
+    otherwise cache the profile as it was)."""
+    for app_id, external_id in rows:
+        cache.forget_recipient(app_id, external_id)  # which deletes again after the commit
+
+
+# -- provider events -----------------------------------------------------------------------------
+_DELIVERY_EVENT_SQL = f"""
+WITH d AS (
+    SELECT d.id, d.status, d.attempts, d.channel, d.address, n.recipient_id, n.app_id, n.category
+    FROM notify_delivery d JOIN notify_notification n ON n.id = d.notification_id
+    WHERE d.id = %(id)s::uuid
+      AND (%(message_id)s::varchar IS NULL OR d.provider_message_id IN ('', %(message_id)s::varchar))
+    FOR UPDATE OF d
+), event AS (
+    INSERT INTO notify_deliveryevent (delivery_id, kind, occurred_at, received_at, reason, data)
+    SELECT id, %(kind)s::varchar, %(at)s::timestamptz, now(), %(reason)s::varchar, %(data)s::jsonb FROM d
+    ON CONFLICT (delivery_id, kind) DO NOTHING
+    RETURNING delivery_id
+), moved AS (
+    UPDATE notify_delivery u SET status = %(kind)s::varchar, updated_at = now()
+    FROM d WHERE u.id = d.id AND EXISTS (SELECT 1 FROM event)
+      AND {_rank_sql('d.status')} < {_rank_sql('%(kind)s::varchar')}
+    RETURNING u.id, d.status AS old_status, u.attempts
+), logged AS (
+    {_log_rows('''(SELECT id AS delivery_id, old_status AS from_status, %(kind)s::varchar AS to_status,
+                          attempts AS attempt, %(reason)s::varchar AS reason, NULL::int AS provider_status,
+                          %(data)s::jsonb AS provider_answer, NULL::float8 AS duration_ms FROM moved) m''')}
+)
+SELECT (SELECT count(*) FROM event), (SELECT count(*) FROM moved), recipient_id, app_id, channel, category,
+       address, status
+FROM d
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class EventOutcome:
+    """What :func:`record_delivery_event` did, and whose delivery it was.
+
+    Attributes:
+        recorded: False when an event of this kind was already recorded for the delivery (a
+            provider's retry, a second open): nothing was written.
+        moved: the delivery's status moved to the event's kind (a higher rank than it had).
+        status: the delivery's status before the event.
+        recipient_id, app_id, channel, category, address: the delivery's recipient, app,
+            channel, notification category and address as sent (an E.164 number, an email).
+    """
+
+    recorded: bool
+    moved: bool
+    status: str
+    recipient_id: int
+    app_id: int
+    channel: str
+    category: str
+    address: str
+
+
+def record_delivery_event(delivery_id: Any, kind: str, occurred_at: datetime.datetime, *,
+                          provider_message_id: str | None = None, reason: str = "",
+                          data: Any = None) -> EventOutcome | None:
+    """Record what a provider or the recipient reported about a delivery, once per kind, in one
+    statement: the event row; the delivery's status moved to ``kind`` when that ranks higher
+    in :data:`~notify.models.RECEIPT_RANK` than its status (never backwards; a status before
+    ``sent`` is left to the worker, whose outcome adopts the event: :func:`_adopted_receipt`);
+    a log row for a move.
+
+    Args:
+        delivery_id: the delivery (a UUID or its string).
+        kind: an :class:`~notify.models.EventKind` value.
+        occurred_at: the provider's time of the event (aware datetime).
+        provider_message_id: when given, the event is taken only if the delivery carries this
+            provider message id, or none yet (the provider's event beat the worker's outcome,
+            which stores the id): a signed callback about another message changes nothing.
+        reason: the provider's error code or bounce type, at most 128 characters kept.
+        data: the event as received (JSON-serialisable; mask personal data before).
+    Returns:
+        None when there is no such delivery (or its message id differs), else an
+        :class:`EventOutcome`.
+    """
+    params = {"id": str(delivery_id), "kind": kind, "at": occurred_at, "message_id": provider_message_id,
+              "reason": (reason or "")[:128], "data": answer_json(data) if data is not None else None}
+    with prepared_cursor() as cursor:
+        cursor.execute(_DELIVERY_EVENT_SQL, params)
         row = cursor.fetchone()
-    return row[0] if row else None
+    if row is None:
+        return None
+    return EventOutcome(bool(row[0]), bool(row[1]), row[7], row[2], row[3], row[4], row[5], row[6])
 
 
 # -- maintenance ---------------------------------------------------------------------------------
@@ -629,3 +763,236 @@ def cancel(app_id: int, notification_id: Any) -> list | None:
         cursor.execute(_CANCEL_SQL, {"id": notification_id, "app": app_id, "cancellable": list(CANCELLABLE)})
         found, cancelled, _ = cursor.fetchone()
     return list(cancelled) if found else None
+
+
+# -- erasure -------------------------------------------------------------------------------------
+#: The recipient's row, locked for the erasure: who it was (``app_id, external_id``).
+_ERASE_LOCK_SQL = "SELECT app_id, external_id FROM notify_recipient WHERE id = %(r)s FOR UPDATE"
+#: Each statement of an erasure, by the count it gives (its row count), in the order they run:
+#: the deliveries first (a worker recording an outcome holds its delivery, then its notification:
+#: taking the deliveries first waits for it instead of deadlocking with it).
+_ERASE_SQL = {
+    # The recipient's deliveries: the address goes, and the device, deleted below, with it.
+    # Status, channel, provider, variant, times and message id stay.
+    "deliveries": """
+        UPDATE notify_delivery SET address = '', device_id = NULL
+        WHERE notification_id IN (SELECT id FROM notify_notification WHERE recipient_id = %(r)s)""",
+    # Another recipient's deliveries to one of its devices (the token was registered to them
+    # before it moved to this recipient): the same.
+    "device_deliveries": """
+        UPDATE notify_delivery SET address = '', device_id = NULL
+        WHERE device_id IN (SELECT id FROM notify_device WHERE recipient_id = %(r)s)""",
+    # A provider's answer may echo the address (Twilio's "to", an APNs token in a 410's body);
+    # the event data is masked already, but is the recipient's all the same.
+    "answers": """
+        UPDATE notify_deliverylog SET provider_answer = NULL
+        WHERE provider_answer IS NOT NULL AND delivery_id IN (
+            SELECT d.id FROM notify_delivery d JOIN notify_notification n ON n.id = d.notification_id
+            WHERE n.recipient_id = %(r)s)""",
+    "events": """
+        UPDATE notify_deliveryevent SET data = NULL
+        WHERE data IS NOT NULL AND delivery_id IN (
+            SELECT d.id FROM notify_delivery d JOIN notify_notification n ON n.id = d.notification_id
+            WHERE n.recipient_id = %(r)s)""",
+    # The template data and the rendered content (a name, an order, a code), and the ``to`` of
+    # each delivery in the stored 202 (an idempotent replay answers it, without the addresses).
+    "notifications": """
+        UPDATE notify_notification n SET data = '{}'::jsonb, content = '{}'::jsonb,
+            response = CASE WHEN jsonb_typeof(n.response -> 'deliveries') = 'array' THEN jsonb_set(
+                n.response, '{deliveries}', (
+                    SELECT COALESCE(jsonb_agg(CASE WHEN jsonb_typeof(x.d) = 'object' AND x.d ? 'to'
+                                                   THEN jsonb_set(x.d, '{to}', 'null'::jsonb) ELSE x.d END
+                                              ORDER BY x.i), '[]'::jsonb)
+                    FROM jsonb_array_elements(n.response -> 'deliveries') WITH ORDINALITY AS x(d, i)))
+            ELSE n.response END
+        WHERE n.recipient_id = %(r)s""",
+    "devices": "DELETE FROM notify_device WHERE recipient_id = %(r)s",
+    "preferences": "DELETE FROM notify_preference WHERE recipient_id = %(r)s",
+    # The row stays (notifications refer to it: their counts are kept) under an id no request
+    # can name, paused for good so that nothing reaching a worker later goes out.
+    "recipient": """
+        UPDATE notify_recipient SET external_id = %(tombstone)s, name = '', email = '', phone = '',
+            locale = %(locale)s, timezone = %(timezone)s, quiet_hours = '', muted = true, muted_until = NULL,
+            updated_at = now()
+        WHERE id = %(r)s""",
+}
+_SENDING_SQL = """
+SELECT count(*) FROM notify_delivery d JOIN notify_notification n ON n.id = d.notification_id
+WHERE n.recipient_id = %(r)s AND d.status = 'sending'
+"""
+
+
+def lock_recipient(recipient_id: int) -> tuple[int, str] | None:
+    """Lock a recipient's row until the transaction ends; its ``(app_id, external_id)``, or
+    None when there is no such recipient. Call inside a transaction."""
+    with prepared_cursor() as cursor:
+        cursor.execute(_ERASE_LOCK_SQL, {"r": recipient_id})
+        return cursor.fetchone()
+
+
+def erase_recipient_rows(recipient_id: int, tombstone: str, locale: str, timezone: str) -> dict[str, int]:
+    """Remove the personal data of recipient ``recipient_id`` from every table, in the caller's
+    transaction (see notify.privacy, the one caller): the addresses and device links of its
+    deliveries, the provider answers and event data logged for them, its notifications' data,
+    content and the ``to`` of their stored 202s; its devices and preferences deleted; the row
+    itself renamed ``tombstone`` with its personal fields emptied, ``locale`` and ``timezone``
+    (the model's defaults) set, and muted. Delivery statuses are left as they are.
+
+    Returns:
+        Rows changed per statement (``deliveries``, ``device_deliveries``, ``answers``,
+        ``events``, ``notifications``, ``devices``, ``preferences``, ``recipient``), and ``sending``: the recipient's deliveries
+        a worker is sending at this instant.
+    """
+    params = {"r": recipient_id, "tombstone": tombstone, "locale": locale, "timezone": timezone}
+    counts = {}
+    with prepared_cursor() as cursor:
+        for name, sql in _ERASE_SQL.items():
+            cursor.execute(sql, params)
+            counts[name] = cursor.rowcount
+        cursor.execute(_SENDING_SQL, params)
+        counts["sending"] = cursor.fetchone()[0]
+    return counts
+
+
+# -- analytics -----------------------------------------------------------------------------------
+#: Why the rollup can trust its watermark although transactions commit out of order: every row it
+#: reads is stamped ``now()``, its writing transaction's start. A row not yet committed therefore
+#: belongs to a transaction still open, stamped no earlier than that transaction's start, and a
+#: transaction not yet begun stamps later than this instant. So everything stamped before the
+#: oldest open transaction's start (pg_stat_activity.xact_start, this database's client
+#: sessions, this one aside) is committed or never will be. ``lag`` is a floor under that: it
+#: covers sessions this role cannot see (another role without pg_read_all_stats) and open no
+#: longer than the lag.
+_ROLLUP_BOUNDS_SQL = """
+SELECT w.upto, now() - make_interval(secs => %(lag)s::float8),
+       (SELECT min(a.xact_start) FROM pg_stat_activity a
+        WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend')
+FROM notify_analyticswatermark w WHERE w.name = %(name)s
+FOR UPDATE OF w
+"""
+_ROLLUP_WATERMARK_SQL = """
+INSERT INTO notify_analyticswatermark (name, upto) VALUES (%(name)s, %(beginning)s) ON CONFLICT (name) DO NOTHING
+"""
+#: Every row stamped in [lo, hi) becomes a count of its delivery's metric, on the UTC day its
+#: notification was accepted (a cohort: an open days later counts with the send it belongs to),
+#: added to notify_dailystat with the watermark moved to ``hi`` in the same statement. What is
+#: counted from what: notify.models.Metric. A delivery suppressed at accept is the one that
+#: never has a log row (every later move writes one in the statement that makes it).
+_ROLLUP_SQL = """
+WITH new_rows AS (
+    SELECT l.delivery_id,
+           CASE WHEN l.to_status = 'sent' THEN 'sent'
+                WHEN l.to_status IN ('failed', 'dead_lettered', 'expired') THEN 'failed'
+                WHEN l.to_status = 'suppressed' THEN 'suppressed'
+                WHEN l.to_status = 'cancelled' THEN 'cancelled'
+                ELSE 'replayed' END AS metric
+    FROM notify_deliverylog l
+    WHERE l.at >= %(lo)s AND l.at < %(hi)s
+      AND (l.to_status IN ('sent', 'failed', 'dead_lettered', 'expired', 'suppressed', 'cancelled')
+           OR (l.from_status = 'dead_lettered' AND l.to_status = 'queued'))
+    UNION ALL
+    SELECT e.delivery_id, e.kind FROM notify_deliveryevent e
+    WHERE e.received_at >= %(lo)s AND e.received_at < %(hi)s AND e.kind = ANY(%(event_metrics)s::varchar[])
+    UNION ALL
+    SELECT d.id, CASE WHEN d.status = 'suppressed'
+                           AND NOT EXISTS (SELECT 1 FROM notify_deliverylog x WHERE x.delivery_id = d.id)
+                      THEN 'suppressed' ELSE 'accepted' END
+    FROM notify_notification n JOIN notify_delivery d ON d.notification_id = n.id
+    WHERE n.created_at >= %(lo)s AND n.created_at < %(hi)s
+), counted AS (
+    SELECT n.app_id, (n.created_at AT TIME ZONE 'UTC')::date AS day, COALESCE(n.template_id, 0) AS template_id,
+           COALESCE(n.template_version, 0) AS template_version, d.variant, d.channel, r.metric, count(*) AS count
+    FROM new_rows r JOIN notify_delivery d ON d.id = r.delivery_id JOIN notify_notification n ON n.id = d.notification_id
+    GROUP BY 1, 2, 3, 4, 5, 6, 7
+), upserted AS (
+    INSERT INTO notify_dailystat (app_id, day, template_id, template_version, variant, channel, metric, count)
+    SELECT app_id, day, template_id, template_version, variant, channel, metric, count FROM counted
+    ON CONFLICT (app_id, day, template_id, template_version, variant, channel, metric)
+    DO UPDATE SET count = notify_dailystat.count + EXCLUDED.count
+    RETURNING 1
+), moved AS (
+    UPDATE notify_analyticswatermark SET upto = %(hi)s, rolled_at = now() WHERE name = %(name)s RETURNING 1
+)
+SELECT (SELECT count(*) FROM new_rows), (SELECT count(*) FROM upserted), (SELECT count(*) FROM moved)
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Rollup:
+    """What one :func:`rollup_analytics` did.
+
+    Attributes:
+        since, upto: the window counted, [since, upto) (aware instants); equal when nothing
+            could be counted yet.
+        rows: log rows, events and deliveries counted.
+        counts: notify_dailystat rows added to or created.
+        held_since: the start of the oldest transaction still open, when it held the window
+            back to before ``now - lag`` (a long transaction delays the analytics, never
+            miscounts them); else None.
+    """
+
+    since: datetime.datetime
+    upto: datetime.datetime
+    rows: int
+    counts: int
+    held_since: datetime.datetime | None
+
+
+def rollup_analytics(name: str, lag: float, event_metrics: Sequence[str],
+                     beginning: datetime.datetime) -> Rollup:
+    """Count into notify_dailystat what was recorded since the watermark ``name`` (created at
+    ``beginning`` the first time) and move it, in one transaction: exactly once, whatever
+    order transactions commit in (:data:`_ROLLUP_BOUNDS_SQL`). Concurrent calls take turns on
+    the watermark's row lock; the second counts only what the first left.
+
+    Args:
+        lag: seconds; only rows stamped at least this long ago are counted (0 in tests).
+        event_metrics: the delivery-event kinds counted (notify.models.EVENT_METRICS).
+    """
+    with transaction.atomic(), prepared_cursor() as cursor:
+        cursor.execute(_ROLLUP_WATERMARK_SQL, {"name": name, "beginning": beginning})
+        cursor.execute(_ROLLUP_BOUNDS_SQL, {"name": name, "lag": lag})
+        lo, floor, oldest = cursor.fetchone()
+        hi = floor if oldest is None else min(floor, oldest)
+        held = oldest if oldest is not None and oldest < floor else None
+        if hi <= lo:
+            return Rollup(lo, lo, 0, 0, held)
+        cursor.execute(_ROLLUP_SQL, {"name": name, "lo": lo, "hi": hi, "event_metrics": list(event_metrics)})
+        rows, counts, _ = cursor.fetchone()
+    return Rollup(lo, hi, rows, counts, held)
+
+
+#: A group's SQL expression by its API name (notify.analytics.GROUPS).
+_ANALYTICS_GROUP_SQL = {"day": "s.day", "template": "s.template_id", "version": "s.template_version",
+                        "variant": "s.variant", "channel": "s.channel"}
+_ANALYTICS_SQL = """
+SELECT {columns} s.metric, sum(s.count)::bigint
+FROM notify_dailystat s
+WHERE s.app_id = %(app)s::bigint AND s.day >= %(first)s::date AND s.day <= %(last)s::date
+  AND (%(template)s::bigint IS NULL OR s.template_id = %(template)s::bigint)
+  AND (%(version)s::int IS NULL OR s.template_version = %(version)s::int)
+  AND (%(variant)s::varchar IS NULL OR s.variant = %(variant)s::varchar)
+  AND (%(channel)s::varchar IS NULL OR s.channel = %(channel)s::varchar)
+GROUP BY {columns} s.metric
+"""
+
+
+def analytics_counts(app_id: int, first_day: datetime.date, last_day: datetime.date, group_by: Sequence[str], *,
+                     template_id: int | None = None, version: int | None = None, variant: str | None = None,
+                     channel: str | None = None) -> list[tuple]:
+    """The summed counts of app ``app_id`` on the days [first_day, last_day] (the notifications'
+    UTC accept days), optionally of one template id (0: sends without one), version, variant
+    (``""``: none) and channel, one row per group and metric: ``(*group values, metric,
+    count)``, the groups in ``group_by``'s order (names of :data:`_ANALYTICS_GROUP_SQL`; a
+    template as its id, 0 for none; a version 0 for none). Reads notify_dailystat only, by its
+    key's (app, day) prefix.
+
+    Raises:
+        KeyError: an unknown group name.
+    """
+    columns = "".join(f"{_ANALYTICS_GROUP_SQL[group]}, " for group in group_by)
+    params = {"app": app_id, "first": first_day, "last": last_day, "template": template_id, "version": version,
+              "variant": variant, "channel": channel}
+    with prepared_cursor() as cursor:
+        cursor.execute(_ANALYTICS_SQL.format(columns=columns), params)
+        return cursor.fetchall()

@@ -51,6 +51,12 @@ def forget_idempotency_keys() -> int:
     return maintenance.forget_idempotency_keys()
 
 
+@app.task(name="notify.maintenance.rollup_analytics", ignore_result=True)
+def rollup_analytics() -> int:
+    """Count what was recorded since the last rollup into the analytics (notify.analytics)."""
+    return maintenance.rollup_analytics()
+
+
 @worker_init.connect
 def _check_configuration(**kwargs):
     # A worker with a provider setting missing must not start (production settings). Celery logs

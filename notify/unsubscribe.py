@@ -4,19 +4,21 @@ Each email carries ``List-Unsubscribe: <https://…/unsubscribe/<token>>`` and
 ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``; the mailbox provider POSTs
 ``List-Unsubscribe=One-Click`` to that URL and the recipient is opted out of the delivery's
 channel for the notification's category at once. The token is the delivery id signed with the secret key, so it
-cannot be guessed or forged.
+cannot be guessed or forged. The delivery gets an ``unsubscribed`` event (notify.receipts, once),
+so unsubscribes can be counted per template and category like opens and clicks.
 """
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.core import signing
+from django.db import transaction
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from .api.errors import error_body
-from . import store
+from . import receipts, store
 from .models import Delivery
 
 _SALT = "notify.unsubscribe"
@@ -46,6 +48,8 @@ def unsubscribe(request, token: str):
     if delivery is None:
         return JsonResponse(error_body("not_found", "unknown delivery"), status=404)
     # The link came in one delivery: the recipient leaves that channel for that category.
-    store.set_preferences([delivery.notification.recipient_id], [delivery.channel], delivery.notification.category,
-                          False, "unsubscribe")
+    with transaction.atomic():
+        store.set_preferences([delivery.notification.recipient_id], [delivery.channel],
+                              delivery.notification.category, False, "unsubscribe")
+        receipts.record(delivery.id, "unsubscribed", source="unsubscribe")
     return HttpResponse("You are unsubscribed.")

@@ -9,6 +9,8 @@ from APNs" (developer.apple.com/documentation/usernotifications):
 - ``authorization: bearer <JWT>``: ES256, header ``kid`` = the key id, claims ``iss`` = team id
   and ``iat``. Missing → 403 ``MissingProviderToken``; bad signature / kid / iss / alg → 403
   ``InvalidProviderToken``; ``iat`` older than 3600 s → 403 ``ExpiredProviderToken``.
+- every distinct provider token is recorded per key (sandbox.provider_tokens); in strict mode a
+  key whose token changes within 20 minutes gets 429 ``TooManyProviderTokenUpdates``.
 - ``apns-topic`` = the app's bundle id (+ ``.voip``, ``.complication``, … for those push types):
   missing → 400 ``MissingTopic``, other → 400 ``TopicDisallowed``.
 - ``apns-push-type`` in the documented set (400 ``InvalidPushType``); ``apns-priority`` 10/5/1,
@@ -143,12 +145,26 @@ class ApnsApp(ProviderApp):
         ex.extra["jwt_claims"] = claims
         ex.extra["jwt_header"] = jwt_header
         now = time.time()
+        provider_token = provider_token.strip()
+        tokens = self.state.apns_tokens
         if claims["iat"] > now + CLOCK_SKEW:
             raise Reject(403, "InvalidProviderToken", "iat in the future")
         if now - claims["iat"] > TOKEN_MAX_AGE:
+            tokens.expire(jwt_header["kid"], provider_token)
             raise Reject(403, "ExpiredProviderToken")
+        refused = tokens.observe(jwt_header["kid"], provider_token, claims["iat"], now)
+        if refused == "TooManyProviderTokenUpdates":
+            raise Reject(429, refused, "the key's provider token changed within "
+                                       f"{tokens.min_interval:g} s")
+        if refused is not None:
+            raise Reject(403, refused)
 
-        applied = await self.apply_faults(ex)
+        try:
+            applied = await self.apply_faults(ex)
+        except Reject as rej:
+            if rej.reason == "ExpiredProviderToken":  # a fault: Apple now holds it expired
+                tokens.expire(jwt_header["kid"], provider_token)
+            raise
 
         if apns_id is not None and not _UUID_RE.match(apns_id):
             raise Reject(400, "BadMessageId")

@@ -1,5 +1,6 @@
 """Throw-away TLS material: a local CA and one server certificate for 127.0.0.1 / localhost
-(plus the ``--public-host`` name when it is another one).
+(plus the ``--public-host`` name when it is another one), and signing certificates the same CA
+issues (the SNS stand-in's message-signing key: :func:`ensure_signing_cert`).
 
 The CA is written to ``<dir>/ca.pem``; clients verify the sandbox's HTTPS ports against it
 (``httpx.Client(verify=ca)``, ``requests`` ``session.verify = ca`` / ``REQUESTS_CA_BUNDLE``,
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .ports import HOST, normalize_host
@@ -214,3 +215,43 @@ def ensure_tls(directory: Path, public_host: str = HOST) -> TlsFiles:
     _write_server(files, cert, key, ca_pem)
     files.ca_file.write_bytes(ca_pem)
     return files
+
+
+def ensure_signing_cert(directory: Path, stem: str, common_name: str) -> tuple[rsa.RSAPrivateKey, bytes]:
+    """Create (once) an RSA-2048 signing key ``<stem>-key.pem`` and its certificate
+    ``<stem>.pem`` (subject CN ``common_name``, key usage digitalSignature, issued by the CA of
+    :func:`ensure_tls`, which must have run) under ``directory``; returns the key and the
+    certificate's PEM bytes. Reused on later starts while the CA is the same one."""
+    directory = Path(directory).resolve()
+    key_file, cert_file = directory / f"{stem}-key.pem", directory / f"{stem}.pem"
+    ca_cert = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
+    if key_file.exists() and cert_file.exists():
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+        if cert.issuer == ca_cert.subject:
+            return serialization.load_pem_private_key(key_file.read_bytes(), None), cert_file.read_bytes()
+    ca_key = serialization.load_pem_private_key((directory / "ca-key.pem").read_bytes(), None)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    start, end = _validity()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    write_private(key_file, pem_key(key))
+    cert_file.write_bytes(pem)
+    return key, pem

@@ -118,6 +118,48 @@ class SandboxControl:
             payload["to"] = to
         return self._call("POST", "/twilio/inbound", json=payload)
 
+    def sns_subscribe(self, endpoint: str, signature_version: str = "1") -> dict[str, Any]:
+        """Subscribe ``endpoint`` to the SNS stand-in's topic (it gets a signed
+        ``SubscriptionConfirmation``); returns the subscription, ``status`` ``confirmed`` when
+        the endpoint confirmed it meanwhile, and ``confirmation`` (the POST and its answer)."""
+        return self._call("POST", "/sns/subscriptions",
+                          json={"endpoint": endpoint, "signature_version": signature_version})
+
+    def sns_subscriptions(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/sns/subscriptions")["subscriptions"]
+
+    def sns_unsubscribe_all(self) -> int:
+        """Delete every subscription (each gets an ``UnsubscribeConfirmation``); how many."""
+        return self._call("DELETE", "/sns/subscriptions")["deleted"]
+
+    def sns_deliveries(self) -> list[dict[str, Any]]:
+        """The SNS messages POSTed to subscriptions (latest 1000), with the endpoints' answers."""
+        return self._call("GET", "/sns/deliveries")["deliveries"]
+
+    def ses_event(self, event_type: str, *, message_id: str | None = None, delivery_id: str | None = None,
+                  **options: Any) -> dict[str, Any]:
+        """Publish an SES event about an accepted mail (``options``: ``format``, ``repeat``,
+        ``bounce_type``, ``bounce_subtype``, ``feedback_type``, ``link``, ``reason``,
+        ``delay_type``); returns ``{"message_id", "deliveries"}``."""
+        body = {"event_type": event_type, "message_id": message_id, "delivery_id": delivery_id, **options}
+        return self._call("POST", "/ses/events", json={k: v for k, v in body.items() if v is not None})
+
+    def apns_tokens(self) -> dict[str, Any]:
+        """APNs provider tokens seen per key id: ``{"strict", "min_interval", "keys": {kid:
+        {"tokens": [{"token", "iat", "first_seen", "last_seen", "requests", "refused"}],
+        "current", "changes", "refused_updates", "expired"}}}``."""
+        return self._call("GET", "/apns/provider-tokens")
+
+    def clear_apns_tokens(self) -> None:
+        """Forget the APNs provider tokens seen (the policy stays)."""
+        self._call("DELETE", "/apns/provider-tokens")
+
+    def apns_token_policy(self, strict: bool, min_interval: float = 1200) -> dict[str, Any]:
+        """Strict mode on or off: a key whose token changes within ``min_interval`` seconds of
+        the last change gets 429 ``TooManyProviderTokenUpdates``."""
+        return self._call("PUT", "/apns/token-policy",
+                          json={"strict": strict, "min_interval": min_interval})
+
     def wait_for(self, provider: str, predicate: Callable[[dict], bool] | None = None,
                  timeout: float = 5.0, *, since: int | None = None,
                  interval: float = 0.02) -> dict[str, Any]:

@@ -21,17 +21,37 @@ import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from .faults import Applied
+from .ports import normalize_host
 
 if TYPE_CHECKING:
     from .state import SandboxState
 
 log = logging.getLogger("sandbox")
+
+
+#: Hosts the sandbox always calls back (Twilio callbacks, SNS subscriptions).
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def callback_allowed(url: str, allowed_hosts: frozenset[str]) -> bool:
+    """True when the sandbox may call ``url``: its host is loopback or one of ``allowed_hosts``
+    (``--callback-hosts``, normalized; exact host match, any port and scheme). A URL
+    ``urlsplit`` cannot parse raises ``ValueError``."""
+    host = urlsplit(url).hostname
+    if host in LOOPBACK_HOSTS:
+        return True
+    if not host or not allowed_hosts:
+        return False
+    try:
+        return normalize_host(host) in allowed_hosts
+    except ValueError:
+        return False
 
 
 def dumps(obj: Any) -> bytes:

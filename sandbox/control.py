@@ -16,6 +16,18 @@ Routes:
 - ``GET /twilio/messages`` → Twilio message resources and callback attempts;
   ``POST /twilio/inbound`` ``{"from", "body", "url", "to"?}`` → posts a signed inbound SMS to the
   product's webhook (STOP/START keywords change the opt-out list that answers 21610).
+- ``POST /sns/subscriptions`` ``{"endpoint", "signature_version"?: "1" | "2"}`` → the
+  subscription after its ``SubscriptionConfirmation`` was POSTed (201; ``status``
+  ``confirmed`` once the endpoint GOT its ``SubscribeURL``); ``GET /sns/subscriptions``;
+  ``DELETE /sns/subscriptions`` (each gets an ``UnsubscribeConfirmation``);
+  ``GET /sns/deliveries`` → the SNS messages POSTed and the endpoints' answers (see
+  :mod:`sandbox.sns`).
+- ``POST /ses/events`` ``{"message_id" | "delivery_id", "event_type", "format"?, "repeat"?, ...}``
+  → publishes one SES event about an accepted mail (see :mod:`sandbox.ses_events`).
+- ``GET /apns/provider-tokens`` → the policy and, per key id, every distinct provider token seen
+  (see :mod:`sandbox.provider_tokens`); ``DELETE /apns/provider-tokens`` forgets them.
+  ``PUT /apns/token-policy`` ``{"strict": bool, "min_interval"?: seconds}`` → the policy;
+  ``GET /apns/token-policy``.
 """
 
 from __future__ import annotations
@@ -32,6 +44,11 @@ from .credentials import sandbox_json
 from .faults import FaultError, parse_fault
 from .inbox import build_inbox
 from .records import PROVIDERS
+from .ses_events import EventError
+
+#: Options of ``POST /ses/events`` beside the mail, the type, the format and ``repeat``
+#: (keyword arguments of sandbox.ses_events.SesEvents.record).
+EVENT_OPTIONS = {"bounce_type", "bounce_subtype", "feedback_type", "link", "reason", "delay_type"}
 
 
 def _bool(value: str | None) -> bool | None:
@@ -155,6 +172,70 @@ def build_control_app(state) -> Starlette:
                                             body.get("to"))
         return JSONResponse(result)
 
+    async def sns_subscriptions(request: Request):
+        sns = state.sns
+        if request.method == "GET":
+            return JSONResponse({"subscriptions": list(sns.subscriptions.values())})
+        if request.method == "DELETE":
+            entries = [await sns.unsubscribe(arn) for arn in list(sns.subscriptions)]
+            return JSONResponse({"deleted": sum(1 for e in entries if e is not None)})
+        try:
+            body = await _json(request)
+            if not isinstance(body, dict) or not isinstance(body.get("endpoint"), str):
+                raise _BadRequest("endpoint (a URL) is required")
+            sub = await sns.subscribe(body["endpoint"], str(body.get("signature_version") or "1"))
+        except (_BadRequest, ValueError) as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        return JSONResponse(sub, 201)
+
+    async def sns_deliveries(request: Request):
+        return JSONResponse({"deliveries": state.sns.deliveries[-1000:]})
+
+    async def ses_events(request: Request):
+        try:
+            body = await _json(request)
+        except _BadRequest as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        if not isinstance(body, dict):
+            return JSONResponse({"error": "a JSON object is expected"}, 400)
+        unknown = set(body) - EVENT_OPTIONS - {"message_id", "delivery_id", "event_type", "format", "repeat"}
+        if unknown:
+            return JSONResponse({"error": f"unknown fields: {sorted(unknown)}"}, 400)
+        mail = state.ses_events.find(body.get("message_id"), body.get("delivery_id"))
+        if mail is None:
+            return JSONResponse({"error": "no accepted mail with that message_id / delivery_id"}, 404)
+        try:
+            repeat = int(body.get("repeat") or 1)
+            entries = await state.ses_events.emit(
+                mail, str(body.get("event_type") or ""), fmt=str(body.get("format") or "event"),
+                repeat=repeat, **{k: str(v) for k, v in body.items() if k in EVENT_OPTIONS})
+        except (EventError, ValueError) as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        return JSONResponse({"message_id": mail.message_id, "deliveries": entries})
+
+    async def apns_provider_tokens(request: Request):
+        if request.method == "DELETE":
+            state.apns_tokens.clear()
+            return JSONResponse({"ok": True})
+        return JSONResponse(state.apns_tokens.as_dict())
+
+    async def apns_token_policy(request: Request):
+        if request.method == "GET":
+            return JSONResponse(state.apns_tokens.policy())
+        try:
+            body = await _json(request)
+        except _BadRequest as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        if not isinstance(body, dict) or not isinstance(body.get("strict"), bool):
+            return JSONResponse({"error": "strict (true or false) is required"}, 400)
+        interval = body.get("min_interval", 1200)
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)):
+            return JSONResponse({"error": "min_interval must be a number of seconds"}, 400)
+        try:
+            return JSONResponse(state.apns_tokens.set_policy(body["strict"], interval))
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/config", config, methods=["GET"]),
@@ -166,5 +247,10 @@ def build_control_app(state) -> Starlette:
         Route("/dead-tokens", dead_tokens, methods=["GET", "POST", "DELETE"]),
         Route("/twilio/messages", twilio_messages, methods=["GET"]),
         Route("/twilio/inbound", twilio_inbound, methods=["POST"]),
+        Route("/sns/subscriptions", sns_subscriptions, methods=["GET", "POST", "DELETE"]),
+        Route("/sns/deliveries", sns_deliveries, methods=["GET"]),
+        Route("/ses/events", ses_events, methods=["POST"]),
+        Route("/apns/provider-tokens", apns_provider_tokens, methods=["GET", "DELETE"]),
+        Route("/apns/token-policy", apns_token_policy, methods=["GET", "PUT"]),
     ]
     return Starlette(routes=routes)

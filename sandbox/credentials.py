@@ -10,7 +10,9 @@ What is created under ``<dir>`` (all keys are fresh random keys, never real ones
   rewritten on every start, so the port base and public host may change between runs;
 - ``vapid_private.pem``: the demo application server's VAPID key (EC P-256, PKCS#8 PEM);
 - ``credentials.json``: ids and secrets (Twilio account SID/auth token, SES access keys, the SMTP
-  AUTH username and password, …).
+  AUTH username and password, …);
+- ``sns-signing-key.pem`` / ``sns-signing.pem``: the SNS stand-in's message-signing key (RSA-2048)
+  and its certificate, issued by the sandbox CA, served at ``sns.signing_cert_url``.
 
 :func:`ensure_credentials` returns a :class:`Credentials`; :func:`sandbox_json` and
 :func:`sandbox_env` render the two files of the contract (sandbox/README.md).
@@ -19,8 +21,10 @@ What is created under ``<dir>`` (all keys are fresh random keys, never real ones
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
+import re
 import secrets
 import string
 from dataclasses import dataclass
@@ -31,7 +35,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from .certs import TlsFiles, ensure_tls, pem_key, write_private
+from .certs import TlsFiles, ensure_signing_cert, ensure_tls, pem_key, write_private
 from .ports import Ports
 
 APNS_TOPIC = "com.example.notify"
@@ -44,6 +48,10 @@ SES_VERIFIED_DOMAIN = "example.com"
 SMTP_FROM = "notify@example.com"
 #: How clients reach the SMTP port: STARTTLS (required by the server) then AUTH PLAIN/LOGIN.
 SMTP_TLS = "starttls"
+#: The AWS account the SES and SNS stand-ins act for (moto's default account).
+AWS_ACCOUNT_ID = "123456789012"
+#: The topic SES events are published to (one topic, as one configuration set's SNS destination).
+SNS_TOPIC_ARN = f"arn:aws:sns:{SES_REGION}:{AWS_ACCOUNT_ID}:notify-sandbox-ses-events"
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 
 _UPPER_ALNUM = string.ascii_uppercase + string.digits
@@ -107,6 +115,10 @@ class Credentials:
     smtp_username: str
     smtp_password: str
     smtp_from: str
+    sns_topic_arn: str
+    sns_signing_key: Any
+    sns_signing_key_file: Path
+    sns_signing_cert_pem: bytes
 
 
 def _new_secrets() -> dict[str, str]:
@@ -190,6 +202,9 @@ def ensure_credentials(directory: Path | str, ports: Ports) -> Credentials:
         vapid_key = ec.generate_private_key(ec.SECP256R1())
         write_private(vapid_file, pem_key(vapid_key))
 
+    # SNS message-signing key and certificate (by the sandbox CA, like AWS's by a public CA)
+    sns_key, sns_cert_pem = ensure_signing_cert(directory, "sns-signing", "sns.amazonaws.com")
+
     if not meta_file.exists() or json.loads(meta_file.read_text()) != meta:
         write_private(meta_file, (json.dumps(meta, indent=2) + "\n").encode())
 
@@ -222,7 +237,24 @@ def ensure_credentials(directory: Path | str, ports: Ports) -> Credentials:
         smtp_username=meta["smtp_username"],
         smtp_password=meta["smtp_password"],
         smtp_from=SMTP_FROM,
+        sns_topic_arn=SNS_TOPIC_ARN,
+        sns_signing_key=sns_key,
+        sns_signing_key_file=directory / "sns-signing-key.pem",
+        sns_signing_cert_pem=sns_cert_pem,
     )
+
+
+def sns_signing_cert_url(c: Credentials) -> str:
+    """Where the SNS stand-in serves its signing certificate (AWS's shape:
+    ``/SimpleNotificationService-<id>.pem``; the id changes with the certificate)."""
+    digest = hashlib.sha256(c.sns_signing_cert_pem).hexdigest()[:32]
+    return f"{c.ports.https(c.ports.sns)}/SimpleNotificationService-{digest}.pem"
+
+
+def sns_host_pattern(c: Credentials) -> str:
+    """A regular expression matching exactly the SNS stand-in's ``host:port``, the form of
+    ``NOTIFY_SNS_CERT_HOST_PATTERN`` that trusts it."""
+    return re.escape(f"{c.ports.public_host}:{c.ports.sns}")
 
 
 def sandbox_json(c: Credentials) -> dict[str, Any]:
@@ -255,6 +287,11 @@ def sandbox_json(c: Credentials) -> dict[str, Any]:
         "smtp": {
             "host": p.public_host, "port": p.smtp, "tls": SMTP_TLS, "username": c.smtp_username,
             "password": c.smtp_password, "from_address": c.smtp_from,
+        },
+        "sns": {
+            "url": p.https(p.sns), "topic_arn": c.sns_topic_arn,
+            "signing_cert_url": sns_signing_cert_url(c), "signing_key_file": str(c.sns_signing_key_file),
+            "cert_host_pattern": sns_host_pattern(c),
         },
     }
 
@@ -294,6 +331,10 @@ def sandbox_env(c: Credentials) -> str:
         ("NOTIFY_SMTP_USERNAME", doc["smtp"]["username"]),
         ("NOTIFY_SMTP_PASSWORD", doc["smtp"]["password"]),
         ("NOTIFY_SMTP_FROM", doc["smtp"]["from_address"]),
+        # Trusting the SNS stand-in is configuration: these three, and nothing else, do it.
+        ("NOTIFY_SNS_TOPIC_ARNS", doc["sns"]["topic_arn"]),
+        ("NOTIFY_SNS_CERT_HOST_PATTERN", doc["sns"]["cert_host_pattern"]),
+        ("NOTIFY_SNS_CA_FILE", doc["ca_file"]),
         ("NOTIFY_SANDBOX_CONTROL_URL", doc["control_url"]),
     ]
     return "".join(f"{k}={v}\n" for k, v in pairs)

@@ -54,7 +54,8 @@ class Ports:
     """TCP ports, one per service, and the host name clients use to reach them.
 
     Offsets from ``base``: +0 control API (plain HTTP), +1 APNs (h2/TLS), +2 FCM v1 and its OAuth2
-    token endpoint (TLS), +3 Web Push (TLS), +4 Twilio (TLS), +5 SES v2 (TLS), +6 SMTP.
+    token endpoint (TLS), +3 Web Push (TLS), +4 Twilio (TLS), +5 SES v2 (TLS), +6 SMTP, +7 SNS
+    (TLS: signing certificate, subscription confirmation).
     ``public_host`` (``--public-host``, default 127.0.0.1) is the host written into every URL the
     sandbox advertises (sandbox.json / sandbox.env, FCM ``token_uri``, Web Push endpoints).
     """
@@ -90,6 +91,10 @@ class Ports:
     def smtp(self) -> int:
         return self.base + 6
 
+    @property
+    def sns(self) -> int:
+        return self.base + 7
+
     def https(self, port: int) -> str:
         """``https://<public host>:<port>`` (no trailing slash)."""
         return f"https://{url_host(self.public_host)}:{port}"
@@ -100,4 +105,4 @@ class Ports:
 
     def all(self) -> list[int]:
         """Every port, control first."""
-        return [self.base + i for i in range(7)]
+        return [self.base + i for i in range(8)]

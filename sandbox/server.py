@@ -1,5 +1,6 @@
 """Runs the whole sandbox in one asyncio process: hypercorn serves each provider app on its own
-port, SES's moto backend runs on a worker thread, SMTP on aiosmtpd's thread."""
+port, SES's moto backend runs on a worker thread, SMTP on aiosmtpd's thread; SES events go out
+through the SNS stand-in's topic."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from .credentials import ensure_credentials, write_sandbox_files
 from .fcm import FcmApp
 from .ports import HOST, Ports, connect_host, url_host
 from .ses import SesApp
+from .ses_events import SesEvents
 from .smtp import start_smtp
+from .sns import SnsTopic
 from .state import SandboxState
 from .twilio_api import TwilioApp
 from .webpush import WebPushApp
@@ -85,6 +88,7 @@ async def run(directory: str | Path, port_base: int,
     state = SandboxState(creds, callback_delays=callback_delays, callback_hosts=callback_hosts)
 
     loop = asyncio.get_running_loop()
+    state.loop = loop
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -92,6 +96,8 @@ async def run(directory: str | Path, port_base: int,
     ses = SesApp(state)
     await loop.run_in_executor(None, ses.start)
     twilio = TwilioApp(state)
+    sns = SnsTopic(state)
+    SesEvents(state, sns)
     apps = [
         (build_control_app(state), _config(ports.control, False, creds, host=host)),
         (ApnsApp(state), _config(ports.apns, True, creds, alpn=["h2"], host=host)),
@@ -99,6 +105,7 @@ async def run(directory: str | Path, port_base: int,
         (WebPushApp(state), _config(ports.webpush, True, creds, host=host)),
         (twilio, _config(ports.twilio, True, creds, host=host)),
         (ses, _config(ports.ses, True, creds, host=host)),
+        (sns.app(), _config(ports.sns, True, creds, host=host)),
     ]
     smtp = await loop.run_in_executor(None, start_smtp, state, host, ports.smtp)
     servers = [asyncio.create_task(_serve(app, cfg, stop)) for app, cfg in apps]
@@ -145,6 +152,7 @@ async def run(directory: str | Path, port_base: int,
             await asyncio.wait(pending, timeout=1.0)
         flush_task.cancel()
         await twilio.aclose()
+        await sns.aclose()
         await loop.run_in_executor(None, smtp.stop)
         ses.close()
         state.records.flush()

@@ -8,8 +8,9 @@ unknown key → 403 ``UnrecognizedClientException``, wrong signature or a timest
 (``moto.moto_server.werkzeug_app.create_backend_app("sesv2")``), called inline.
 
 ``SendEmail`` (``POST /v2/email/outbound-emails``) is recorded with From, To/Cc/Bcc, subject,
-text/HTML and headers (``Content.Simple`` or ``Content.Raw`` MIME); ``X-Notify-Delivery-Id`` gives
-``delivery_id``. ``FromEmailAddress`` must be a verified identity (the sandbox verifies
+text/HTML, headers (``Content.Simple`` or ``Content.Raw`` MIME) and ``EmailTags``;
+``X-Notify-Delivery-Id`` gives ``delivery_id``. An accepted mail's events are published to SNS
+(:mod:`sandbox.ses_events`). ``FromEmailAddress`` must be a verified identity (the sandbox verifies
 ``example.com`` and the from address in moto at start) else 400 ``MessageRejected``
 (docs.aws.amazon.com/ses/latest/APIReference-V2/API_SendEmail.html). Faults answer SES's REST-JSON
 error shape: header ``x-amzn-ErrorType: <Code>`` and body ``{"message": ...}`` (botocore raises
@@ -39,6 +40,7 @@ from starlette.responses import Response
 
 from .common import Exchange, ProviderApp, Reject
 from .credentials import SES_VERIFIED_DOMAIN
+from .ses_events import SentMail, api_tags
 
 SEND_PATH = "/v2/email/outbound-emails"
 MAX_SKEW = 300
@@ -280,7 +282,8 @@ class SesApp(ProviderApp):
         ex.extra.update(from_address=doc.get("FromEmailAddress"), to=to, cc=cc, bcc=bcc,
                         subject=info["subject"], text=info["text"], html=info["html"],
                         email_headers=info["headers"],
-                        configuration_set=doc.get("ConfigurationSetName"))
+                        configuration_set=doc.get("ConfigurationSetName"),
+                        tags=api_tags(doc.get("EmailTags")))
 
         applied = await self.apply_faults(ex, targets=recipients)
 
@@ -311,6 +314,25 @@ class SesApp(ProviderApp):
             raise Reject(status, code or "BadRequestException", msg)
         answer = json.loads(body)
         ex.extra["message_id"] = answer.get("MessageId")
+        self._published(answer.get("MessageId"), doc, info, recipients, ex)
         response = Response(body, status_code=200, media_type="application/json",
                             headers={"x-amzn-requestid": str(uuid.uuid4())})
         return self.accept(ex, response, answer, applied)
+
+    def _published(self, message_id: str | None, doc: dict, info: dict, recipients: list[str],
+                   ex: Exchange) -> None:
+        """Hand an accepted mail to SES event publishing (:mod:`sandbox.ses_events`)."""
+        events = self.state.ses_events
+        if events is None or not message_id:
+            return
+        sender = doc.get("FromEmailAddress") or info["headers"].get("From") or ""
+        headers = [("From", sender), ("To", ", ".join(ex.extra.get("to") or recipients)),
+                   ("Subject", info["subject"] or ""), ("MIME-Version", "1.0"),
+                   *((str(k), str(v)) for k, v in info["headers"].items()
+                     if str(k).lower() not in ("from", "to", "subject", "mime-version"))]
+        tags = dict(ex.extra["tags"])
+        if doc.get("ConfigurationSetName"):
+            tags["ses:configuration-set"] = [doc["ConfigurationSetName"]]
+        delivery_id = (tags.get("delivery_id") or [None])[0] or ex.delivery_id
+        events.accepted(SentMail(message_id, "ses", sender, recipients, headers, info["subject"], tags,
+                                 delivery_id))

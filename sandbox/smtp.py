@@ -14,8 +14,11 @@ the sandbox's server certificate (signed by ``ca.pem``, see :mod:`sandbox.certs`
 Refused sessions leave no record (nothing reached ``DATA``). Each ``DATA`` becomes one ``smtp``
 record: ``body`` ``{"mail_from", "rcpt_tos", "subject", "text", "html"}``, ``headers`` the message
 headers, ``to`` the first recipient, ``delivery_id`` the ``X-Notify-Delivery-Id`` header,
-``extra`` ``{"size", "peer", "peer_port", "tls", "tls_version", "user"}`` (``peer_port`` is the
-client's source port: records with the same peer and port came over one connection). Fault rules
+``extra`` ``{"size", "peer", "peer_port", "tls", "tls_version", "user", "message_id"}``
+(``peer_port`` is the client's source port: records with the same peer and port came over one
+connection; ``message_id`` the SES-style id an accepted mail's events carry: like SES's SMTP
+interface the server reads the message tags of ``X-SES-MESSAGE-TAGS`` and publishes the mail's
+events, :mod:`sandbox.ses_events`). Fault rules
 for ``smtp`` use ``status`` as the SMTP reply code (e.g. 421, 451, 550) and ``reason`` as its text;
 ``latency_ms`` delays the reply.
 """
@@ -34,6 +37,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from .certs import TlsFiles
 from .common import Exchange
+from .ses_events import SMTP_CONTROL_HEADERS, SentMail, new_message_id, smtp_tags
 
 #: The AUTH mechanisms the server accepts (aiosmtpd's built-in ones).
 AUTH_MECHANISMS = ("LOGIN", "PLAIN")
@@ -124,8 +128,27 @@ class RecordingHandler:
                 ex.accepted = bool(rule.after_accept)
                 ex.extra["fault_id"] = rule.id
         ex.response = {"reply": reply}
+        if ex.accepted:
+            ex.extra["message_id"] = new_message_id()
+            self._published(ex, envelope.mail_from, rcpts, headers)
         self.state.records.add(ex.to_record())
         return reply
+
+    def _published(self, ex: Exchange, mail_from: str, rcpts: list[str], headers: dict[str, str]) -> None:
+        """Hand an accepted mail to SES event publishing, as SES's SMTP interface does: its
+        tags from ``X-SES-MESSAGE-TAGS``, which (like ``X-SES-CONFIGURATION-SET``) SES
+        removes from the mail."""
+        events = self.state.ses_events
+        if events is None:
+            return
+        lower = {k.lower(): v for k, v in headers.items()}
+        tags = smtp_tags(lower.get("x-ses-message-tags"))
+        if lower.get("x-ses-configuration-set"):
+            tags["ses:configuration-set"] = [lower["x-ses-configuration-set"]]
+        kept = [(k, v) for k, v in headers.items() if k.lower() not in SMTP_CONTROL_HEADERS]
+        delivery_id = (tags.get("delivery_id") or [None])[0] or ex.delivery_id
+        events.accepted(SentMail(ex.extra["message_id"], "smtp", mail_from, rcpts, kept,
+                                 lower.get("subject"), tags, delivery_id))
 
 
 def start_smtp(state, host: str, port: int) -> Controller:

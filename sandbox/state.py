@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from .credentials import Credentials, b64url, b64url_decode, ec_public_raw
 from .faults import FaultStore
 from .ports import normalize_host
+from .provider_tokens import ProviderTokens
 from .records import RecordStore
 
 DEAD_TOKEN_PROVIDERS = ("apns", "fcm", "webpush")
@@ -120,9 +121,11 @@ class SandboxState:
     Attributes:
         creds: :class:`~sandbox.credentials.Credentials` (keys, ids, ports).
         records / faults / dead / subscriptions: the stores.
+        apns_tokens: APNs provider tokens seen per key, and the strict one-token-per-key rule
+            (:class:`~sandbox.provider_tokens.ProviderTokens`).
         callback_delays: seconds before Twilio's ``sent`` and ``delivered`` callbacks.
-        callback_hosts: host names / IPs (normalized) that Twilio callbacks may be POSTed to
-            besides loopback (``--callback-hosts``).
+        callback_hosts: host names / IPs (normalized) that Twilio callbacks and SNS
+            subscriptions may be POSTed to besides loopback (``--callback-hosts``).
     """
 
     def __init__(self, creds: Credentials, callback_delays: tuple[float, float] = (0.05, 0.15),
@@ -133,10 +136,14 @@ class SandboxState:
         self.faults = FaultStore()
         self.dead = DeadTokens()
         self.subscriptions = Subscriptions(creds.directory)
+        self.apns_tokens = ProviderTokens()
         self.callback_delays = callback_delays
         self.callback_hosts: frozenset[str] = frozenset(normalize_host(h) for h in callback_hosts)
         self.opted_out: set[str] = set()  # Twilio numbers that answered STOP
         self.twilio = None  # set by the Twilio app (message store for GET)
+        self.sns = None  # set by sandbox.sns.SnsTopic (subscriptions, message log)
+        self.ses_events = None  # set by sandbox.ses_events.SesEvents (SES event publishing)
+        self.loop = None  # the server's event loop, for work handed over from the SMTP thread
         self.started = time.time()
 
     def webpush_endpoint(self, sub_id: str) -> str:

@@ -48,9 +48,8 @@ from twilio.request_validator import RequestValidator
 
 from channels.sms_segments import sms_info
 
-from .common import Exchange, ProviderApp, Reject, json_response
+from .common import Exchange, ProviderApp, Reject, callback_allowed, json_response
 from .faults import Applied
-from .ports import normalize_host
 
 log = logging.getLogger("sandbox.twilio")
 API_VERSION = "2010-04-01"
@@ -83,7 +82,6 @@ MESSAGES = {
 DEFAULT_CODES = {400: 21211, 401: 20003, 404: 20404, 429: 20429, 500: 20500, 503: 20503}
 STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"}
 START_WORDS = {"START", "YES", "UNSTOP"}
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def _rfc2822(ts: float) -> str:
@@ -337,17 +335,8 @@ class TwilioApp(ProviderApp):
         return entry
 
     def _callback_allowed(self, url: str) -> bool:
-        """Loopback, or a host of the ``--callback-hosts`` allowlist (exact host match; any
-        port and scheme). A URL ``urlsplit`` cannot parse raises ``ValueError``, as before."""
-        host = urlsplit(url).hostname
-        if host in _LOOPBACK:
-            return True
-        if not host or not self.state.callback_hosts:
-            return False
-        try:
-            return normalize_host(host) in self.state.callback_hosts
-        except ValueError:
-            return False
+        """Loopback, or a host of the ``--callback-hosts`` allowlist (:func:`callback_allowed`)."""
+        return callback_allowed(url, self.state.callback_hosts)
 
     async def inbound(self, sender: str, body: str, url: str, to: str | None = None
                       ) -> dict[str, Any]:

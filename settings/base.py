@@ -1,14 +1,19 @@
 """Core Django, database, cache and API settings."""
 
 import os
+import re
 from pathlib import Path
 
-from .env import env, env_bool, env_float, env_int, env_rate_limit
+from .env import env, env_bool, env_float, env_int, env_list, env_rate_limit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env("NOTIFY_VAR_DIR", str(BASE_DIR / "var")))
 
-SECRET_KEY = env("DJANGO_SECRET_KEY", "dev-only-insecure-secret-key-change-me-in-production-0123456789")
+#: The key of ``make run`` and the tests when DJANGO_SECRET_KEY is unset. It is public (it is in
+#: this file), so anyone could sign links and sessions with it: settings.production refuses it.
+INSECURE_DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me-in-production-0123456789"
+SECRET_KEY = env("DJANGO_SECRET_KEY", INSECURE_DEV_SECRET_KEY)
+#: Off unless DJANGO_DEBUG is set (`make run` sets it: devtools.run).
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
 
@@ -36,6 +41,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # X-Frame-Options: DENY. The admin's email preview is an <iframe srcdoc>, which it does not cover.
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "notify.urls"
@@ -117,13 +124,31 @@ STATIC_ROOT = VAR_DIR / "static"
 # collected files when `manage.py collectstatic` ran, else straight from the installed apps.
 WHITENOISE_USE_FINDERS = True
 
-# Bodies larger than this are refused with 413 before they are parsed.
+# Bodies larger than this are refused with 413 before they are parsed (notify.api.middleware).
 NOTIFY_MAX_BODY_BYTES = env_int("NOTIFY_MAX_BODY_BYTES", 64 * 1024)
-DATA_UPLOAD_MAX_MEMORY_SIZE = NOTIFY_MAX_BODY_BYTES
+#: Most notifications one call to the batch endpoint (POST /api/v1/notifications/batch) takes.
+NOTIFY_BATCH_MAX_ITEMS = 500
+#: Body bytes the batch endpoint allows per item: a send by template with its data and event_id
+#: is a few hundred bytes; 2 KiB leaves room for short inline content.
+NOTIFY_BATCH_ITEM_BYTES = env_int("NOTIFY_BATCH_ITEM_BYTES", 2 * 1024)
+#: The batch endpoint's body limit: a full batch at the per-item allowance (never below a single
+#: send's), and at most _BATCH_BODY_BOUND: Django holds the body and its parsed JSON in memory.
+NOTIFY_BATCH_MAX_BODY_BYTES = max(NOTIFY_MAX_BODY_BYTES, NOTIFY_BATCH_MAX_ITEMS * NOTIFY_BATCH_ITEM_BYTES)
+_BATCH_BODY_BOUND = 8 * 1024 * 1024
+if NOTIFY_BATCH_MAX_BODY_BYTES > _BATCH_BODY_BOUND:
+    raise ValueError(f"NOTIFY_MAX_BODY_BYTES and NOTIFY_BATCH_ITEM_BYTES x {NOTIFY_BATCH_MAX_ITEMS} must stay within "
+                     f"{_BATCH_BODY_BOUND} bytes, got {NOTIFY_BATCH_MAX_BODY_BYTES}")
+#: Amazon SNS's webhook body limit: an SNS message is up to 256 KiB (SES puts the mail's headers in
+#: it when asked), JSON-escaped inside the envelope (quotes and backslashes double), plus the
+#: envelope's own fields (https://docs.aws.amazon.com/sns/latest/api/API_Publish.html).
+NOTIFY_SNS_MAX_BODY_BYTES = 1024 * 1024
+# Django's own cap is the largest any endpoint takes; the middleware applies each endpoint's.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(NOTIFY_BATCH_MAX_BODY_BYTES, NOTIFY_SNS_MAX_BODY_BYTES)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["notify.api.auth.AppAPIKeyAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # An API key holding the scope the view names (notify.api.permissions, notify.scopes).
+    "DEFAULT_PERMISSION_CLASSES": ["notify.api.permissions.HasRequiredScope"],
     "DEFAULT_PARSER_CLASSES": ["notify.api.parsers.JSONParser"],  # nesting-limited, see there
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "notify.api.errors.exception_handler",
@@ -162,6 +187,30 @@ NOTIFY_DEFAULT_TTL = env_int("NOTIFY_DEFAULT_TTL", 24 * 3600)
 NOTIFY_PUBLIC_URL = env("NOTIFY_PUBLIC_URL", "http://127.0.0.1:8000")
 #: Seconds a recipient's preference-page link (in emails, from the API) stays valid.
 NOTIFY_PREFERENCE_LINK_MAX_AGE = env_int("NOTIFY_PREFERENCE_LINK_MAX_AGE", 30 * 24 * 3600)
+#: Seconds after a send in which a tracking link fetched with a scanner's User-Agent (or none) is
+#: taken for a mail security gateway's prefetch and not counted (notify.tracking_views).
+NOTIFY_TRACKING_SCANNER_WINDOW = env_int("NOTIFY_TRACKING_SCANNER_WINDOW", 60)
+
+# --- Provider events over Amazon SNS (notify.webhooks.sns) ---------------------------------------
+#: Topics whose SNS messages are taken (ARNs, comma-separated); empty: any topic whose signature
+#: verifies (AWS advises naming them: "Verifying the signatures of Amazon SNS messages").
+NOTIFY_SNS_TOPIC_ARNS = env_list("NOTIFY_SNS_TOPIC_ARNS")
+#: The host (with ``:port`` when the URL has one) that signing-certificate and subscribe URLs
+#: must have, a regular expression matched in full: AWS's SNS endpoints by default.
+NOTIFY_SNS_CERT_HOST_PATTERN = env("NOTIFY_SNS_CERT_HOST_PATTERN", r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
+try:
+    re.compile(NOTIFY_SNS_CERT_HOST_PATTERN)
+except re.error as error:
+    raise ValueError(f"NOTIFY_SNS_CERT_HOST_PATTERN is not a regular expression: {error}") from None
+#: CA bundle the HTTPS certificate of that host is verified against; empty: the system's CAs.
+NOTIFY_SNS_CA_FILE = env("NOTIFY_SNS_CA_FILE")
+
+# --- Analytics (notify.analytics) -------------------------------------------------------------
+#: Seconds a delivery-log row, event or notification must be old before the rollup counts it: a
+#: floor under its own check of the open transactions (notify.store.rollup_analytics).
+NOTIFY_ANALYTICS_LAG = env_float("NOTIFY_ANALYTICS_LAG", 60.0)
+#: Seconds between two rollups run by the maintenance worker's beat.
+NOTIFY_ANALYTICS_INTERVAL = env_float("NOTIFY_ANALYTICS_INTERVAL", 60.0)
 
 # --- Monitoring (notify.metrics, notify.logmask) ---------------------------------------------
 #: Where every process of this host writes its Prometheus samples (prometheus-client's

@@ -19,7 +19,10 @@ for _cls in registry.providers().values():
         if _setting.key == "timeout":
             os.environ.setdefault(_setting.env, "3")
 
-from .production import *  # noqa: E402,F401,F403
+# The shared settings without the production ones (HTTPS only, a secret key of its own): the
+# tests' stack serves plain HTTP on 127.0.0.1, as `make run` does.
+from .base import *  # noqa: E402,F401,F403
+from .providers import *  # noqa: E402,F401,F403
 from .base import VAR_DIR  # noqa: E402
 
 NOTIFY_SANDBOX_DIR = os.environ.setdefault("NOTIFY_SANDBOX_DIR", str(VAR_DIR / "test-sandbox"))

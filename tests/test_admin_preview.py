@@ -10,7 +10,6 @@ quotes in it, and check what the page shows per channel.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from django.utils import timezone
 
 from notify.models import Recipient, Template, TemplateVersion
 from notify.preview import preview
+from tests.browser import click_to_load, start_chromium
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -129,36 +129,13 @@ def test_preview_is_for_staff_with_view_permission_only(client, template):
 
 # --- in a real browser -------------------------------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--no-first-run", "--window-size=1600,1000"]
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     """Headless Chromium from Debian's packages through its ChromeDriver; both paths are given,
     so Selenium Manager never runs (nothing is downloaded)."""
-    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} not installed: run scripts/browser.sh (make test does)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    # An alert the page might raise stays open (instead of being dismissed) so a test sees it.
-    options.unhandled_prompt_behavior = "ignore"
-    log_dir = Path(settings.VAR_DIR) / "test-log"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER,
-                                              log_output=str(log_dir / "chromedriver.log")), options=options)
-    driver.implicitly_wait(0)
+    driver = start_chromium(tmp_path_factory.mktemp("chromium-profile"), "chromedriver.log")
     yield driver
     driver.quit()
 
@@ -192,7 +169,7 @@ def open_preview_in_browser(browser, live_server, template) -> None:
     browser.get(f"{live_server.url}/admin/login/?next=/admin/notify/template/{template.id}/change/")
     browser.find_element(By.ID, "id_username").send_keys("ops")
     browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "#login-form input[type=submit]").click()
+    click_to_load(browser, "#login-form input[type=submit]")
     wait_for(browser, "a.notify-preview-link").click()
     wait_for(browser, "#template_preview_form")
     assert browser.find_element(By.TAG_NAME, "h1").text == f"Preview {template.name}"
@@ -204,7 +181,7 @@ def submit_data(browser, data: dict) -> None:
     field = browser.find_element(By.ID, "id_data")
     field.clear()
     field.send_keys(json.dumps(data))
-    browser.find_element(By.CSS_SELECTOR, "#template_preview_form input[name=_preview]").click()
+    click_to_load(browser, "#template_preview_form input[name=_preview]")
 
 
 def test_browser_preview_shows_one_column_per_channel_escaped(browser, live_server, template):

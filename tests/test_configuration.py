@@ -4,6 +4,7 @@ missing stops the API, the relay and the workers at start-up, naming the variabl
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -11,13 +12,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+SECRET_KEY = secrets.token_urlsafe(50)
 TWILIO = {"NOTIFY_TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "NOTIFY_TWILIO_AUTH_TOKEN": "secret",
           "NOTIFY_TWILIO_FROM": "+15005550006"}
 
 
 def start(argv: list[str], **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "AWS_", "DJANGO_"))}
-    clean.update({"DJANGO_SETTINGS_MODULE": "settings.production", **env})
+    # A key of its own: production refuses the public development key (tests/test_deploy_settings.py).
+    clean.update({"DJANGO_SETTINGS_MODULE": "settings.production", "DJANGO_SECRET_KEY": SECRET_KEY, **env})
     return subprocess.run(argv, cwd=ROOT, env=clean, capture_output=True, text=True, timeout=120)
 
 

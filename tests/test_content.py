@@ -377,10 +377,11 @@ def test_a_name_with_quotes_and_angle_brackets_is_literal_in_text_and_escaped_in
 
     mail = records["email"]["extra"]
     assert mail["subject"] == f"Order for {TRICKY}"
-    # The body as written, then the preference-page footer every non-required email carries.
+    # The body as written, then the preference-page footer every non-required email carries
+    # (the HTML after the open pixel: tracking is on by default).
     body, footer = mail["text"].split("\n\n-- \n")
     assert body == f"Dear {TRICKY},\nyour order shipped." and "/preferences/" in footer
-    assert mail["html"].startswith(f"<p>Dear {TRICKY_HTML},</p><p ") and "/preferences/" in mail["html"]
+    assert mail["html"].startswith(f"<p>Dear {TRICKY_HTML},</p><img src=") and "/preferences/" in mail["html"]
     assert "<y>" not in mail["html"]
     # The display name went out quoted (it has specials) and reads back as written.
     (sender,) = DEFAULT_POLICY.header_factory("From", mail["from_address"]).addresses

@@ -12,12 +12,12 @@ import jwt
 import pytest
 
 from devtools import demo
-from notify.models import Delivery
+from notify.models import FINAL_STATUSES, REACHED_PROVIDER, Delivery
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
 
-FINAL = {"sent", "failed", "expired", "suppressed", "dead_lettered"}
+FINAL = FINAL_STATUSES
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_one_api_call_reaches_ios_android_desktop_sms_and_email(stack, key, cont
     assert {d["channel"] for d in accepted["deliveries"]} == {"apns", "fcm", "webpush", "sms", "email"}
 
     final = wait_final(stack, key, accepted["id"])
-    assert {d["status"] for d in final["deliveries"]} == {"sent"}, final
+    assert {d["status"] for d in final["deliveries"]} <= REACHED_PROVIDER, final
     assert all(d["provider_message_id"] for d in final["deliveries"])
     ids = {d["channel"]: d["id"] for d in final["deliveries"]}
     title = "지우님, 주문이 발송되었어요 📦"
@@ -118,7 +118,7 @@ def test_sms_to_several_countries_and_an_internationalised_email(stack, key, con
         notification_ids.append(body["id"])
     for notification_id in notification_ids:
         final = wait_final(stack, key, notification_id)
-        assert {d["status"] for d in final["deliveries"]} == {"sent"}, final
+        assert {d["status"] for d in final["deliveries"]} <= REACHED_PROVIDER, final
     sent_to = {r["body"]["To"] for r in control.records("twilio") if r.get("accepted")}
     assert set(phones) <= sent_to
     # The internationalised domain reaches SES in its punycode form, as SES requires.
@@ -136,7 +136,8 @@ def test_opted_out_channel_is_not_sent(stack, key, control):
     email = next(d for d in accepted["deliveries"] if d["channel"] == "email")
     assert (email["status"], email["reason"]) == ("suppressed", "opted_out")
     final = wait_final(stack, key, accepted["id"])
-    assert {d["channel"]: d["status"] for d in final["deliveries"]} == {"apns": "sent", "sms": "sent", "email": "suppressed"}
+    statuses = {d["channel"]: d["status"] for d in final["deliveries"]}
+    assert statuses["email"] == "suppressed" and {statuses["apns"], statuses["sms"]} <= REACHED_PROVIDER, statuses
     assert not [r for r in control.records("ses") if r.get("delivery_id") == email["id"]]
 
 
@@ -151,12 +152,29 @@ def test_channels_are_isolated_when_the_sms_workers_are_stopped(stack, key, cont
 
         def others_sent():
             rows = dict(Delivery.objects.filter(notification_id=accepted["id"]).values_list("channel", "status"))
-            return rows if all(s == "sent" for c, s in rows.items() if c != "sms") else None
+            return rows if all(s in REACHED_PROVIDER for c, s in rows.items() if c != "sms") else None
 
         rows = wait_until(others_sent, timeout=10, message="push and email while SMS workers are down")
         assert time.monotonic() - started < 10
         assert rows["sms"] == "queued"
     finally:
         stack.start_worker("sms")
-    wait_until(lambda: Delivery.objects.get(notification_id=accepted["id"], channel="sms").status == "sent",
+    wait_until(lambda: Delivery.objects.get(notification_id=accepted["id"], channel="sms").status in REACHED_PROVIDER,
                timeout=30, message="the SMS delivery once its workers are back")
+
+
+def test_twilio_status_callbacks_move_an_sms_to_delivered(stack, key, control):
+    """The sandbox's Twilio calls the status callback URL the worker gave it (``sent``, then
+    ``delivered``, signed): the delivery ends ``delivered`` with both events in the API."""
+    register(stack, key, control, "lee", phone="+821055501234", platforms=())
+    status, accepted = demo.call(stack.api_url, key, "POST", "/api/v1/notifications",
+                                 {"recipient": "lee", "channels": ["sms"], "content": {"sms": {"body": "배송 완료"}}})
+    assert status == 202, accepted
+
+    def delivered():
+        _, body = demo.call(stack.api_url, key, "GET", f"/api/v1/notifications/{accepted['id']}")
+        return body if body["deliveries"][0]["status"] == "delivered" else None
+
+    body = wait_until(delivered, timeout=30, message="the SMS to be reported delivered")
+    assert [e["kind"] for e in body["deliveries"][0]["events"]] == ["sent", "delivered"]
+    assert body["delivered_by"] == "sms"

@@ -15,8 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from devtools import demo
 from tests.conftest import wait_until
 from tests.test_e2e import register, wait_final
+from notify.models import REACHED_PROVIDER
 
 pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
+#: Email gives up after two throttled calls, quickly, for the dead-letter count.
+STACK_ENV = {"NOTIFY_EMAIL_MAX_ATTEMPTS": "2", "NOTIFY_EMAIL_BACKOFF_MAX": "1"}
 
 CHANNELS = ["sms", "email", "apns"]
 CONTENT = {"push": {"title": "Hi", "body": "metrics"}, "sms": {"body": "metrics"},
@@ -87,7 +90,7 @@ def test_counters_move_by_exactly_what_a_run_did_across_processes(stack, key, co
         ids = list(pool.map(send, range(10)))
     for notification_id in ids:
         final = wait_final(stack, key, notification_id, timeout=60)
-        assert {d["status"] for d in final["deliveries"]} == {"sent"}, final
+        assert {d["status"] for d in final["deliveries"]} <= REACHED_PROVIDER, final
     # Refusals: two unknown recipients, one invalid body.
     for body in ({"recipient": "nobody", "content": CONTENT}, {"recipient": "nobody2", "content": CONTENT},
                  {"content": CONTENT}):
@@ -117,6 +120,53 @@ def test_counters_move_by_exactly_what_a_run_did_across_processes(stack, key, co
     # pool (a process of its own at least) recorded deliveries.
     assert writers(stack, "notify_notifications_accepted") >= 2
     assert writers(stack, "notify_deliveries") >= 2 + len(CHANNELS)
+
+    # Receipts: the sandbox's Twilio reports each SMS sent, then delivered (signed callbacks to
+    # the API's workers): one event of each kind per delivery, whichever worker took it.
+    def sms_receipts():
+        events = {k: v for k, v in label_dict(deltas(before, scrape(stack), "notify_delivery_events_total")).items()
+                  if k[0] == "sms"}  # (channel, kind, source)
+        return events if events.get(("sms", "delivered", "twilio")) == 10 else None
+
+    assert wait_until(sms_receipts, timeout=30, message="ten SMS reported delivered") == {
+        ("sms", "sent", "twilio"): 10, ("sms", "delivered", "twilio"): 10}
+
+
+def test_suppressed_expired_dead_lettered_and_opened_move_their_own_counters(stack, key, control):
+    """The outcomes the first run has none of: suppressed at accept (by reason), expired out of a
+    retry, dead-lettered after the retry budget, and a push open reported through the API."""
+    register(stack, key, control, "m3", phone="+821055509012", email="metrics.three@example.com",
+             platforms=("ios",))
+    status, _ = demo.call(stack.api_url, key, "PUT", "/api/v1/recipients/m3/preferences",
+                          {"preferences": [{"channel": "sms", "enabled": False}]})
+    assert status == 200
+    before = scrape(stack)
+
+    def post(body) -> dict:
+        status, answer = demo.call(stack.api_url, key, "POST", "/api/v1/notifications", {"recipient": "m3", **body})
+        assert status == 202, answer
+        return wait_final(stack, key, answer["id"], timeout=60)["deliveries"][0]
+
+    assert post({"channels": ["sms"], "content": CONTENT})["reason"] == "opted_out"
+    control.add_fault(provider="apns", status=503, retry_after=3, count=1)
+    expired = post({"channels": ["apns"], "content": CONTENT, "ttl": 2})
+    control.add_fault(provider="ses", status=429, reason="TooManyRequestsException", count=2)
+    dead = post({"channels": ["email"], "content": CONTENT})
+    opened = post({"channels": ["apns"], "content": CONTENT})
+    assert [expired["status"], dead["status"], opened["status"]] == ["expired", "dead_lettered", "sent"]
+    assert demo.call(stack.api_url, key, "POST", f"/api/v1/deliveries/{opened['id']}/opened", {})[0] == 200
+    after = scrape(stack)
+
+    assert value(after, "notify_notifications_accepted_total") - value(before, "notify_notifications_accepted_total") == 4
+    changed = label_dict(deltas(before, after, "notify_deliveries_total"))  # (channel, provider, reason, status)
+    assert changed == {
+        ("sms", "", "opted_out", "suppressed"): 1,
+        ("apns", "", "", "queued"): 2, ("apns", "apns", "ServiceUnavailable", "retrying"): 1,
+        ("apns", "", "ttl_elapsed", "expired"): 1, ("apns", "apns", "", "sent"): 1,
+        ("email", "", "", "queued"): 1, ("email", "ses", "TooManyRequestsException", "retrying"): 1,
+        ("email", "ses", "retries_exhausted", "dead_lettered"): 1,
+    }, changed
+    assert label_dict(deltas(before, after, "notify_delivery_events_total")) == {("apns", "opened", "api"): 1}
 
 
 def test_metrics_is_closed_to_other_networks_without_the_token(stack, settings):
@@ -165,7 +215,7 @@ def test_queue_depth_rises_while_a_channels_workers_are_stopped_and_falls_after(
     finally:
         stack.start_worker("sms")
     for notification_id in ids:
-        assert wait_final(stack, key, notification_id, timeout=60)["deliveries"][0]["status"] == "sent"
+        assert wait_final(stack, key, notification_id, timeout=60)["deliveries"][0]["status"] in REACHED_PROVIDER
     def drained():
         s = scrape(stack)
         return (value(s, "notify_queue_messages", queue="sms", channel="sms") == 0

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from devtools.stack import Stack, StackConfig
 from notify.models import Delivery, DeliveryLog, Notification, Recipient
-from tests.test_admin_preview import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS
+from tests.browser import click_to_load, requested_urls, start_chromium
 
 PASSWORD = "pw-for-tests-only"
 #: What a page would load from elsewhere and its Content-Security-Policy stops (ReDoc's logo).
@@ -42,14 +42,16 @@ def closed_port() -> int:
 # --- health ------------------------------------------------------------------------------------
 
 @pytest.mark.django_db
-def test_liveness_answers_without_a_key(client):
-    response = client.get("/health/live")
+@pytest.mark.parametrize("path", ["/health/live", "/healthz"])
+def test_liveness_answers_without_a_key(client, path):
+    response = client.get(path)
     assert response.status_code == 200 and response.json() == {"status": "alive"}
 
 
 @pytest.mark.django_db
-def test_readiness_is_ready_when_every_service_answers(client):
-    response = client.get("/health/ready")
+@pytest.mark.parametrize("path", ["/health/ready", "/readyz"])
+def test_readiness_is_ready_when_every_service_answers(client, path):
+    response = client.get(path)
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["status"] == "ready" and body["down"] == []
@@ -247,38 +249,10 @@ def test_static_files_are_served_under_gunicorn(api_server):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     """Headless Chromium (Debian's) with its performance log: every request the page makes."""
-    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} not installed: run scripts/browser.sh (make test does)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    log_dir = Path(settings.VAR_DIR) / "test-log"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER,
-                                              log_output=str(log_dir / "chromedriver-ops.log")), options=options)
+    driver = start_chromium(tmp_path_factory.mktemp("chromium-profile"), "chromedriver-ops.log",
+                            performance_log=True)
     yield driver
     driver.quit()
-
-
-def requested_urls(driver) -> list[str]:
-    """Every URL the browser sent a request to since the last call (Chromium's performance
-    log), less those its Content-Security-Policy blocked before they were sent."""
-    urls, blocked = {}, set()
-    for entry in driver.get_log("performance"):
-        message = json.loads(entry["message"])["message"]
-        if message["method"] == "Network.requestWillBeSent":
-            urls[message["params"]["requestId"]] = message["params"]["request"]["url"]
-        elif message["method"] == "Network.loadingFailed" and message["params"].get("blockedReason") == "csp":
-            blocked.add(message["params"]["requestId"])
-    return [url for request_id, url in urls.items() if request_id not in blocked]
 
 
 def assert_all_local(driver, base: str) -> None:
@@ -351,7 +325,7 @@ def test_admin_is_styled_and_titles_deliveries_and_log_rows(api_server, browser,
     browser.get(f"{api_server.api_url}/admin/login/?next=/admin/notify/delivery/{delivery.id}/change/")
     browser.find_element(By.ID, "id_username").send_keys("ops")
     browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "#login-form input[type=submit]").click()
+    click_to_load(browser, "#login-form input[type=submit]")
     wait_for(browser, "#content h2, #content h1")
     # Styled: the admin's stylesheet was served and applied.
     sheets = browser.execute_script(

@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from notify import cache, preferences
 from notify.models import Preference, Recipient
-from tests.test_admin_preview import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, assert_no_alert, wait_for
+from tests.browser import start_chromium
+from tests.test_admin_preview import assert_no_alert, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -196,28 +197,8 @@ def test_every_language_of_the_page(recipient, locale, lang):
 def phone(tmp_path_factory):
     """Headless Chromium (Debian's package, through its ChromeDriver; nothing is downloaded) on
     a 375 × 812 window, an iPhone's CSS viewport."""
-    import os
-
-    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} not installed: run scripts/browser.sh (make test does)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    options.unhandled_prompt_behavior = "ignore"
-    log_dir = Path(settings.VAR_DIR) / "test-log"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER,
-                                              log_output=str(log_dir / "chromedriver-preferences.log")),
-                              options=options)
-    driver.set_window_size(375, 812)
-    driver.implicitly_wait(0)
+    driver = start_chromium(tmp_path_factory.mktemp("chromium-profile"), "chromedriver-preferences.log",
+                            size=(375, 812))
     yield driver
     driver.quit()
 

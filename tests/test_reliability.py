@@ -14,7 +14,7 @@ import pytest
 
 from devtools import demo
 from notify import deadletters
-from notify.models import Delivery, DeliveryLog, Device, Notification, Preference
+from notify.models import REACHED_PROVIDER, Delivery, DeliveryLog, Device, Notification, Preference
 from tests.conftest import wait_until
 from tests.test_e2e import register, wait_final
 
@@ -106,7 +106,7 @@ def test_provider_503_after_accepting_is_retried_and_the_user_sees_one_message(s
     control.add_fault(provider="apns", status=503, reason="ServiceUnavailable", after_accept=True, count=1, to=token)
     status, accepted = post(stack, key, {"recipient": "after", "content": PUSH})
     final = wait_final(stack, key, accepted["id"])
-    assert final["deliveries"][0]["status"] == "sent" and final["deliveries"][0]["attempts"] == 2
+    assert final["deliveries"][0]["status"] in REACHED_PROVIDER and final["deliveries"][0]["attempts"] == 2
     d = final["deliveries"][0]["id"]
     wire = [r for r in control.records("apns", accepted=True) if r["delivery_id"] == d]
     assert len(wire) == 2 and {r["headers"]["apns-collapse-id"] for r in wire} == {d}
@@ -123,7 +123,7 @@ def test_worker_killed_mid_send_is_taken_over_and_the_user_sees_one_message(stac
     time.sleep(0.5)
     assert kill_pool(stack, "apns") >= 1
     final = wait_final(stack, key, accepted["id"], timeout=40)
-    assert final["deliveries"][0]["status"] == "sent"
+    assert final["deliveries"][0]["status"] in REACHED_PROVIDER
     reasons = list(DeliveryLog.objects.filter(delivery_id=d).values_list("reason", flat=True))
     assert "lease_expired" in reasons
     assert len(control.inbox("apns", to=token)) == 1
@@ -264,23 +264,6 @@ def test_inbound_stop_keyword_opts_out_and_start_opts_back_in(stack, key, contro
                                                         enabled=True).exists(), timeout=5, message="opt-in")
 
 
-def test_twilio_status_callbacks_are_verified_and_logged(stack, key, control):
-    import urllib.request
-
-    register(stack, key, control, "callback", platforms=())
-    _, accepted = post(stack, key, {"recipient": "callback", "content": {"sms": {"body": "hi"}}})
-    d = accepted["deliveries"][0]["id"]
-    wait_until(lambda: DeliveryLog.objects.filter(delivery_id=d, reason="provider:delivered").exists(), timeout=15,
-               message="the delivered callback")
-    forged = urllib.request.Request(f"{stack.api_url}/webhooks/twilio/status?delivery_id={d}", method="POST",
-                                    data=b"MessageSid=SMx&MessageStatus=failed",
-                                    headers={"X-Twilio-Signature": "forged",
-                                             "Content-Type": "application/x-www-form-urlencoded"})
-    with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(forged, timeout=5)
-    assert err.value.code == 403
-
-
 def test_sms_provider_500_after_accepting_fails_visibly_instead_of_sending_twice(stack, key, control):
     register(stack, key, control, "sms500", phone="+821055554444", platforms=())
     control.add_fault(provider="twilio", status=500, after_accept=True, count=1, to="+821055554444")
@@ -305,5 +288,5 @@ def test_a_dead_web_push_service_does_not_hold_back_the_others(stack, key, contr
     register(stack, key, control, "live-push", platforms=("web",))
     _, live = post(stack, key, {"recipient": "live-push", "content": PUSH})
     final = wait_final(stack, key, live["id"], timeout=10)
-    assert final["deliveries"][0]["status"] == "sent"
+    assert final["deliveries"][0]["status"] in REACHED_PROVIDER
     assert not DeliveryLog.objects.filter(delivery__notification_id=live["id"], reason="circuit_open").exists()

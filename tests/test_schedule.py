@@ -16,7 +16,7 @@ import pytest
 
 from devtools import demo
 from notify import policy
-from notify.models import App, Category, Delivery, DeliveryLog
+from notify.models import REACHED_PROVIDER, App, Category, Delivery, DeliveryLog
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
@@ -55,7 +55,7 @@ def sms_records(control, delivery_id: str) -> list[dict]:
 
 
 def wait_sent(delivery_id: str, timeout: float = 30) -> Delivery:
-    return wait_until(lambda: Delivery.objects.filter(id=delivery_id, status="sent").first(), timeout=timeout,
+    return wait_until(lambda: Delivery.objects.filter(id=delivery_id, status__in=REACHED_PROVIDER).first(), timeout=timeout,
                       message=f"delivery {delivery_id} to be sent")
 
 

@@ -21,15 +21,17 @@ _KEY_SHAPE = re.compile(rf"[A-Za-z0-9]{{{_GENERATOR.prefix_length}}}\.[A-Za-z0-9
 
 @dataclass(frozen=True)
 class AppPrincipal:
-    """The authenticated caller: an app, through one of its API keys."""
+    """The authenticated caller: an app, through one of its API keys, with the key's scopes
+    (names of notify.scopes.SCOPES; checked by notify.api.permissions.HasRequiredScope)."""
 
     app_id: int
     key_id: str
+    scopes: frozenset[str] = frozenset()
     is_authenticated: bool = True
 
 
 class AppAPIKeyAuthentication(authentication.BaseAuthentication):
-    """Authenticates with an app's API key; 401 when missing, malformed, unknown or revoked."""
+    """Authenticates with an app's API key; 401 when missing, malformed, unknown, revoked or expired."""
 
     def authenticate(self, request):
         header = request.META.get("HTTP_AUTHORIZATION", "")
@@ -47,7 +49,7 @@ class AppAPIKeyAuthentication(authentication.BaseAuthentication):
                 or (row["expiry_date"] is not None and row["expiry_date"] < timezone.now())
                 or not _GENERATOR.verify(key, row["hashed_key"])):
             raise exceptions.AuthenticationFailed("unknown or revoked API key", code="invalid_api_key")
-        principal = AppPrincipal(app_id=row["app_id"], key_id=row["id"])
+        principal = AppPrincipal(app_id=row["app_id"], key_id=row["id"], scopes=frozenset(row["scopes"]))
         return principal, principal
 
     def authenticate_header(self, request):

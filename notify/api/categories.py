@@ -1,7 +1,7 @@
 """The categories API (``/api/v1/categories``): an app's kinds of notification (``security``,
 ``transactional``, ``marketing``) and the rules its recipients' choices follow (notify.policy):
 whether recipients may opt out at all (``required``), the default per channel, rate limits,
-what happens over a limit, quiet hours.
+what happens over a limit, quiet hours; and whether its emails are tracked (``tracking``).
 
 Every look-up is scoped to the caller's app. Writes go through ``Model.save()``/``delete()``,
 whose signals drop the app's cached categories (notify.cache.load_categories), and the
@@ -17,7 +17,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import policy, ratelimit
+from .. import policy, ratelimit, scopes
 from ..errors import SendRejected
 from ..models import Category
 from . import serializers as s
@@ -109,6 +109,8 @@ class CategoryIn(s.StrictSerializer):
     quiet_hours = serializers.CharField(max_length=16, required=False, allow_blank=True,
                                         help_text='`"HH:MM-HH:MM"` in the recipient\'s time zone, `"none"`, or '
                                                   "empty for the app's")
+    tracking = serializers.BooleanField(required=False, help_text="false: its emails get neither the open pixel nor "
+                                                                  "click redirects, whatever the app's switches")
 
     def validate_defaults(self, value):
         return check_defaults(value)
@@ -124,7 +126,7 @@ class CategoryOut(serializers.ModelSerializer):
     class Meta:
         model = Category
         fields = ["name", "label", "description", "required", "defaults", "rate_limits", "over_limit", "quiet_hours",
-                  "created_at", "updated_at"]
+                  "tracking", "created_at", "updated_at"]
 
 
 INVALID = OpenApiResponse(ApiError, description="`invalid_request`: invalid fields by path (e.g. "
@@ -153,6 +155,8 @@ def _name(name: str) -> str:
 class CategoryListView(APIView):
     """``GET /api/v1/categories``: the app's categories, by name."""
 
+    required_scope = scopes.TEMPLATES
+
     @extend_schema(responses={200: CategoryOut(many=True)})
     def get(self, request):
         rows = Category.objects.filter(app_id=request.user.app_id).order_by("name")
@@ -161,6 +165,8 @@ class CategoryListView(APIView):
 
 class CategoryDetailView(APIView):
     """``GET``/``PUT``/``DELETE /api/v1/categories/<name>``."""
+
+    required_scope = scopes.TEMPLATES
 
     @extend_schema(responses={200: CategoryOut, 404: NOT_FOUND})
     def get(self, request, name):

@@ -3,6 +3,8 @@
     {"error": {"code": "<machine-readable>", "message": "<human>", "fields": {"<field>": ["..."]},
                "reasons": {"<field>": ["<machine-readable>"]}}}
 
+plus ``scope`` on ``missing_scope`` (403): the scope the API key lacks (notify.api.permissions).
+
 ``reasons`` (only on ``invalid_request``) gives, in the order of ``fields``' messages, the code of
 each: ``required``, ``invalid``, ``max_length``, ... (DRF's), or the project's own where a rule
 has several ways to fail (a phone number: notify.validators.e164).
@@ -19,6 +21,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from .. import metrics
 from ..errors import SendRejected
 from ..accept import BatchRejected
+from .permissions import MissingScope
 
 _CODES = {
     exceptions.ParseError: "invalid_json",
@@ -67,6 +70,10 @@ def _error_response(exc, context):
         body = error_body(exc.code, str(exc))
         body["error"]["items"] = {str(index): item for index, item in exc.items.items()}
         return Response(body, status=exc.status)
+    if isinstance(exc, MissingScope):
+        body = error_body("missing_scope", str(exc.detail))
+        body["error"]["scope"] = exc.scope
+        return Response(body, status=status.HTTP_403_FORBIDDEN)
     if isinstance(exc, SendRejected):
         return Response(error_body(exc.code, str(exc), exc.fields), status=exc.status)
     if isinstance(exc, Ratelimited):

@@ -14,7 +14,7 @@ from channels.base import AddressKind, InvalidAddress
 
 from .. import policy, providers, validators
 from ..accept import fallback_steps
-from ..models import DeliveryStatus, Device, Preference, Recipient
+from ..models import REACHED_PROVIDER, DeliveryStatus, Device, Preference, Recipient
 
 CHANNEL_CHOICES = list(registry.channels())
 #: A preference may name a content group (``push``) for all of its channels.
@@ -154,7 +154,7 @@ class BatchSerializer(StrictSerializer):
     """``POST /api/v1/notifications/batch``: up to 500 send requests, each with its own
     ``event_id`` as idempotency key."""
 
-    notifications = SendSerializer(many=True, allow_empty=False, max_length=500)
+    notifications = SendSerializer(many=True, allow_empty=False, max_length=settings.NOTIFY_BATCH_MAX_ITEMS)
 
 
 class RecipientSerializer(serializers.ModelSerializer):
@@ -214,6 +214,19 @@ class RecipientSerializer(serializers.ModelSerializer):
 MAX_ENDPOINT_BYTES = 2048
 
 
+def _address_errors(exc: InvalidAddress) -> list | dict:
+    """An adapter's InvalidAddress as DRF error detail: one message per problem, each with the
+    adapter's reason as its code (``error.reasons``), under the part of the address it names
+    (``subscription.keys.p256dh``), or on the address itself."""
+    whole = [serializers.ErrorDetail(str(p), code=p.reason) for p in exc.problems if not p.field]
+    if whole:
+        return whole
+    parts: dict[str, list] = {}
+    for problem in exc.problems:
+        parts.setdefault(problem.field, []).append(serializers.ErrorDetail(str(problem), code=problem.reason))
+    return parts
+
+
 class DeviceSerializer(serializers.ModelSerializer):
     """A device of one of the platforms the device channels declare. Subscription channels
     (Web Push) take ``subscription``, token channels ``token``; the channel's adapter validates
@@ -247,7 +260,7 @@ class DeviceSerializer(serializers.ModelSerializer):
             # services are allowed).
             value = cls.validate_address(value, providers.config_for(settings.NOTIFY_CHANNEL_PROVIDERS[channel][0]))
         except InvalidAddress as exc:
-            raise serializers.ValidationError({field: [str(exc)]}) from None
+            raise serializers.ValidationError({field: _address_errors(exc)}) from None
         if field == "subscription":
             if len(value["endpoint"].encode()) > MAX_ENDPOINT_BYTES:
                 raise serializers.ValidationError(
@@ -270,6 +283,13 @@ class PreferenceListSerializer(StrictSerializer):
     preferences = PreferenceSerializer(many=True)
 
 
+class DeliveryEventOut(serializers.Serializer):
+    kind = serializers.CharField(help_text="delivered, undelivered, bounced, complained, opened, clicked, "
+                                           "unsubscribed (or the provider's own sent)")
+    occurred_at = serializers.DateTimeField(help_text="the provider's time of the event")
+    reason = serializers.CharField(help_text="the provider's error code or bounce type, when it gave one")
+
+
 class DeliveryOut(serializers.Serializer):
     id = serializers.UUIDField()
     channel = serializers.CharField()
@@ -281,6 +301,8 @@ class DeliveryOut(serializers.Serializer):
     sent_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
     step = serializers.IntegerField(help_text="its place in the notification's fallback (0 without one)")
+    events = DeliveryEventOut(many=True, help_text="what its provider and its recipient reported after it was "
+                                                   "sent, in the provider's order")
     scheduled_for = serializers.SerializerMethodField(
         help_text="while `scheduled`: the instant it is released (its send_at, the end of quiet hours)")
 
@@ -307,7 +329,7 @@ class NotificationOut(serializers.Serializer):
     deliveries = DeliveryOut(many=True)
 
     def get_delivered_by(self, notification) -> str | None:
-        sent = [d for d in notification.deliveries.all() if d.status == DeliveryStatus.SENT]
+        sent = [d for d in notification.deliveries.all() if d.status in REACHED_PROVIDER]
         return min(sent, key=lambda d: (d.sent_at, d.step)).channel if sent else None
 
 

@@ -19,7 +19,7 @@ from rest_framework import serializers as drf_serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import cache
+from .. import cache, scopes
 from ..errors import SendRejected
 from ..models import Template, TemplateVersion
 from ..preview import PreviewError, preview
@@ -99,6 +99,8 @@ def _template_out(template: Template, serializer=ts.TemplateOut, **extra) -> dic
 class TemplateListView(APIView):
     """``GET /api/v1/templates`` lists the app's templates; ``POST`` creates one with version 1."""
 
+    required_scope = scopes.TEMPLATES
+
     @extend_schema(parameters=[OpenApiParameter(
         "archived", bool, description="also list archived templates (default: false)")],
         responses={200: ts.TemplateSummaryOut(many=True), 400: INVALID})
@@ -150,6 +152,8 @@ class TemplateListView(APIView):
 class TemplateDetailView(APIView):
     """``GET``/``PATCH``/``DELETE /api/v1/templates/<name>``."""
 
+    required_scope = scopes.TEMPLATES
+
     @extend_schema(responses={200: ts.TemplateOut, 404: NOT_FOUND})
     def get(self, request, name):
         return Response(_template_out(_template(request, name)))
@@ -199,6 +203,8 @@ def _check_default_locale(template: Template, locale: str) -> None:
 class TemplateVersionListView(APIView):
     """``GET /api/v1/templates/<name>/versions`` lists versions; ``POST`` adds one."""
 
+    required_scope = scopes.TEMPLATES
+
     @extend_schema(responses={200: ts.VersionSummaryOut(many=True), 404: NOT_FOUND})
     def get(self, request, name):
         return Response(_template_out(_template(request, name))["versions"])
@@ -221,6 +227,8 @@ class TemplateVersionListView(APIView):
 class TemplateVersionDetailView(APIView):
     """``GET /api/v1/templates/<name>/versions/<n>``: one version with its full content."""
 
+    required_scope = scopes.TEMPLATES
+
     @extend_schema(responses={200: ts.VersionOut, 404: VERSION_NOT_FOUND})
     def get(self, request, name, number):
         template = _template(request, name)
@@ -231,6 +239,8 @@ class TemplateVersionPublishView(APIView):
     """``POST /api/v1/templates/<name>/versions/<n>/publish``: publish a draft (idempotent: an
     already published version is answered as it is). The highest published version is the one
     sends use when they pin none."""
+
+    required_scope = scopes.TEMPLATES
 
     @extend_schema(request=None, responses={200: ts.VersionOut, 404: VERSION_NOT_FOUND, 409: ARCHIVED})
     def post(self, request, name, number):
@@ -246,6 +256,8 @@ class TemplateVersionPublishView(APIView):
 class TemplatePreviewView(APIView):
     """``POST /api/v1/templates/<name>/preview``: a version rendered per channel, as a send would
     render it, without sending (notify.preview)."""
+
+    required_scope = scopes.TEMPLATES
 
     @extend_schema(request=ts.PreviewIn, responses={
         200: ts.PreviewOut,

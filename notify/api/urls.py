@@ -1,12 +1,14 @@
 from django.urls import path
 
-from . import categories, root, templates, views
+from . import analytics, categories, deliveries, root, templates, views
 
 urlpatterns = [
     path("notifications", views.NotificationListView.as_view(), name="notifications"),
     path("notifications/batch", views.NotificationBatchView.as_view(), name="notifications-batch"),
     path("notifications/<uuid:notification_id>", views.NotificationDetailView.as_view(), name="notification"),
+    path("deliveries/<uuid:delivery_id>/opened", deliveries.DeliveryOpenedView.as_view(), name="delivery-opened"),
     path("recipients/<str:external_id>", views.RecipientView.as_view(), name="recipient"),
+    path("recipients/<str:external_id>/erase", views.RecipientEraseView.as_view(), name="recipient-erase"),
     path("recipients/<str:external_id>/devices", views.DeviceListView.as_view(), name="devices"),
     path("recipients/<str:external_id>/devices/<int:device_id>", views.DeviceDetailView.as_view(), name="device"),
     path("recipients/<str:external_id>/preferences", views.PreferenceView.as_view(), name="preferences"),
@@ -21,6 +23,7 @@ urlpatterns = [
     path("templates/<slug:name>/versions/<int:number>/publish", templates.TemplateVersionPublishView.as_view(),
          name="template-version-publish"),
     path("templates/<slug:name>/preview", templates.TemplatePreviewView.as_view(), name="template-preview"),
+    path("analytics", analytics.AnalyticsView.as_view(), name="analytics"),
     path("", root.ApiRootView.as_view(), name="api-root"),
     path("schema", root.SchemaView.as_view(), name="schema"),
     path("docs", root.SwaggerView.as_view(), name="docs"),

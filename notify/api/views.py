@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Prefetch
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.utils.decorators import method_decorator
@@ -16,9 +17,9 @@ from rest_framework.views import APIView
 
 from channels import registry
 
-from .. import accept, preferences, store, validators
+from .. import accept, preferences, privacy, scopes, store, validators
 from ..errors import SendRejected
-from ..models import Category, Device, Notification, Recipient
+from ..models import Category, DeliveryEvent, Device, Notification, Recipient
 from . import serializers as s
 from .errors import error_body
 
@@ -83,6 +84,7 @@ def _idempotency_key_header(request) -> str | None:
 class NotificationListView(APIView):
     """``POST /api/v1/notifications``: accept one notification for one recipient (202)."""
 
+    required_scope = scopes.SEND
     counts_as_send = True  # its refusals count in notify_notifications_refused (notify.metrics)
 
     @extend_schema(request=s.SendSerializer, parameters=[IDEMPOTENCY_KEY_HEADER],
@@ -112,6 +114,7 @@ class NotificationBatchView(APIView):
     """``POST /api/v1/notifications/batch``: accept up to 500 notifications in one call, all or
     none (202, or 400 ``batch_rejected`` with the refused items by index)."""
 
+    required_scope = scopes.SEND
     counts_as_send = True  # its refusals count in notify_notifications_refused (notify.metrics)
 
     @extend_schema(request=s.BatchSerializer, responses={
@@ -148,9 +151,12 @@ class NotificationDetailView(APIView):
     """``GET /api/v1/notifications/<id>``: the notification with each delivery's status;
     ``DELETE``: cancel what of it has not started (notify.store.cancel)."""
 
+    required_scope = scopes.SEND
+
     def _notification(self, request, notification_id) -> Notification:
         return get_object_or_404(
-            Notification.objects.select_related("recipient").prefetch_related("deliveries"),
+            Notification.objects.select_related("recipient").prefetch_related(
+                "deliveries", Prefetch("deliveries__events", DeliveryEvent.objects.order_by("occurred_at", "id"))),
             id=notification_id, app_id=request.user.app_id)
 
     @extend_schema(responses=s.NotificationOut)
@@ -189,6 +195,8 @@ class RecipientScopedView(APIView):
     """Base of every ``/recipients/<external_id>/...`` view: refuses, with 400 before any query,
     an ``external_id`` no recipient can have (NUL, which PostgreSQL refuses in text, other
     control characters, or more than the column's 255 characters; each was a 500)."""
+
+    required_scope = scopes.RECIPIENTS
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)  # authentication first: a 401 stays a 401
@@ -308,3 +316,41 @@ class PreferenceLinkView(RecipientScopedView):
     def get(self, request, external_id):
         url, expires_at = preferences.link(request.user.app_id, _recipient(request, external_id).id)
         return Response(PreferenceLink({"url": url, "expires_at": expires_at}).data)
+
+
+class ErasedRecipient(drf_serializers.Serializer):
+    external_id = drf_serializers.CharField(help_text="the id erased: free again for a new recipient")
+    erased_at = drf_serializers.DateTimeField()
+    devices = drf_serializers.IntegerField(help_text="devices deleted (tokens, Web Push endpoints and keys)")
+    preferences = drf_serializers.IntegerField(help_text="preference rows deleted")
+    notifications = drf_serializers.IntegerField(help_text="notifications kept for the counts, their data and "
+                                                           "content removed")
+    deliveries = drf_serializers.IntegerField(help_text="deliveries kept for the counts (status, channel, times), "
+                                                        "their addresses and provider answers removed")
+    cancelled = drf_serializers.ListField(child=drf_serializers.UUIDField(),
+                                          help_text="the deliveries that had not started, now `cancelled`")
+    sending = drf_serializers.IntegerField(help_text="deliveries a worker was handing to a provider at that "
+                                                     "instant: they cannot be called back")
+
+
+class RecipientEraseView(RecipientScopedView):
+    """``POST /api/v1/recipients/<external_id>/erase``: erase the recipient's personal data
+    (notify.privacy); no body."""
+
+    @extend_schema(
+        request=None, summary="Erase a recipient's personal data",
+        description="In one transaction: the recipient's name, email, phone, locale, time zone and quiet hours, "
+                    "its devices and preferences are deleted; its notifications and deliveries are kept for "
+                    "counts and analytics (status, channel, template, variant, times, provider message id) with "
+                    "their addresses, provider answers, data and content removed; deliveries not started yet "
+                    "(`scheduled`, `queued`, `retrying`, `standby`) are cancelled, as `DELETE "
+                    "/api/v1/notifications/{id}` does. The external id is free at once: a `PUT` creates a new, "
+                    "empty recipient. Calling it again answers 404, as for an unknown recipient.",
+        responses={200: ErasedRecipient,
+                   404: OpenApiResponse(description="`not_found`: no such recipient in this app (another app's, "
+                                                    "an unknown one, or one erased already)")})
+    def post(self, request, external_id):
+        erasure = privacy.erase(request.user.app_id, external_id)
+        if erasure is None:
+            raise Http404
+        return Response(ErasedRecipient(erasure).data)

@@ -1,13 +1,17 @@
 """The notify data model: apps and API keys, categories, recipients and their devices and preferences,
-templates, notifications with their deliveries and the delivery log."""
+templates, notifications with their deliveries and the delivery log, and the analytics' daily counts."""
 
+from .analytics import EVENT_METRICS, AnalyticsWatermark, DailyStat, Metric
 from .apps import App, AppAPIKey
 from .categories import Category
 from .recipients import Device, Preference, Recipient
+from .suppressions import AddressSuppression, SuppressionReason
 from .templates import Template, TemplateVersion
-from .notifications import FINAL_STATUSES, Delivery, DeliveryLog, DeliveryStatus, Notification
+from .notifications import (FINAL_STATUSES, OUTCOME_UNKNOWN, REACHED_PROVIDER, RECEIPT_RANK, Delivery, DeliveryEvent,
+                            DeliveryLog, DeliveryStatus, EventKind, Notification, cannot_deliver)
 
 __all__ = [
-    "App", "AppAPIKey", "Category", "Device", "Preference", "Recipient", "Template", "TemplateVersion",
-    "Delivery", "DeliveryLog", "DeliveryStatus", "FINAL_STATUSES", "Notification",
+    "AddressSuppression", "SuppressionReason", "AnalyticsWatermark", "DailyStat", "EVENT_METRICS", "Metric", "App", "AppAPIKey", "Category", "Device", "Preference", "Recipient", "Template", "TemplateVersion",
+    "Delivery", "DeliveryEvent", "DeliveryLog", "DeliveryStatus", "EventKind", "FINAL_STATUSES", "Notification",
+    "OUTCOME_UNKNOWN", "REACHED_PROVIDER", "RECEIPT_RANK", "cannot_deliver",
 ]

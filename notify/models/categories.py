@@ -34,6 +34,8 @@ class Category(models.Model):
     rate_limits = models.JSONField(default=dict, blank=True)
     over_limit = models.CharField(max_length=8, choices=OverLimit.choices, default=OverLimit.SUPPRESS)
     quiet_hours = models.CharField(max_length=16, blank=True)
+    #: False: no open pixel and no click redirects in this category's email, whatever the app says.
+    tracking = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -3,8 +3,8 @@
 It verifies the call with the provider's adapter (``verify_webhook``: the signature over the
 public URL the provider called), refuses replays, lets the adapter parse the call into
 :class:`channels.base.WebhookEvent` values, and reacts to those in the service's terms: a later
-status of a message is logged on its delivery, a recipient's refusal (Twilio 21610, SMS STOP)
-opts the recipient out of the channel, an opt-in (SMS START) opts back in.
+status of a message becomes a delivery event (notify.receipts), a recipient's refusal (Twilio
+21610, SMS STOP) opts the recipient out of the channel, an opt-in (SMS START) opts back in.
 
 A bad signature is a 403 and changes nothing (the provider must not retry forged calls); a
 replay of a call already handled is a 409 and changes nothing; a transient failure of ours is a
@@ -26,7 +26,7 @@ from django_redis import get_redis_connection
 from channels import registry
 from channels.base import WebhookEvent
 
-from .. import providers, store
+from .. import providers, receipts, store
 from ..api.errors import error_body
 from ..cache import redis_key
 
@@ -80,12 +80,14 @@ def _uuid(value: str | None) -> bool:
 
 
 def react(channel: str, provider: str, event: WebhookEvent) -> None:
-    """What the service does with one webhook event of ``provider`` (a provider of ``channel``)."""
-    if event.kind == "status" and _uuid(event.delivery_id) and event.provider_message_id:
-        reason = f"provider:{event.status or ''}" + (f":{event.reason}" if event.reason else "")
-        recipient_id = store.record_provider_event(event.delivery_id, event.provider_message_id, reason, event.raw)
-        if recipient_id is not None and event.refused:
-            store.set_preferences([recipient_id], [channel], "", False, "provider")
+    """What the service does with one webhook event of ``provider`` (a provider of ``channel``):
+    a status the adapter maps to a delivery event is recorded through notify.receipts (once per
+    delivery and kind, the status only moving forward; a refusal such as Twilio's 21610 opts the
+    recipient out); SMS STOP/START keywords set the preference of every recipient at the number."""
+    if event.kind == "status" and event.receipt and _uuid(event.delivery_id) and event.provider_message_id:
+        receipts.record(event.delivery_id, event.receipt, event.occurred_at, source=provider,
+                        provider_message_id=event.provider_message_id, reason=event.reason or "",
+                        data=event.raw, refused=event.refused)
     elif event.kind in ("opt_out", "opt_in") and event.address:
         store.set_preferences(store.recipients_at(event.address), [channel], "", event.kind == "opt_in",
                               f"{provider}_keyword")

@@ -1,10 +1,25 @@
 from django.conf import settings
 from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
 
 from .base import WebhookView
+from .sns import SNSWebhookView, carries_sns
+
+_signed_form = WebhookView.as_view()
+_sns = SNSWebhookView.as_view()
+
+
+@csrf_exempt
+def webhook(request, provider: str, kind: str):
+    """``POST /webhooks/<provider>/<kind>``: kinds a provider publishes through Amazon SNS go to
+    :class:`~notify.webhooks.sns.SNSWebhookView`, the provider's own signed calls to
+    :class:`~notify.webhooks.base.WebhookView`."""
+    view = _sns if carries_sns(provider, kind) else _signed_form
+    return view(request, provider=provider, kind=kind)
+
 
 urlpatterns = [
-    path("<slug:provider>/<slug:kind>", WebhookView.as_view(), name="webhook"),
+    path("<slug:provider>/<slug:kind>", webhook, name="webhook"),
 ]
 
 

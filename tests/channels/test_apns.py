@@ -10,6 +10,9 @@ import pytest
 
 from channels.apns import APNsChannel
 from channels.base import Message, Outcome
+from channels.tokens import TokenEntry
+
+from tests.conftest import wait_until
 
 from .channel_support import KOREAN_BODY, KOREAN_TITLE, apns_token, new_id, only_record
 
@@ -145,10 +148,11 @@ def test_expired_provider_token_resigns_and_retries(make_channel, ctl):
 def test_real_expired_token_from_sandbox(make_channel, ctl):
     """A JWT older than one hour is refused by the sandbox itself; the adapter re-signs."""
     channel = make_channel("apns")
-    channel.token._token = jwt.encode(
-        {"iss": channel.config["team_id"], "iat": int(time.time()) - 4000},
-        channel.token._key, algorithm="ES256", headers={"kid": channel.config["key_id"]})
-    channel.token._issued_at = time.time()
+    now = time.time()
+    old = jwt.encode({"iss": channel.config["team_id"], "iat": int(now) - 4000},
+                     channel.token._key, algorithm="ES256", headers={"kid": channel.config["key_id"]})
+    # as if another process had stored it (and the sandbox had restarted meanwhile)
+    channel.token.store.save(channel.token.store_key, TokenEntry(old, now, now + 600, now + 600))
     result = channel.deliver(alert(apns_token()))
     assert (result.outcome, result.reason) == (Outcome.RETRY, "ExpiredProviderToken")
     assert channel.deliver(alert(apns_token())).outcome is Outcome.SENT
@@ -206,11 +210,15 @@ def test_latency_beyond_timeout_is_transport_retry_and_client_recovers(make_chan
     assert channel.deliver(alert(token)).outcome is Outcome.SENT
     ctl.add_fault(provider="apns", latency_ms=1500, count=1)
     started = time.monotonic()
-    result = channel.deliver(alert(token))
+    slow = alert(token)
+    result = channel.deliver(slow)
     assert time.monotonic() - started < 1.4
     assert (result.outcome, result.reason, result.status) == (Outcome.RETRY, "timeout", 0)
     assert "Timeout" in result.raw["error"] and result.maybe_delivered is True
     assert channel.deliver(alert(token)).outcome is Outcome.SENT
+    # The sandbox records the timed-out request when its latency is over: wait for it here, so
+    # that it does not land among a later test's records.
+    wait_until(lambda: ctl.records("apns", delivery_id=slow.delivery_id), timeout=5, message="the late request")
 
 
 def test_connection_refused_is_transport_retry(make_channel):

@@ -10,6 +10,8 @@ from channels.errors import InvalidMessage
 from channels.base import Message, Outcome
 from channels.fcm import FCMChannel
 
+from tests.conftest import wait_until
+
 from .channel_support import KOREAN_BODY, KOREAN_TITLE, connections_opened, fcm_token, new_id, \
     only_record
 
@@ -204,10 +206,14 @@ def test_latency_beyond_timeout_is_transport_retry(make_channel, ctl):
     channel = make_channel("fcm", timeout=0.5)
     assert channel.deliver(push(fcm_token())).outcome is Outcome.SENT  # token fetched
     ctl.add_fault(provider="fcm", latency_ms=1500, count=1)
-    result = channel.deliver(push(fcm_token()))
+    slow = push(fcm_token())
+    result = channel.deliver(slow)
     assert (result.outcome, result.reason, result.status) == (Outcome.RETRY, "timeout", 0)
     assert result.maybe_delivered is True
     assert channel.deliver(push(fcm_token())).outcome is Outcome.SENT
+    # The sandbox records the timed-out request when its latency is over: wait for it here, so
+    # that it does not land among a later test's records.
+    wait_until(lambda: ctl.records("fcm", delivery_id=slow.delivery_id), timeout=5, message="the late request")
 
 
 def test_unreachable_token_endpoint_is_transport_retry(make_channel, ctl, tmp_path, configs):

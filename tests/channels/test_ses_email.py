@@ -44,6 +44,7 @@ def test_sent_with_from_to_subject_body_and_headers(email, ctl, configs):
     assert headers["List-Unsubscribe"] == f"<{UNSUBSCRIBE}>"
     assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert extra["message_id"] == result.provider_message_id
+    assert rec["body"]["EmailTags"] == [{"Name": "delivery_id", "Value": did}]  # SES events carry it back
 
 
 def test_text_only_without_unsubscribe(email, ctl):

@@ -70,6 +70,7 @@ def test_sent_over_starttls_with_auth_and_all_headers(smtp, ctl, configs):
     headers = rec["headers"]
     assert headers["From"] == configs["smtp"]["from_address"] and headers["To"] == TO
     assert headers["X-Notify-Delivery-Id"] == did
+    assert headers["X-SES-MESSAGE-TAGS"] == f"delivery_id={did}"  # SES's SMTP interface: a message tag
     assert headers["X-Campaign"] == "autumn"
     assert headers["List-Unsubscribe"] == f"<{UNSUBSCRIBE}>"
     assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
@@ -204,6 +205,7 @@ def test_a_display_name_that_breaks_a_header_line_fails_before_any_transaction(m
     (TO, {"subject": "s", "text": "t", "headers": {"Content-Type": "text/html"}},
      "invalid_header"),
     (TO, {"subject": "s", "text": "t", "headers": {"Bad Name": "x"}}, "invalid_header"),
+    (TO, {"subject": "s", "text": "t", "headers": {"X-SES-Message-Tags": "delivery_id=x"}}, "invalid_header"),
     ("지우@example.com", {"subject": "s", "text": "t"}, "invalid_address"),
     ("user@bücher.example", {"subject": "s", "text": "t"}, "invalid_address"),
     ("a@b.c, x@y.z", {"subject": "s", "text": "t"}, "invalid_address"),

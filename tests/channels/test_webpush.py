@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -148,17 +149,34 @@ def _plaintext(channel, subscription, did, body):
     return channel.build_payload(Message(did, subscription, {"body": body})).data
 
 
-@pytest.mark.parametrize("bad", [
-    {"endpoint": "http://127.0.0.1/wp/x", "keys": {"p256dh": "AAAA", "auth": "AAAA"}},
-    {"keys": {"p256dh": "AAAA", "auth": "AAAA"}},
-    "https://push.example.com/wp/x",
-    {"endpoint": "https://push.example.com/wp/x", "keys": {"p256dh": "AAAA", "auth": "AAAA"}},
-    {"endpoint": "https://push.example.com/wp/x", "keys": {"auth": "AAAA"}},
+@pytest.mark.parametrize("bad,reason", [
+    ({"endpoint": "http://127.0.0.1/wp/x", "keys": {"p256dh": "AAAA", "auth": "AAAA"}},
+     "invalid_address:endpoint:not_https_url"),
+    ({"keys": {"p256dh": "AAAA", "auth": "AAAA"}}, "invalid_address:endpoint:required"),
+    ("https://push.example.com/wp/x", "invalid_address:not_a_subscription"),
+    ({"endpoint": "https://push.example.com/wp/x", "keys": {"p256dh": "AAAA", "auth": "AAAA"}},
+     "invalid_address:keys.p256dh:wrong_length"),
+    ({"endpoint": "https://push.example.com/wp/x", "keys": {"auth": "AAAA"}}, "invalid_address:keys.p256dh:required"),
 ])
-def test_malformed_subscription_is_invalid(webpush, ctl, bad):
+def test_malformed_subscription_is_a_dead_address_before_any_call(webpush, ctl, bad, reason):
+    """Stored before the registration rules (channels.webpush.parse_subscription): no attempt
+    can succeed, so it is DEAD_TOKEN (the device is deactivated), not a failure per message."""
     result = webpush.deliver(push(bad))
-    assert (result.outcome, result.reason) == (Outcome.FAILED, "invalid_subscription")
+    assert (result.outcome, result.reason) == (Outcome.DEAD_TOKEN, reason)
     assert ctl.records("webpush") == []
+
+
+def test_a_p256dh_key_off_the_curve_is_a_dead_address_not_an_exception(webpush, ctl, subscription):
+    """pywebpush only notices while encrypting ("Invalid EC key", a ValueError the adapter
+    cannot classify): the adapter checks the point first."""
+    text = subscription["keys"]["p256dh"]
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    bad = {**subscription, "keys": {**subscription["keys"], "p256dh": base64.urlsafe_b64encode(
+        raw[:-1] + bytes([raw[-1] ^ 1])).decode().rstrip("=")}}
+    result = webpush.deliver(push(bad))
+    assert (result.outcome, result.reason) == (Outcome.DEAD_TOKEN, "invalid_address:keys.p256dh:not_on_curve")
+    assert ctl.records("webpush") == []
+    assert webpush.deliver(push(subscription)).outcome is Outcome.SENT  # the same key, on the curve
 
 
 def test_latency_beyond_timeout_is_transport_retry(make_channel, ctl, subscription):

@@ -41,7 +41,7 @@ def _objects(schema: dict, path: str = "#"):
 
 def test_schema_closes_every_object_and_requires_every_key(validator):
     objects = list(_objects(validator.schema))
-    assert len(objects) == 7  # the document and apns, fcm, webpush, twilio, ses, smtp
+    assert len(objects) == 8  # the document and apns, fcm, webpush, twilio, ses, smtp, sns
     for where, obj in objects:
         assert obj.get("additionalProperties") is False, where
         assert set(obj["required"]) == set(obj["properties"]), where
@@ -68,7 +68,7 @@ def test_every_public_host_form_matches_schema(tmp_path, validator, public_host)
 
 
 @pytest.mark.parametrize("where", [(), ("apns",), ("fcm",), ("webpush",), ("twilio",), ("ses",),
-                                   ("smtp",)])
+                                   ("smtp",), ("sns",)])
 def test_undocumented_key_is_rejected(sandbox, validator, where):
     doc = copy.deepcopy(sandbox.config)
     target = doc

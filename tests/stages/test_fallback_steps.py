@@ -12,7 +12,7 @@ from django.db import connection
 
 from notify import send as send_module
 from notify import store
-from notify.models import Delivery, DeliveryLog, Notification
+from notify.models import Delivery, DeliveryLog, Notification, cannot_deliver
 from tests.helpers import db_counts
 
 PUSH_AND_SMS = {"push": {"title": "Your table is ready", "body": "Come to the front desk"},
@@ -100,26 +100,26 @@ def test_two_deliveries_of_a_step_failing_at_once_advance_it_exactly_once(api, t
 def test_the_advance_waits_for_the_whole_step_and_is_idempotent(api, transactional_db):
     notification, (first, second) = _accept_two_devices(api, "fb-idem", ["push", "sms", "email"])
     Delivery.objects.filter(id=first.id).update(status="failed")
-    assert store.advance_fallback(notification.id, 0, False) == 0  # the other device is still queued
+    assert store.advance_fallback(notification.id, 0, store.FALLBACK_NEXT) == 0  # the other device is still queued
     Delivery.objects.filter(id=second.id).update(status="failed")
-    assert store.advance_fallback(notification.id, 0, False) == 1
+    assert store.advance_fallback(notification.id, 0, store.FALLBACK_NEXT) == 1
     # Repeated (a retry after a database outage): the sms step has started, nothing more moves,
     # and not the email step either.
-    assert store.advance_fallback(notification.id, 0, False) == 0
+    assert store.advance_fallback(notification.id, 0, store.FALLBACK_NEXT) == 0
     assert notification.deliveries.get(channel="email").status == "standby"
     # The sms ends unsent (opted out since): the email goes.
     notification.deliveries.filter(channel="sms").update(status="suppressed", reason="opted_out")
-    assert store.advance_fallback(notification.id, 1, False) == 1
-    assert store.advance_fallback(notification.id, 1, False) == 0
+    assert store.advance_fallback(notification.id, 1, store.FALLBACK_NEXT) == 1
+    assert store.advance_fallback(notification.id, 1, store.FALLBACK_NEXT) == 0
     assert notification.deliveries.get(channel="email").status == "queued"
 
 
 def test_a_sent_delivery_stands_the_later_steps_down_and_one_sent_blocks_the_advance(api, transactional_db):
     notification, (first, second) = _accept_two_devices(api, "fb-sent", ["push", "sms", "email"])
     Delivery.objects.filter(id=first.id).update(status="sent")
-    assert store.advance_fallback(notification.id, 0, True) == 2
+    assert store.advance_fallback(notification.id, 0, store.FALLBACK_DONE) == 2
     Delivery.objects.filter(id=second.id).update(status="failed")
-    assert store.advance_fallback(notification.id, 0, False) == 0
+    assert store.advance_fallback(notification.id, 0, store.FALLBACK_NEXT) == 0
     later = {d.channel: (d.status, d.reason) for d in notification.deliveries.filter(step__gt=0)}
     assert later == {"sms": ("suppressed", "fallback_not_needed"), "email": ("suppressed", "fallback_not_needed")}
 
@@ -128,5 +128,40 @@ def test_a_cancelled_notification_does_not_advance(api, transactional_db):
     notification, apns = _accept_two_devices(api, "fb-cancel", ["push", "sms"])
     Notification.objects.filter(id=notification.id).update(cancelled_at=notification.created_at)
     Delivery.objects.filter(id__in=[d.id for d in apns]).update(status="failed")
-    assert store.advance_fallback(notification.id, 0, False) == 0
+    assert store.advance_fallback(notification.id, 0, store.FALLBACK_NEXT) == 0
     assert notification.deliveries.get(channel="sms").status == "standby"
+
+
+# -- which ends let the next channel go ----------------------------------------------------------
+@pytest.mark.parametrize("status, reason, moves_on", [
+    ("suppressed", "no_device", True), ("suppressed", "no_address", True), ("suppressed", "opted_out", True),
+    ("suppressed", "device_removed", True), ("failed", "Unregistered", True), ("failed", "device_inactive", True),
+    ("failed", "outcome_unknown", False), ("failed", "outcome_unknown:InternalServerError", False),
+    ("suppressed", "rate_limited", False), ("suppressed", "muted", False), ("expired", "ttl_elapsed", False),
+    ("dead_lettered", "max_attempts", False), ("cancelled", "", False),
+])
+def test_only_an_end_that_shows_the_channel_cannot_deliver_moves_the_fallback_on(status, reason, moves_on):
+    assert cannot_deliver(status, reason) is moves_on
+
+
+@pytest.mark.parametrize("status, reason", [
+    ("failed", "outcome_unknown:InternalServerError"), ("expired", "ttl_elapsed"), ("suppressed", "rate_limited"),
+    ("dead_lettered", "max_attempts"),
+], ids=["outcome-unknown", "expired", "rate-limited", "dead-lettered"])
+def test_a_step_ending_so_that_another_channel_could_double_it_stands_the_later_steps_down(
+        api, transactional_db, status, reason):
+    """Through notify.send's outcome recording: the SMS and the email never go, even once the
+    step's other device fails for good, and they say why."""
+    notification, (first, second) = _accept_two_devices(api, f"fb-stop-{status}", ["push", "sms", "email"])
+    send_module._record(send_module.claim(str(first.id)), status, reason)
+    send_module._record(send_module.claim(str(second.id)), "failed", "Unregistered")
+    later = {d.channel: (d.status, d.reason) for d in notification.deliveries.filter(step__gt=0)}
+    assert later == {"sms": ("suppressed", "fallback_stopped"), "email": ("suppressed", "fallback_stopped")}
+
+
+def test_a_permanent_failure_of_every_device_moves_on_through_the_send_path(api, transactional_db):
+    notification, (first, second) = _accept_two_devices(api, "fb-next", ["push", "sms", "email"])
+    send_module._record(send_module.claim(str(first.id)), "suppressed", "opted_out")
+    send_module._record(send_module.claim(str(second.id)), "failed", "BadDeviceToken")
+    later = {d.channel: d.status for d in notification.deliveries.filter(step__gt=0)}
+    assert later == {"sms": "queued", "email": "standby"}

@@ -21,7 +21,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from devtools import demo
 from notify import accept
-from notify.models import Delivery, DeliveryLog
+from notify.models import REACHED_PROVIDER, Delivery, DeliveryLog
 from notify.maintenance import dispatch_due
 from notify.outbox import relay_once
 from notify.queues import task_name
@@ -253,7 +253,7 @@ def test_without_the_relay_the_dispatcher_still_sends_once(stack, key, control, 
     finally:
         stack.start_relay()
     [d] = final["deliveries"]
-    assert d["status"] == "sent", final
+    assert d["status"] in REACHED_PROVIDER, final
     row = Delivery.objects.get(id=d["id"])
     # Published by the backstop, not at once: only rows untouched that long are its share.
     assert row.published_at - row.created_at >= dt.timedelta(seconds=settings.NOTIFY_REPUBLISH_AFTER)
@@ -283,7 +283,7 @@ def test_a_message_of_the_one_id_per_task_format_is_still_sent(stack, app_and_ke
 
     celery_app.send_task(task_name("sms"), args=[str(delivery.id)])
     final = wait_final(stack, key, planned.body["id"])
-    assert final["deliveries"][0]["status"] == "sent", final
+    assert final["deliveries"][0]["status"] in REACHED_PROVIDER, final
     assert _sent_once(control, "twilio", str(delivery.id))
 
 

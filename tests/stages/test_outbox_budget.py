@@ -13,7 +13,7 @@ import re
 import pytest
 
 from devtools import demo
-from notify.models import Delivery, DeliveryLog
+from notify.models import REACHED_PROVIDER, Delivery, DeliveryLog
 from tests.test_e2e import register, wait_final
 
 pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
@@ -48,7 +48,7 @@ def test_a_batch_over_its_time_budget_is_handed_back_and_every_delivery_is_sent_
     assert status == 202, body
     for notification in body["notifications"]:
         final = wait_final(stack, key, notification["id"])
-        assert {d["status"] for d in final["deliveries"]} == {"sent"}, final
+        assert {d["status"] for d in final["deliveries"]} <= REACHED_PROVIDER, final
 
     for channel, provider in (("sms", "twilio"), ("email", "ses")):
         ids = [d["id"] for n in body["notifications"] for d in n["deliveries"] if d["channel"] == channel]

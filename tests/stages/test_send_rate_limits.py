@@ -87,3 +87,23 @@ def test_a_delivery_deferred_by_the_limit_is_counted_when_it_goes(api, app_key, 
     due_again(e["id"])
     assert send.send(e["id"]) == "scheduled"
     assert not ctl.records(EMAIL_PROVIDER, delivery_id=e["id"])
+
+
+def test_only_deliveries_that_share_a_count_leave_a_marker(api, app_key, ctl):
+    """The common case, one delivery of a notification on its channel, costs the limiter's one
+    hit: no marker is read or written for it (notify.ratelimit.at_send)."""
+    from django_redis import get_redis_connection
+
+    def markers():
+        return get_redis_connection("default").keys("*rl:counted:*")
+
+    Category.objects.create(app=app_key[0], name="news", rate_limits={"*": "10/hour"})
+    get_redis_connection("default").delete(*markers() or ["none"])
+    (lone,) = accept(api, "rl6", EMAIL_BODY, email="rl6@example.com")
+    assert send.send(lone["id"]) == "sent" and markers() == []
+    api.put("/api/v1/recipients/rl7", {}, format="json")
+    for _ in range(2):
+        api.post("/api/v1/recipients/rl7/devices", {"platform": "ios", "token": secrets.token_hex(32)}, format="json")
+    both = accept(api, "rl7", {"content": {"push": {"title": "t"}}, "category": "news"})
+    assert [send.send(d["id"]) for d in both] == ["sent", "sent"]
+    assert len(markers()) == 1
