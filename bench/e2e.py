@@ -11,6 +11,10 @@ latency from accept to provider-accepted (p50/p95), and the no-op task rate. Eve
 Without ``--rate`` the clients send as fast as the API accepts (throughput: a backlog builds,
 so latency there is mostly queueing). ``--rate N`` paces the clients to N deliveries per second
 (latency at a given load, e.g. the 185/s daily mean).
+
+``--no-receipts`` leaves the providers' status callbacks out (Twilio's ``sent`` and ``delivered``
+for each SMS, POSTed to the API and written there): the workers advertise a callback host the
+sandbox never calls. For comparing the send path with runs from before receipts existed.
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ def main() -> None:
                         help="notifications per API call (1: POST /notifications; more: /notifications/batch)")
     parser.add_argument("--rate", type=float, default=0,
                         help="offered load in deliveries/s (0: as fast as the API accepts)")
+    parser.add_argument("--no-receipts", action="store_true",
+                        help="no provider status callbacks to the API (the sandbox does not call them)")
     args = parser.parse_args()
 
     setup_django("bench")
@@ -80,7 +86,12 @@ def main() -> None:
     from notify.models import FINAL_STATUSES, REACHED_PROVIDER, Delivery
     from devtools.stack import Stack
 
-    stack = Stack(stack_config("bench", concurrency=args.concurrency)).start()
+    config = stack_config("bench", concurrency=args.concurrency)
+    if args.no_receipts:
+        # Not loopback and not in the sandbox's --callback-hosts: callbacks are recorded there as
+        # refused, never POSTed. The API's own URL is unchanged (the bench calls it directly).
+        config.env["NOTIFY_PUBLIC_URL"] = f"http://receipts-off.invalid:{config.api_port}"
+    stack = Stack(config).start()
     try:
         _, key = demo.create_app("bench")
         for i in range(args.recipients):
@@ -147,6 +158,8 @@ def main() -> None:
         stack.stop()
 
     mode = "single sends" if args.batch == 1 else f"batches of {args.batch}"
+    if args.no_receipts:
+        mode += ", no status callbacks"
     if args.rate:
         mode += f", paced to {args.rate:.0f} deliveries/s"
     print(f"notifications           {args.notifications} ({total} deliveries, 5 channels, {args.clients} API clients, {mode}; "
