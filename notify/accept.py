@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.utils import timezone
 
 from channels import registry
@@ -147,13 +147,14 @@ class Content:
     variant: str = ""
 
 
-def _content(app_id: int, payload: dict, profile: dict, groups: tuple[str, ...] | None) -> Content:
-    """The send's content: its explicit ``content``, or its template rendered for this recipient
-    (version pinned or latest published, variant by weight, locale by fallback). Only the
-    ``groups`` the send can use are rendered (all of the template's when None)."""
+def _content(app_id: int, payload: dict, profile: dict, template: dict | None,
+             groups: tuple[str, ...] | None) -> Content:
+    """The send's content: its explicit ``content``, or its template (``template``: as
+    notify.cache.load_template gives it, None when there is no such template) rendered for this
+    recipient (version pinned or latest published, variant by weight, locale by fallback). Only
+    the ``groups`` the send can use are rendered (all of the template's when None)."""
     if not payload.get("template"):
         return Content(payload["content"])
-    template = cache.load_template(app_id, payload["template"], payload.get("template_version"))
     if template is None or template["archived"]:
         raise SendRejected("template_not_found", f"no template named {payload['template']!r}", status=404,
                            fields={"template": ["not found"]})
@@ -231,7 +232,10 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
         SendRejected: unknown recipient or template, content a provider would refuse, no
             channel to send on.
     """
-    profile = cache.load_profile(app_id, payload["recipient"])
+    # The profile, the template and the categories in one Redis round trip.
+    context = cache.load_send_context(app_id, payload["recipient"], payload.get("template"),
+                                      payload.get("template_version"))
+    profile = context.profile
     if profile is None:
         raise SendRejected("recipient_not_found", f"no recipient {payload['recipient']!r}", status=404,
                            fields={"recipient": ["not found"]})
@@ -241,11 +245,11 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
     requested = payload.get("channels") or [channel for step in steps for channel in step]
     step_of = {channel: index for index, step in enumerate(steps) for channel in step}
     groups = tuple(dict.fromkeys(registry.channel_class(c).content_group for c in requested)) if requested else None
-    rendered = _content(app_id, payload, profile, groups)
+    rendered = _content(app_id, payload, profile, context.template, groups)
     content, template = rendered.parts, rendered.template
     truncate = bool(template and template["truncate_push"])
     category = payload.get("category") or (template or {}).get("category") or "general"
-    app_rules = cache.load_categories(app_id)
+    app_rules = context.categories
     rules = policy.rules(app_rules["categories"].get(category), category)
     now = now or timezone.now()
     send_at = payload.get("send_at")
@@ -355,11 +359,14 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
 
 
 def write(planned: list[Planned]) -> None:
-    """Insert the notifications and deliveries in one transaction; its commit wakes the outbox
-    relay, which publishes the queued ones. Raises IntegrityError on an idempotency-key race."""
-    with transaction.atomic():
-        store.insert_notifications([p.notification for p in planned],
-                                   [d for p in planned for d in p.deliveries])
+    """Insert the notifications and deliveries; the commit wakes the outbox relay, which
+    publishes the queued ones. Raises IntegrityError on an idempotency-key race.
+
+    One statement (notify.store.insert_notifications), so all or nothing without a transaction
+    around it: outside one it is a single autocommit round trip instead of BEGIN, INSERT and
+    COMMIT; inside a caller's transaction it joins it."""
+    store.insert_notifications([p.notification for p in planned],
+                               [d for p in planned for d in p.deliveries])
     metrics.record_accept(planned)
 
 
@@ -423,7 +430,7 @@ def submit_batch(app_id: int, api_key_id: str | None, items: list[tuple[dict, st
     """Accept many send requests at once: all or none.
 
     One query finds earlier idempotency keys, each new item is planned, and all rows are written
-    in one transaction (the per-request costs of a single send are paid once per batch).
+    in one statement (the per-request costs of a single send are paid once per batch).
 
     Args:
         items: ``(payload, idempotency_key)`` pairs, as for :func:`submit`.

@@ -10,6 +10,8 @@ changes made in raw SQL).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
@@ -48,10 +50,12 @@ def load_profile(app_id: int, external_id: str) -> dict | None:
     "suppressed": {"<channel>": reason}}``. A miss costs four queries (recipient, devices,
     preferences, suppressions of its addresses).
     """
-    key = profile_key(app_id, external_id)
-    profile = cache.get(key)
-    if profile is not None:
-        return profile
+    profile = cache.get(profile_key(app_id, external_id))
+    return profile if profile is not None else _read_profile(app_id, external_id)
+
+
+def _read_profile(app_id: int, external_id: str) -> dict | None:
+    """:func:`load_profile` from PostgreSQL, cached on the way (four queries)."""
     recipient = (
         Recipient.objects.filter(app_id=app_id, external_id=external_id)
         .prefetch_related("devices", "preferences")
@@ -78,7 +82,7 @@ def load_profile(app_id: int, external_id: str) -> dict | None:
         "preferences": {f"{p.channel}|{p.category}": p.enabled for p in recipient.preferences.all()},
         "suppressed": _suppressed(app_id, recipient),
     }
-    cache.set(key, profile, PROFILE_TTL)
+    cache.set(profile_key(app_id, external_id), profile, PROFILE_TTL)
     return profile
 
 
@@ -102,14 +106,17 @@ def load_categories(app_id: int) -> dict:
     Shape: ``{"quiet_hours": "HH:MM-HH:MM" or "", "categories": {"<name>": {"required",
     "defaults", "rate_limits", "over_limit", "quiet_hours"}}}``. A miss costs two queries.
     """
-    key = categories_key(app_id)
-    entry = cache.get(key)
-    if entry is None:
-        rows = Category.objects.filter(app_id=app_id).values(
-            "name", "required", "defaults", "rate_limits", "over_limit", "quiet_hours")
-        entry = {"quiet_hours": App.objects.filter(pk=app_id).values_list("quiet_hours", flat=True).first() or "",
-                 "categories": {row.pop("name"): row for row in rows}}
-        cache.set(key, entry, TEMPLATE_TTL)
+    entry = cache.get(categories_key(app_id))
+    return entry if entry is not None else _read_categories(app_id)
+
+
+def _read_categories(app_id: int) -> dict:
+    """:func:`load_categories` from PostgreSQL, cached on the way (two queries)."""
+    rows = Category.objects.filter(app_id=app_id).values(
+        "name", "required", "defaults", "rate_limits", "over_limit", "quiet_hours")
+    entry = {"quiet_hours": App.objects.filter(pk=app_id).values_list("quiet_hours", flat=True).first() or "",
+             "categories": {row.pop("name"): row for row in rows}}
+    cache.set(categories_key(app_id), entry, TEMPLATE_TTL)
     return entry
 
 
@@ -138,10 +145,12 @@ def load_template(app_id: int, name: str, version: int | None = None) -> dict | 
     pinned one, or the latest published when ``version`` is None; ``version`` None when there is
     no such published version. A miss costs two queries.
     """
-    key = template_key(app_id, name, version)
-    entry = cache.get(key)
-    if entry is not None:
-        return entry
+    entry = cache.get(template_key(app_id, name, version))
+    return entry if entry is not None else _read_template(app_id, name, version)
+
+
+def _read_template(app_id: int, name: str, version: int | None) -> dict | None:
+    """:func:`load_template` from PostgreSQL, cached on the way (two queries)."""
     template = Template.objects.filter(app_id=app_id, name=name).first()
     if template is None:
         return None
@@ -152,8 +161,41 @@ def load_template(app_id: int, name: str, version: int | None = None) -> dict | 
              "archived": template.archived_at is not None,
              "version": chosen.number if chosen else None,
              "content": chosen.content if chosen else {}, "variants": chosen.variants if chosen else []}
-    cache.set(key, entry, TEMPLATE_TTL)
+    cache.set(template_key(app_id, name, version), entry, TEMPLATE_TTL)
     return entry
+
+
+@dataclass(frozen=True)
+class SendContext:
+    """What accepting a send reads: the recipient's profile (None: no such recipient), the
+    template (None: none named, or no such template) and the app's categories, in the shapes of
+    :func:`load_profile`, :func:`load_template` and :func:`load_categories`."""
+
+    profile: dict | None
+    template: dict | None
+    categories: dict
+
+
+def load_send_context(app_id: int, external_id: str, template: str | None,
+                      version: int | None = None) -> SendContext:
+    """The three look-ups of a send in one Redis round trip (MGET); each entry missing from the
+    cache is read from PostgreSQL and cached, as its own loader does."""
+    keys = {"profile": profile_key(app_id, external_id), "categories": categories_key(app_id)}
+    if template:
+        keys["template"] = template_key(app_id, template, version)
+    found = cache.get_many(list(keys.values()))
+    profile = found.get(keys["profile"])
+    if profile is None:
+        profile = _read_profile(app_id, external_id)
+    categories = found.get(keys["categories"])
+    if categories is None:
+        categories = _read_categories(app_id)
+    entry = None
+    if template:
+        entry = found.get(keys["template"])
+        if entry is None:
+            entry = _read_template(app_id, template, version)
+    return SendContext(profile, entry, categories)
 
 
 def api_key_key(prefix: str) -> str:

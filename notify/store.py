@@ -141,7 +141,8 @@ def insert_notifications(notifications: Sequence[Any], deliveries: Sequence[Any]
     """Insert notifications and their deliveries in one statement, log the ones parked
     ``retrying`` or ``scheduled`` (due at ``due``, a ``send_at`` or the end of quiet hours, else
     ``wait`` seconds from now, the breaker's cooldown), and wake the relay at commit if any is
-    ``queued``. Runs in the caller's transaction.
+    ``queued``. One statement: all or nothing by itself (autocommit), or part of the caller's
+    transaction.
 
     Args:
         notifications: objects with the Notification model's attributes.
@@ -256,6 +257,10 @@ WITH claimed AS (
               r.muted, r.muted_until, r.timezone, r.quiet_hours, a.quiet_hours AS app_quiet_hours,
               -- Whether an email gets the open pixel and click redirects (notify.tracking.switches).
               a.track_opens, a.track_clicks,
+              -- provider → version of the app's own provider settings (NULL: none): a worker keeps
+              -- the app's adapter while the version holds (notify.providers.adapter)
+              (SELECT jsonb_object_agg(pc.provider, pc.version) FROM notify_providercredential pc
+               WHERE pc.app_id = n.app_id) AS credential_versions,
               extract(epoch FROM n.expires_at - now()) AS ttl_left,
               extract(epoch FROM now() - n.created_at) AS age
 ), logged AS (
@@ -285,7 +290,7 @@ def claim(delivery_id: str) -> dict[str, Any] | None:
     """Move a ``queued`` delivery to ``sending`` with a lease of ``NOTIFY_SEND_LEASE`` seconds
     and log it; return what its send needs (with what the recipient decides now: preference,
     a suppression of the address, category rules, mute, time zone, quiet hours; and the device's current state; the app's and
-    category's tracking switches), or None when it is not queued (another worker has
+    category's tracking switches; the versions of the app's own provider settings), or None when it is not queued (another worker has
     it, or it is done). One autocommit statement."""
     with prepared_cursor() as cursor:
         cursor.execute(_CLAIM_SQL, [settings.NOTIFY_SEND_LEASE, delivery_id])
@@ -293,7 +298,7 @@ def claim(delivery_id: str) -> dict[str, Any] | None:
         if row is None:
             return None
         values = dict(zip(_column_names(cursor, _CLAIM_SQL), row))
-    for key in ("content", "subscription", "category_rules", "fallback"):
+    for key in ("content", "subscription", "category_rules", "fallback", "credential_versions"):
         if isinstance(values[key], str):
             values[key] = json.loads(values[key])
     return values
