@@ -110,20 +110,20 @@ WITH notification AS (
     INSERT INTO notify_notification (id, app_id, api_key_id, recipient_id, idempotency_key, request_hash,
         category, template_id, template_version, locale, data, content, priority, ttl, expires_at, response,
         send_at, fallback, created_at)
-    SELECT *, now() FROM unnest(%(n_id)s::uuid[], %(n_app)s::bigint[], %(n_key)s::varchar[], %(n_recipient)s::bigint[],
-        %(n_idem)s::varchar[], %(n_hash)s::varchar[], %(n_category)s::varchar[], %(n_template)s::bigint[],
-        %(n_version)s::int[], %(n_locale)s::varchar[], %(n_data)s::jsonb[], %(n_content)s::jsonb[], %(n_priority)s::varchar[],
-        %(n_ttl)s::int[], %(n_expires)s::timestamptz[], %(n_response)s::jsonb[], %(n_send_at)s::timestamptz[],
-        %(n_fallback)s::jsonb[])
+    SELECT *, now() FROM unnest(%(n_id)b::uuid[], %(n_app)b::bigint[], %(n_key)b::varchar[], %(n_recipient)b::bigint[],
+        %(n_idem)b::varchar[], %(n_hash)b::varchar[], %(n_category)b::varchar[], %(n_template)b::bigint[],
+        %(n_version)b::int[], %(n_locale)b::varchar[], %(n_data)b::jsonb[], %(n_content)b::jsonb[], %(n_priority)b::varchar[],
+        %(n_ttl)b::int[], %(n_expires)b::timestamptz[], %(n_response)b::jsonb[], %(n_send_at)b::timestamptz[],
+        %(n_fallback)b::jsonb[])
     RETURNING 1
 ), delivery AS (
     INSERT INTO notify_delivery (id, notification_id, channel, provider, variant, step, device_id, address, status,
         reason, attempts, provider_message_id, created_at, updated_at, next_attempt_at, unknown_outcome)
     SELECT id, notification_id, channel, '', variant, step, device_id, address, status, reason, 0, '', now(), now(),
            COALESCE(due, now() + make_interval(secs => wait)), false
-    FROM unnest(%(d_id)s::uuid[], %(d_notification)s::uuid[], %(d_channel)s::varchar[], %(d_variant)s::varchar[],
-                %(d_step)s::int[], %(d_device)s::bigint[], %(d_address)s::text[], %(d_status)s::varchar[],
-                %(d_reason)s::varchar[], %(d_wait)s::float8[], %(d_due)s::timestamptz[])
+    FROM unnest(%(d_id)b::uuid[], %(d_notification)b::uuid[], %(d_channel)b::varchar[], %(d_variant)b::varchar[],
+                %(d_step)b::int[], %(d_device)b::bigint[], %(d_address)b::text[], %(d_status)b::varchar[],
+                %(d_reason)b::varchar[], %(d_wait)b::float8[], %(d_due)b::timestamptz[])
          AS d(id, notification_id, channel, variant, step, device_id, address, status, reason, wait, due)
     RETURNING id, status, reason
 ), parked AS (
