@@ -105,6 +105,8 @@ def idempotent_responses(app_id: int, keys: Sequence[str]) -> dict[str, tuple[st
     return {key: (digest, json.loads(body) if isinstance(body, str) else body) for key, digest, body in rows}
 
 
+# The arrays are bound in binary (%b): psycopg's text format escapes every element of a text
+# array with a regular expression, which was a third of the API's CPU per send.
 _INSERT_SQL = f"""
 WITH notification AS (
     INSERT INTO notify_notification (id, app_id, api_key_id, recipient_id, idempotency_key, request_hash,
