@@ -5,7 +5,7 @@ PYTEST_ARGS ?=
 # The local targets run on the sandbox's settings; manage.py's own default is settings.production.
 DEV := DJANGO_SETTINGS_MODULE=settings.dev
 
-.PHONY: run test install services browser promtool migrate reset bench-e2e bench-sandbox bench-faults
+.PHONY: run test install services browser promtool migrate reset fuzz bench-e2e bench-sandbox bench-faults bench-apns-tokens
 
 $(VENV)/.installed: requirements.txt sandbox/requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -51,3 +51,12 @@ bench-sandbox: install
 
 bench-faults: migrate
 	$(PY) bench/faults.py
+
+## APNs in strict token mode: 10,000 pushes from two worker pools, zero 429s.
+bench-apns-tokens: migrate
+	$(PY) bench/apns_tokens.py
+
+## Property-based run of the OpenAPI schema (schemathesis, over 1,000 requests) against a started
+## API; FUZZ_ARGS e.g. "--max-examples 100 --seed 2", or "--url http://127.0.0.1:8000 --key <admin key>".
+fuzz: install services
+	$(PY) bench/schema_fuzz.py $(FUZZ_ARGS)

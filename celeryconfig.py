@@ -10,6 +10,9 @@ Why each choice:
   once RabbitMQ has their task.
 - Retries never wait on the consumer (no long ``countdown``): a delayed retry is stored in
   PostgreSQL and re-published by the dispatcher, so no message outlives ``consumer_timeout``.
+- ``NOTIFY_QUEUE_TYPE=quorum``: every durable queue is a quorum queue, replicated over the
+  RabbitMQ cluster's nodes, so losing one node loses no message and stops no queue
+  (docs/scaling.md, tests/test_quorum_cluster.py).
 """
 
 from django.conf import settings
@@ -51,10 +54,39 @@ task_send_sent_event = False
 _direct = Exchange("notify", type="direct", durable=True)
 _dead = Exchange(DEAD_LETTER_EXCHANGE, type="direct", durable=True)
 
-task_queues = [Queue(queue_name(c), _direct, routing_key=queue_name(c), durable=True) for c in CHANNELS] + [
+# Quorum queues (RabbitMQ 3.10+, for per-message TTL: the dispatcher's tasks expire), as Celery's
+# "Using Quorum Queues" asks:
+# - declared with ``x-queue-type: quorum``; classic queues keep no argument, so an existing
+#   installation redeclares exactly what it has (a queue's type cannot change: README, migration);
+# - ``worker_detect_quorum_queues`` (on) makes the workers' prefetch per consumer (quorum queues
+#   refuse global QoS): static, ``worker_prefetch_multiplier`` × concurrency, which is what
+#   notify sets anyway (no autoscale);
+# - no broker priorities: quorum queues have none before RabbitMQ 4, and notify uses none either
+#   (no ``x-max-priority``; a notification's ``priority`` is the provider's, e.g. apns-priority,
+#   and lets it through quiet hours);
+# - no ``x-delivery-limit`` of notify's own: a poison message is bounded by the delivery's
+#   attempts in PostgreSQL (then the ``.dead`` queue); a message RabbitMQ 4 drops after its
+#   default 20 redeliveries is re-published by the dispatcher (a lease that ran out, or
+#   NOTIFY_REPUBLISH_STALE_AFTER);
+# - ETA/countdown would need Celery's native delayed delivery: notify publishes none (retries
+#   wait in PostgreSQL), so the workers leave out the step that declares its queues, which also
+#   held each worker for ~17 s after its node was lost (notify.celery.WorkerConsumer).
+QUORUM = settings.NOTIFY_QUEUE_TYPE == "quorum"
+_arguments = {"x-queue-type": "quorum"} if QUORUM else None
+
+
+def _queue(name: str, exchange: Exchange, routing_key: str) -> Queue:
+    return Queue(name, exchange, routing_key=routing_key, durable=True, queue_arguments=_arguments)
+
+
+task_queues = [_queue(queue_name(c), _direct, queue_name(c)) for c in CHANNELS] + [
     # Dead letters of each channel: kept until an operator inspects or replays them.
-    Queue(dead_letter_queue(c), _dead, routing_key=c, durable=True) for c in CHANNELS
-] + [Queue(MAINTENANCE_QUEUE, _direct, routing_key=MAINTENANCE_QUEUE, durable=True)]
+    _queue(dead_letter_queue(c), _dead, c) for c in CHANNELS
+] + [_queue(MAINTENANCE_QUEUE, _direct, MAINTENANCE_QUEUE)]
+# A queue Celery creates for a route not listed above gets the same type.
+task_default_queue_type = settings.NOTIFY_QUEUE_TYPE
+worker_detect_quorum_queues = True
+worker_consumer = "notify.celery:WorkerConsumer"
 
 task_default_queue = MAINTENANCE_QUEUE
 task_default_exchange = "notify"
@@ -68,6 +100,8 @@ task_routes.update({"notify.maintenance.*": {"queue": MAINTENANCE_QUEUE, "routin
 beat_schedule = {
     "dispatch-due-deliveries": {"task": "notify.maintenance.dispatch_due", "schedule": 1.0, "options": {"expires": 5}},
     "forget-idempotency-keys": {"task": "notify.maintenance.forget_idempotency_keys", "schedule": 3600.0, "options": {"expires": 600}},
+    "forget-expired-oauth-tokens": {"task": "notify.maintenance.forget_expired_tokens", "schedule": 3600.0,
+                                    "options": {"expires": 600}},
     # A missed run costs nothing: the next one counts what it left.
     "rollup-analytics": {"task": "notify.maintenance.rollup_analytics", "schedule": settings.NOTIFY_ANALYTICS_INTERVAL,
                          "options": {"expires": settings.NOTIFY_ANALYTICS_INTERVAL}},

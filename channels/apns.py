@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from .base import AddressKind, Channel, InvalidAddress, Message, Result, RetryDefaults, Setting, \
     common_settings
 from .errors import ChannelConfigurationError, InvalidMessage
-from .http import config_timeout, http_result, json_bytes, require_file, response_json, ssl_context
+from .http import config_timeout, http_result, json_bytes, response_json, ssl_context
 from .tokens import SharedToken, SharedTokenStore, TokenEntry, store_from_config
 
 #: APNs refuses payloads above this many UTF-8 bytes (regular, non-VoIP notifications).
@@ -68,20 +68,24 @@ class ProviderToken:
     should stay at 1 for half an hour of sends, and at 0 in a process that found the key's token
     in the store).
 
+    Args:
+        key: the ``.p8`` key's PEM bytes; ``key_name`` says where it came from in errors (never
+            its content).
+
     Raises:
-        ChannelConfigurationError: ``key_file`` cannot be read or holds no EC private key.
+        ChannelConfigurationError: ``key`` holds no EC private key.
     """
 
-    def __init__(self, key_file: str, key_id: str, team_id: str,
-                 max_age: float = TOKEN_REFRESH_SECONDS, store: SharedTokenStore | None = None):
+    def __init__(self, key: bytes, key_id: str, team_id: str,
+                 max_age: float = TOKEN_REFRESH_SECONDS, store: SharedTokenStore | None = None,
+                 key_name: str = "key"):
         try:
-            with open(key_file, "rb") as fh:
-                # Parsed once, at construction: a bad key fails the worker start, not a send.
-                self._key = serialization.load_pem_private_key(fh.read(), password=None)
-        except (OSError, ValueError, TypeError) as exc:
-            raise ChannelConfigurationError(f"APNs key_file {key_file!r}: {exc}") from exc
+            # Parsed once, at construction: a bad key fails the worker start, not a send.
+            self._key = serialization.load_pem_private_key(key, password=None)
+        except (ValueError, TypeError) as exc:
+            raise ChannelConfigurationError(f"APNs {key_name}: not a PEM private key ({type(exc).__name__})") from None
         if not isinstance(self._key, ec.EllipticCurvePrivateKey):
-            raise ChannelConfigurationError(f"APNs key_file {key_file!r} is not an EC key")
+            raise ChannelConfigurationError(f"APNs {key_name} is not an EC key")
         self._key_id = key_id
         self._team_id = team_id
         self.max_age = max_age
@@ -125,7 +129,10 @@ class APNsChannel(Channel):
 
     Config keys:
         url: APNs base URL, e.g. ``https://api.push.apple.com`` (required).
-        key_file: path to the ``AuthKey_<KEYID>.p8`` ES256 private key (required).
+        key_file: path to the ``AuthKey_<KEYID>.p8`` ES256 private key (required unless
+            ``key`` is set).
+        key: the ``.p8`` key's content (PEM) instead of the file: how an app stores its own
+            (secret; wins over ``key_file``).
         key_id: the key's 10-character id, JWT header ``kid`` (required).
         team_id: the 10-character team id, JWT claim ``iss`` (required).
         topic: the app's bundle id, ``apns-topic`` (required).
@@ -159,7 +166,9 @@ class APNsChannel(Channel):
                 sandbox="apns.url",
                 doc="`https://api.push.apple.com` or `https://api.sandbox.push.apple.com`"),
         Setting("key_file", "NOTIFY_APNS_KEY_FILE", required=True, sandbox="apns.key_file",
-                doc="the `.p8` token-signing key"),
+                per_app=False, doc="the `.p8` token-signing key"),
+        Setting("key", "NOTIFY_APNS_KEY", secret=True, content_of="key_file",
+                doc="the `.p8` key's content (PEM) instead of the file"),
         Setting("key_id", "NOTIFY_APNS_KEY_ID", required=True, sandbox="apns.key_id",
                 doc="the key's 10-character id"),
         Setting("team_id", "NOTIFY_APNS_TEAM_ID", required=True, sandbox="apns.team_id",
@@ -180,8 +189,9 @@ class APNsChannel(Channel):
             store = store_from_config(config)
         except ValueError as exc:
             raise ChannelConfigurationError(f"APNs: {exc}") from exc
-        self.token = ProviderToken(require_file(config, "key_file"), config["key_id"],
-                                   config["team_id"], store=store)
+        key, key_name = self.read_file_setting("key_file")
+        self.token = ProviderToken(key, config["key_id"], config["team_id"], store=store,
+                                   key_name=key_name)
         # httpx's sync HTTP/2 connection is not thread-safe: concurrent threads on one client
         # interleave h2 state changes and the server answers GOAWAY PROTOCOL_ERROR (seen against
         # the sandbox; encode/httpx#3324). Sends are serialised per instance; under Celery's

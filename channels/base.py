@@ -95,6 +95,15 @@ class Setting:
         sandbox: the dotted path of the value in the provider sandbox's ``sandbox.json``, used
             when the embedded sandbox is the deployment's default (``make run``, the tests).
         doc: one line for the README's configuration table.
+        secret: the value is a secret (a private key, an auth token, a password): an app's own
+            value is stored encrypted and never shown again (API, admin, logs).
+        per_app: an app may set its own value over the deployment's (notify.credentials).
+            False for what belongs to the deployment: paths of files on its hosts, its CA
+            bundle and timeouts, network allowances, limits the API checks with.
+        content_of: this setting holds, inline, the content of the file setting of that key
+            (the key itself instead of its path: how an app stores its key); when set it wins
+            over the file, and it satisfies the file setting's ``required``
+            (:meth:`Channel.read_file_setting`).
     """
 
     key: str
@@ -103,6 +112,9 @@ class Setting:
     required: bool = False
     sandbox: str | None = None
     doc: str = ""
+    secret: bool = False
+    per_app: bool = True
+    content_of: str | None = None
 
 
 @dataclass(frozen=True)
@@ -272,9 +284,10 @@ def common_settings(prefix: str, timeout: str = "10") -> tuple[Setting, ...]:
         prefix: the adapter's environment prefix, e.g. ``NOTIFY_APNS`` → ``NOTIFY_APNS_TIMEOUT``.
     """
     return (
-        Setting("ca_file", "NOTIFY_PROVIDER_CA_FILE", sandbox="ca_file",
+        Setting("ca_file", "NOTIFY_PROVIDER_CA_FILE", sandbox="ca_file", per_app=False,
                 doc="CA bundle to verify providers with (the sandbox's CA by default; unset for the real ones)"),
-        Setting("timeout", f"{prefix}_TIMEOUT", default=timeout, doc="seconds for connect and read"),
+        Setting("timeout", f"{prefix}_TIMEOUT", default=timeout, per_app=False,
+                doc="seconds for connect and read"),
     )
 
 
@@ -322,7 +335,7 @@ class Channel:
 
     def __init__(self, config: Mapping[str, Any]):
         """Keep ``config``; ChannelConfigurationError if a required setting is empty."""
-        missing = [key for key in self.required_config() if not config.get(key)]
+        missing = [s.key for s in self.missing_config(config)]
         if missing:
             raise ChannelConfigurationError(
                 f"{type(self).__name__}: missing config key(s): {', '.join(missing)}")
@@ -333,6 +346,43 @@ class Channel:
     def required_config(cls) -> tuple[str, ...]:
         """Config keys that must be present and non-empty."""
         return tuple(s.key for s in cls.settings if s.required)
+
+    @classmethod
+    def missing_config(cls, config: Mapping[str, Any]) -> tuple[Setting, ...]:
+        """The required settings ``config`` leaves empty: neither the setting nor a setting
+        holding its content inline (``content_of``) has a value."""
+        return tuple(s for s in cls.settings if s.required and not config.get(s.key)
+                     and not any(config.get(a.key) for a in cls.inline_alternatives(s.key)))
+
+    @classmethod
+    def inline_alternatives(cls, key: str) -> tuple[Setting, ...]:
+        """The settings holding the content of file setting ``key`` inline (``content_of``)."""
+        return tuple(s for s in cls.settings if s.content_of == key)
+
+    @classmethod
+    def app_settings(cls) -> tuple[Setting, ...]:
+        """The settings an app may set its own value of (``per_app``), in declaration order."""
+        return tuple(s for s in cls.settings if s.per_app)
+
+    def read_file_setting(self, key: str) -> tuple[bytes, str]:
+        """The content of file setting ``key``, and how to name it in an error message without
+        showing it: the inline alternative's value when set (``content_of``, what an app stores;
+        it wins over a file the deployment sets), else the named file's bytes. The one copy of
+        the rule, for every adapter that reads a key or credentials file.
+
+        Raises:
+            ChannelConfigurationError: neither is set, or the file cannot be read.
+        """
+        for alternative in self.inline_alternatives(key):
+            value = self.config.get(alternative.key)
+            if value:
+                return (value.encode() if isinstance(value, str) else bytes(value)), f"{alternative.key} (inline)"
+        path = self.config.get(key)
+        try:
+            with open(path or "", "rb") as fh:
+                return fh.read(), f"{key} {path!r}"
+        except OSError as exc:
+            raise ChannelConfigurationError(f"{key} {path!r} does not exist ({exc.strerror})") from None
 
     @classmethod
     def check_content(cls, content: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -37,8 +37,8 @@ from google.oauth2 import service_account
 from .base import AddressKind, Channel, InvalidAddress, Message, Outcome, Result, RetryDefaults, \
     Setting, common_settings
 from .errors import ChannelConfigurationError, InvalidMessage
-from .http import RequestsTransport, config_timeout, http_result, json_bytes, require_file, \
-    response_json, retryless_session
+from .http import RequestsTransport, config_timeout, http_result, json_bytes, response_json, \
+    retryless_session
 from .tokens import SharedToken, SharedTokenStore, TokenEntry, store_from_config
 
 SCOPES = ("https://www.googleapis.com/auth/firebase.messaging",)
@@ -75,9 +75,12 @@ class SharedCredentials(service_account.Credentials):
 
     def share(self, store: SharedTokenStore | None, lock_ttl: float) -> None:
         """Share this service account's access token through ``store`` (None: this instance's
-        own), under the key ``fcm-token:<service account email>``."""
-        self._shared = SharedToken(f"fcm-token:{self.service_account_email}", self._fetch,
-                                   store, lock_ttl=lock_ttl)
+        own), under the key ``fcm-token:<service account email>:<private key id>``: the key id
+        too, so that a service account whose key was replaced (or two token endpoints with
+        one account name, such as two provider sandboxes) never adopts a token that the other
+        key's endpoint issued."""
+        self._shared = SharedToken(f"fcm-token:{self.service_account_email}:{self.signer.key_id or ''}",
+                                   self._fetch, store, lock_ttl=lock_ttl)
         self._fetch_request: Any = None
 
     @property
@@ -120,7 +123,9 @@ class FCMChannel(RequestsTransport, Channel):
     Config keys:
         url: API base URL, e.g. ``https://fcm.googleapis.com`` (required).
         service_account_file: the service account JSON key; its ``token_uri`` is where access
-            tokens come from (required).
+            tokens come from (required unless ``service_account_json`` is set).
+        service_account_json: the JSON key's content instead of the file: how an app stores its
+            own (secret; wins over ``service_account_file``).
         project_id: the Firebase project id (required).
         ca_file: CA bundle for both the API and the token endpoint (optional).
         timeout: seconds for connect and read, also for token refreshes (optional, default 10).
@@ -155,10 +160,12 @@ class FCMChannel(RequestsTransport, Channel):
     retry = RetryDefaults(max_attempts=8, max_age=6 * 3600)
     settings = (
         Setting("url", "NOTIFY_FCM_URL", default="https://fcm.googleapis.com", required=True,
-                sandbox="fcm.url",
+                sandbox="fcm.url", per_app=False,
                 doc="FCM HTTP v1 base URL"),
         Setting("service_account_file", "NOTIFY_FCM_SERVICE_ACCOUNT_FILE", required=True,
-                sandbox="fcm.service_account_file", doc="the service account's JSON key"),
+                sandbox="fcm.service_account_file", per_app=False, doc="the service account's JSON key"),
+        Setting("service_account_json", "NOTIFY_FCM_SERVICE_ACCOUNT_JSON", secret=True,
+                content_of="service_account_file", doc="the JSON key's content instead of the file"),
         Setting("project_id", "NOTIFY_FCM_PROJECT_ID", required=True, sandbox="fcm.project_id",
                 doc="the Firebase project id"),
         *common_settings("NOTIFY_FCM"),
@@ -171,12 +178,16 @@ class FCMChannel(RequestsTransport, Channel):
     def __init__(self, config: Mapping[str, Any]):
         super().__init__(config)
         self.timeout = config_timeout(config)
+        account, account_name = self.read_file_setting("service_account_file")
         try:
-            self.credentials = SharedCredentials.from_service_account_file(
-                require_file(config, "service_account_file"), scopes=list(SCOPES))
+            info = json.loads(account)
+            if not isinstance(info, dict):
+                raise ValueError("not a JSON object")
+            self.credentials = SharedCredentials.from_service_account_info(info, scopes=list(SCOPES))
             store = store_from_config(config)
         except ValueError as exc:
-            raise ChannelConfigurationError(f"FCM service account: {exc}") from exc
+            # google-auth names missing fields; a JSON error only a position: never the content.
+            raise ChannelConfigurationError(f"FCM service account {account_name}: {exc}") from None
         # The lock outlasts a token request (google-auth tries it up to 3 times).
         self.credentials.share(store, lock_ttl=3 * self.timeout + 5)
         # The token endpoint gets its own retry-less session trusting the same CA.

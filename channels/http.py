@@ -76,18 +76,6 @@ def ssl_context(config: Mapping[str, Any]) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_file(config))
 
 
-def require_file(config: Mapping[str, Any], key: str) -> str:
-    """Return ``config[key]`` after checking it names an existing file.
-
-    Raises:
-        ChannelConfigurationError: the key is empty or the file does not exist.
-    """
-    path = config.get(key)
-    if not path or not os.path.isfile(path):
-        raise ChannelConfigurationError(f"{key} {path!r} does not exist")
-    return path
-
-
 def retryless_session(config: Mapping[str, Any], session: requests.Session | None = None,
                       pool_size: int = DEFAULT_POOL_SIZE) -> requests.Session:
     """Prepare a requests session for one provider: no retries, a pool, ``ca_file`` trust.

@@ -4,6 +4,10 @@ Model choices, API enums, settings, queues, tasks, workers, content checks and w
 this module. It holds adapter *classes* (``provider`` name → class) and, per worker process,
 one long-lived instance of each adapter in use.
 
+An app (a tenant) with provider settings of its own gets adapter instances of its own, per
+process, keyed by a version the caller passes: a new version closes the old instance and builds a
+new one (:func:`get_tenant_provider`).
+
 Configuration comes from the deployment's settings (``settings/providers.py`` calls
 :func:`configure` once): extra adapter classes (``NOTIFY_EXTRA_PROVIDERS``, ``module:Class``) and
 which channels are enabled (``NOTIFY_CHANNELS``). Until then the built-in adapters are
@@ -40,6 +44,8 @@ _providers: dict[str, type[Channel]] = {}
 _channel_classes: dict[str, type[Channel]] = {}  # channel → its default provider's class
 _enabled: tuple[str, ...] | None = None
 _instances: dict[tuple[int, str], Channel] = {}
+#: (process id, provider, tenant) → (version it was built for, instance)
+_tenant_instances: dict[tuple[int, str, Any], tuple[Any, Channel]] = {}
 
 
 def load_class(path: str) -> type[Channel]:
@@ -104,6 +110,7 @@ def configure(extra: Iterable[str] = (), enabled: Iterable[str] | None = None) -
             _channel_classes.setdefault(cls.name, cls)
         _enabled = tuple(name for name in names if name in chosen)
         _instances.clear()
+        _tenant_instances.clear()
 
 
 def _ensure() -> None:
@@ -176,10 +183,57 @@ def get_provider(provider: str, config_for: Callable[[str], Mapping[str, Any]]) 
     return instance
 
 
+def get_tenant_provider(provider: str, tenant: Any, version: Any,
+                        config: Callable[[], Mapping[str, Any]]) -> Channel:
+    """Return this process's adapter of ``provider`` for ``tenant`` (an app with settings of its
+    own) at ``version``: built on first use, and again when ``version`` differs from the one it
+    was built for, the previous instance then closed (its client held the old credentials).
+
+    Args:
+        config: called (once per build) for the tenant's config mapping.
+
+    Raises:
+        ChannelConfigurationError: what the adapter raises for that config (nothing is kept).
+    """
+    key = (os.getpid(), provider, tenant)
+    entry = _tenant_instances.get(key)
+    if entry is not None and entry[0] == version:
+        return entry[1]
+    with _lock:
+        entry = _tenant_instances.get(key)
+        if entry is not None and entry[0] == version:
+            return entry[1]
+        instance = provider_class(provider)(config())
+        _tenant_instances[key] = (version, instance)
+    if entry is not None:
+        entry[1].close()
+    return instance
+
+
+def drop_tenant_provider(provider: str, tenant: Any) -> None:
+    """Close and forget this process's adapter of ``provider`` for ``tenant``, if any (its own
+    settings were deleted: it sends with the shared one again)."""
+    entry = _tenant_instances.pop((os.getpid(), provider, tenant), None)
+    if entry is not None:
+        entry[1].close()
+
+
+def tenant_versions() -> dict[tuple[str, Any], Any]:
+    """(provider, tenant) → the version of each tenant adapter this process holds (tests,
+    metrics)."""
+    pid = os.getpid()
+    return {(provider, tenant): entry[0] for (owner, provider, tenant), entry in list(_tenant_instances.items())
+            if owner == pid}
+
+
 def close_all() -> None:
     """Close every adapter this process built (called on worker shutdown)."""
     pid = os.getpid()
     for (owner, _), instance in list(_instances.items()):
         if owner == pid:
             instance.close()
+    for (owner, _, _), (_, instance) in list(_tenant_instances.items()):
+        if owner == pid:
+            instance.close()
     _instances.clear()
+    _tenant_instances.clear()

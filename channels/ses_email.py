@@ -68,13 +68,13 @@ class SESEmailChannel(EmailChannel):
     provider = "ses"
     sns_webhook_kinds = ("events",)
     settings = (
-        Setting("endpoint_url", "AWS_ENDPOINT_URL_SESV2", sandbox="ses.url",
+        Setting("endpoint_url", "AWS_ENDPOINT_URL_SESV2", sandbox="ses.url", per_app=False,
                 doc="SES v2 endpoint (AWS's regional endpoint when unset)"),
         Setting("region", "NOTIFY_SES_REGION", default="us-east-1", required=True,
                 sandbox="ses.region", doc="AWS region"),
         Setting("access_key_id", "NOTIFY_SES_ACCESS_KEY_ID", sandbox="ses.access_key_id",
                 doc="access key (boto3's default chain, e.g. an instance role, when unset)"),
-        Setting("secret_access_key", "NOTIFY_SES_SECRET_ACCESS_KEY",
+        Setting("secret_access_key", "NOTIFY_SES_SECRET_ACCESS_KEY", secret=True,
                 sandbox="ses.secret_access_key", doc="its secret"),
         Setting("from_address", "NOTIFY_SES_FROM", required=True, sandbox="ses.from_address",
                 doc="verified sender identity (`FromEmailAddress`)"),

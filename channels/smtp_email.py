@@ -250,7 +250,7 @@ class SMTPEmailChannel(EmailChannel):
                 doc="SMTP port: 587 for STARTTLS submission, 465 for implicit TLS"),
         Setting("username", "NOTIFY_SMTP_USERNAME", sandbox="smtp.username",
                 doc="AUTH username (no AUTH when unset; never sent without TLS)"),
-        Setting("password", "NOTIFY_SMTP_PASSWORD", sandbox="smtp.password",
+        Setting("password", "NOTIFY_SMTP_PASSWORD", sandbox="smtp.password", secret=True,
                 doc="AUTH password"),
         Setting("tls", "NOTIFY_SMTP_TLS", default="starttls", sandbox="smtp.tls",
                 doc="`starttls` (STARTTLS required), `tls` (implicit TLS), `none` (no AUTH then)"),

@@ -96,16 +96,17 @@ class TwilioSMSChannel(RequestsTransport, Channel):
     retry = RetryDefaults(max_attempts=6, max_age=3600)
     settings = (
         Setting("url", "NOTIFY_TWILIO_URL", default="https://api.twilio.com", sandbox="twilio.url",
-                doc="Twilio REST API base URL"),
+                per_app=False, doc="Twilio REST API base URL"),
         Setting("account_sid", "NOTIFY_TWILIO_ACCOUNT_SID", required=True,
                 sandbox="twilio.account_sid", doc="`AC…` account SID"),
-        Setting("auth_token", "NOTIFY_TWILIO_AUTH_TOKEN", required=True,
+        Setting("auth_token", "NOTIFY_TWILIO_AUTH_TOKEN", required=True, secret=True,
                 sandbox="twilio.auth_token", doc="auth token (also verifies webhooks)"),
         Setting("from_number", "NOTIFY_TWILIO_FROM", sandbox="twilio.from_number",
                 doc="E.164 sender (or set the messaging service)"),
         Setting("messaging_service_sid", "NOTIFY_TWILIO_MESSAGING_SERVICE_SID",
                 doc="`MG…` Messaging Service, preferred over the sender number"),
         Setting("max_segments", "NOTIFY_TWILIO_MAX_SEGMENTS", default=str(DEFAULT_MAX_SEGMENTS),
+                per_app=False,  # the API checks every app's content with the deployment's cap
                 doc="most billed segments one SMS may cost (longer texts are refused at the API)"),
         *common_settings("NOTIFY_TWILIO"),
     )

@@ -31,8 +31,8 @@ from pywebpush import WebPusher
 from .base import AddressKind, Channel, InvalidAddress, Message, Result, RetryDefaults, Setting, \
     common_settings
 from .errors import ChannelConfigurationError, InvalidMessage
-from .http import RequestsTransport, config_timeout, http_result, json_bytes, require_file, \
-    response_json, retryless_session
+from .http import RequestsTransport, config_timeout, http_result, json_bytes, response_json, \
+    retryless_session
 
 #: Push services must accept encrypted bodies up to this size (RFC 8030 §7.2).
 MAX_ENCRYPTED_BYTES = 4096
@@ -69,14 +69,18 @@ class VapidSigner:
     Thread-safe. ``signed`` counts signatures (one per origin per ~11 h of sending).
     """
 
-    def __init__(self, private_key_file: str, subject: str,
-                 ttl: int = VAPID_TTL_SECONDS, margin: int = VAPID_RESIGN_MARGIN_SECONDS):
-        # Vapid.from_file would *generate and save* a new key when the file is missing:
-        # require_file() runs first so a typo cannot silently create a new identity.
+    def __init__(self, private_key: bytes, subject: str,
+                 ttl: int = VAPID_TTL_SECONDS, margin: int = VAPID_RESIGN_MARGIN_SECONDS,
+                 key_name: str = "private key"):
+        # The key's bytes, not its path: Vapid.from_file would *generate and save* a new key
+        # when the file is missing, so a typo could silently create a new identity. PEM or
+        # base64url DER, as Vapid.from_file reads a file.
         try:
-            self.vapid = Vapid.from_file(private_key_file)
+            self.vapid = (Vapid.from_pem(private_key) if b"-----BEGIN" in private_key
+                          else Vapid.from_der(private_key.strip()))
         except Exception as exc:  # noqa: BLE001 - py_vapid wraps parse errors itself
-            raise ChannelConfigurationError(f"VAPID key {private_key_file!r}: {exc}") from exc
+            raise ChannelConfigurationError(
+                f"VAPID key {key_name}: not a P-256 private key ({type(exc).__name__})") from None
         self.subject = subject
         self.ttl = ttl
         self.margin = margin
@@ -105,7 +109,9 @@ class WebPushChannel(RequestsTransport, Channel):
 
     Config keys:
         vapid_private_key_file: PEM (or DER) P-256 private key of this application server
-            (required; must exist).
+            (required unless ``vapid_private_key`` is set; must exist).
+        vapid_private_key: the key's content instead of the file: how an app stores its own
+            (secret; wins over ``vapid_private_key_file``).
         vapid_subject: ``mailto:`` or ``https:`` contact for the push services (required).
         ca_file: CA bundle to verify push services (optional).
         timeout: seconds for connect and read (optional, default 10).
@@ -135,12 +141,14 @@ class WebPushChannel(RequestsTransport, Channel):
     retry = RetryDefaults(max_attempts=8, max_age=6 * 3600)
     settings = (
         Setting("vapid_private_key_file", "NOTIFY_VAPID_PRIVATE_KEY_FILE", required=True,
-                sandbox="webpush.vapid_private_key_file", doc="VAPID P-256 private key (PEM)"),
+                sandbox="webpush.vapid_private_key_file", per_app=False, doc="VAPID P-256 private key (PEM)"),
+        Setting("vapid_private_key", "NOTIFY_VAPID_PRIVATE_KEY", secret=True,
+                content_of="vapid_private_key_file", doc="the VAPID key's content (PEM) instead of the file"),
         Setting("vapid_public_key", "NOTIFY_VAPID_PUBLIC_KEY", sandbox="webpush.vapid_public_key",
                 doc="its public key (base64url), for browsers' `applicationServerKey`"),
         Setting("vapid_subject", "NOTIFY_VAPID_SUBJECT", required=True,
                 sandbox="webpush.vapid_subject", doc="`mailto:` or `https:` contact"),
-        Setting("private_endpoints", "NOTIFY_WEBPUSH_PRIVATE_ENDPOINTS", sandbox="webpush.url",
+        Setting("private_endpoints", "NOTIFY_WEBPUSH_PRIVATE_ENDPOINTS", sandbox="webpush.url", per_app=False,
                 doc="comma-separated `host:port` of push services on private addresses that "
                     "subscriptions may use (the sandbox's by default)"),
         *common_settings("NOTIFY_WEBPUSH"),
@@ -151,8 +159,8 @@ class WebPushChannel(RequestsTransport, Channel):
     def __init__(self, config: Mapping[str, Any]):
         super().__init__(config)
         self.timeout = config_timeout(config)
-        self.signer = VapidSigner(require_file(config, "vapid_private_key_file"),
-                                  str(config["vapid_subject"]))
+        key, key_name = self.read_file_setting("vapid_private_key_file")
+        self.signer = VapidSigner(key, str(config["vapid_subject"]), key_name=key_name)
         self.session = retryless_session(config)
 
     # -- declarations ------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Start and stop the whole local stack as child processes: provider sandbox, API (gunicorn),
-the outbox relay, one Celery worker pool per channel, the maintenance worker with beat
-(dispatcher), and Flower.
+the outbox relay, one Celery worker pool per channel (or several: ``pools_per_channel``), the
+maintenance worker with beat (dispatcher), and Flower.
 
 Used by ``python -m devtools.run`` (``make run``), by the end-to-end tests and by the benchmarks,
 so all three run the same processes the same way. Nothing here runs in production: there each
@@ -37,7 +37,7 @@ class StackConfig:
         sandbox_port_base: the sandbox's first port (see sandbox/README.md).
         sandbox_dir: where the sandbox keeps credentials and records.
         log_dir: one log file per child.
-        concurrency: worker processes per channel.
+        concurrency: worker processes per pool.
         flower_port: None to not start Flower.
         worker_log_level: the channel workers' log level.
     """
@@ -61,6 +61,14 @@ class StackConfig:
     metrics_dir: Path | None = None
     #: Raise the sandbox's scheduling priority by this much (0: leave it; needs root).
     sandbox_priority: int = int(os.environ.get("NOTIFY_SANDBOX_PRIORITY", "0"))
+    #: Worker pools (separate Celery worker processes, each of ``concurrency``) per channel; a
+    #: channel not named gets one. Several pools on one queue are several hosts' workers sharing
+    #: it (``{"apns": 2}``: bench/apns_tokens.py, one APNs key used by every process of both).
+    pools_per_channel: dict[str, int] = field(default_factory=dict)
+
+    def pools(self, channel: str) -> int:
+        """How many worker pools ``channel`` gets (at least one)."""
+        return max(1, self.pools_per_channel.get(channel, 1))
 
 
 class Stack:
@@ -129,24 +137,33 @@ class Stack:
     def stop_relay(self) -> None:
         self._stop("relay")
 
-    def spawn_worker(self, channel: str) -> None:
-        """Start the worker pool of one channel (``-Q <channel>``) without waiting for it."""
+    @staticmethod
+    def worker_name(channel: str, pool: int = 1) -> str:
+        """The child (and log file) name of a channel's worker pool: ``worker-<channel>`` for
+        the first, ``worker-<channel>-<pool>`` for the others; its Celery node is the same
+        without ``worker-`` (``<channel>-2@host``), unique on the host."""
+        return f"worker-{channel}" if pool == 1 else f"worker-{channel}-{pool}"
+
+    def spawn_worker(self, channel: str, pool: int = 1) -> None:
+        """Start worker pool ``pool`` (1, 2, ...) of one channel (``-Q <channel>``) without waiting for it."""
         from notify.queues import queue_name
 
-        self._spawn(f"worker-{channel}", [
-            CELERY, "-A", "notify", "worker", "-Q", queue_name(channel), "-n", f"{channel}@%h",
+        name = self.worker_name(channel, pool)
+        self._spawn(name, [
+            CELERY, "-A", "notify", "worker", "-Q", queue_name(channel), "-n", f"{name[len('worker-'):]}@%h",
             "-P", self.config.worker_pool, "-c", str(self.config.concurrency), "--prefetch-multiplier", "1", "-O", "fair",
             "--without-gossip", "--without-mingle", "-l", self.config.worker_log_level])
 
-    def start_worker(self, channel: str) -> None:
-        self.spawn_worker(channel)
-        self.wait_worker(channel)
+    def start_worker(self, channel: str, pool: int = 1) -> None:
+        self.spawn_worker(channel, pool)
+        self.wait_worker(channel, pool=pool)
 
-    def wait_worker(self, channel: str, timeout: float = 60) -> None:
-        self._wait_log(f"worker-{channel}", f"{channel}@", "ready.", timeout=timeout)
+    def wait_worker(self, channel: str, timeout: float = 60, pool: int = 1) -> None:
+        name = self.worker_name(channel, pool)
+        self._wait_log(name, f"{name[len('worker-'):]}@", "ready.", timeout=timeout)
 
-    def stop_worker(self, channel: str) -> None:
-        self._stop(f"worker-{channel}")
+    def stop_worker(self, channel: str, pool: int = 1) -> None:
+        self._stop(self.worker_name(channel, pool))
 
     def stop_api(self) -> None:
         self._stop("api")
@@ -199,11 +216,13 @@ class Stack:
             self.start_sandbox()
             self.start_api()
             self.start_relay()
-            for channel in self.config.channels:
-                self.spawn_worker(channel)
+            pools = [(channel, pool) for channel in self.config.channels
+                     for pool in range(1, self.config.pools(channel) + 1)]
+            for channel, pool in pools:
+                self.spawn_worker(channel, pool)
             self.start_maintenance()
-            for channel in self.config.channels:
-                self.wait_worker(channel)
+            for channel, pool in pools:
+                self.wait_worker(channel, pool=pool)
             self.start_flower()
         except BaseException:
             self.stop()

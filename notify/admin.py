@@ -589,3 +589,5 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
 # Registered in their own module; imported here so that admin autodiscovery finds them.
 from . import admin_suppressions  # noqa: E402,F401
+from . import admin_credentials  # noqa: E402,F401
+from . import admin_oauth  # noqa: E402,F401

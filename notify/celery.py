@@ -6,12 +6,27 @@ import logging
 
 from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_shutdown
+from celery.worker.consumer import Consumer
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.production")
 
 app = Celery("notify")
 app.config_from_object("celeryconfig")
 app.autodiscover_tasks(["notify"])
+
+
+class WorkerConsumer(Consumer):
+    """Celery's consumer without its native delayed delivery step (``worker_consumer``).
+
+    With quorum queues Celery declares 28 ``celery_delayed_*`` queues and their exchanges on
+    every broker URL at each (re)connection, for ETA/countdown tasks; notify publishes none (a
+    delayed retry waits in PostgreSQL). Worse, the step runs before the consumer loop and tries
+    every URL of a cluster's broker URL, a stopped node for about 17 s (three retries), so each
+    worker stood still that long after losing its node (tests/test_quorum_cluster.py).
+    """
+
+    class Blueprint(Consumer.Blueprint):
+        default_steps = [step for step in Consumer.Blueprint.default_steps if not step.endswith(":DelayedDelivery")]
 
 
 @after_setup_logger.connect

@@ -1,11 +1,15 @@
-"""Masking of personal data in log lines: phone numbers, email addresses and device tokens.
+"""Masking of personal data and secrets in log lines: phone numbers, email addresses, device
+tokens, PEM private keys and the values of fields named as secrets.
 
 One logging filter (:class:`MaskFilter`, on every handler of ``settings.LOGGING`` and of the
 Celery workers' own handlers) rewrites each record before it is formatted: the message with its
 arguments, the traceback, and every extra field. What stays is enough to tell two values apart
 in an investigation and not enough to contact anyone: a phone number keeps its last two digits
 (``+**********78``), an email address its first character and domain (``j***@example.com``), a
-token its last four characters (``***f00d``).
+token its last four characters (``***f00d``). A PEM block (a private key, inline or in a
+service-account JSON) keeps only its armour lines. Extra fields named in ``SECRET_FIELDS`` or
+added with :func:`add_secret_fields` (every adapter's secret settings: notify.apps) become
+``***`` whatever they hold.
 
 Imports neither Django nor the rest of notify: ``logging.config`` builds it before the app
 registry exists.
@@ -25,9 +29,25 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)
 #: endpoints' and keys' base64url, API keys: long runs of token characters. UUIDs (the ids
 #: logs are followed by) are shorter than the threshold between their dashes.
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{10,}:[A-Za-z0-9_-]{20,}|[A-Za-z0-9_-]{40,}")
+#: A PEM block, also with its line breaks escaped as in JSON (``\\n``); the body is masked.
+_PEM = re.compile(r"(-----BEGIN [A-Z0-9 ]+-----)(.*?)(-----END [A-Z0-9 ]+-----)", re.S)
 #: Extra fields holding an address or a credential, masked whole whatever they hold.
 SECRET_FIELDS = frozenset({"to", "address", "phone", "email", "token", "subscription", "endpoint", "auth", "p256dh",
-                           "authorization", "password", "api_key"})
+                           "authorization", "password", "api_key", "sealed"})
+#: Field names added at start-up (:func:`add_secret_fields`).
+_added: frozenset[str] = frozenset()
+
+
+def add_secret_fields(names) -> None:
+    """Mask extra fields (and dict entries) with these names too, e.g. the adapters' secret
+    settings (``auth_token``, ``key``): the declarations are known once the app registry is."""
+    global _added
+    _added = _added | {str(name).lower() for name in names}
+
+
+def _secret(name) -> bool:
+    name = str(name).lower()
+    return name in SECRET_FIELDS or name in _added
 #: Attributes every LogRecord has: not extra fields.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -50,7 +70,9 @@ def _email(match: re.Match) -> str:
 
 
 def mask(text: str) -> str:
-    """``text`` with every phone number, email address and token masked (see the module doc)."""
+    """``text`` with every PEM block, phone number, email address and token masked (see the
+    module doc)."""
+    text = _PEM.sub(lambda m: f"{m.group(1)}***{m.group(3)}", text)
     text = _EMAIL.sub(_email, text)
     text = _PHONE.sub(_phone, text)
     return _TOKEN.sub(_token, text)
@@ -58,11 +80,12 @@ def mask(text: str) -> str:
 
 def mask_value(value: Any) -> Any:
     """``value`` (an extra field's: text, number, list, dict) with :func:`mask` applied to every
-    string in it; dict entries named in ``SECRET_FIELDS`` become ``"***"``."""
+    string in it; dict entries named as secrets (``SECRET_FIELDS``, :func:`add_secret_fields`)
+    become ``"***"``."""
     if isinstance(value, str):
         return mask(value)
     if isinstance(value, dict):
-        return {k: "***" if str(k).lower() in SECRET_FIELDS and v else mask_value(v) for k, v in value.items()}
+        return {k: "***" if _secret(k) and v else mask_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [mask_value(v) for v in value]
     if value is None or isinstance(value, (bool, int, float)):
@@ -75,6 +98,12 @@ class MaskFilter(logging.Filter):
     never drops a record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # A dict among the arguments is masked by name before it is formatted into the message
+        # (``log.info("settings %s", {"auth_token": ...})``); other arguments are left to mask().
+        if isinstance(record.args, dict):
+            record.args = mask_value(record.args)
+        elif isinstance(record.args, tuple):
+            record.args = tuple(mask_value(arg) if isinstance(arg, dict) else arg for arg in record.args)
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a broken format string is still logged, masked
@@ -89,5 +118,5 @@ class MaskFilter(logging.Filter):
             record.stack_info = mask(record.stack_info)
         for name, value in list(vars(record).items()):
             if name not in _STANDARD:
-                setattr(record, name, "***" if name.lower() in SECRET_FIELDS and value else mask_value(value))
+                setattr(record, name, "***" if _secret(name) and value else mask_value(value))
         return True

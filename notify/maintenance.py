@@ -2,7 +2,8 @@
 
 The dispatcher (:func:`dispatch_due`, every second) puts back into the outbox what is due and
 not on a queue, and is the outbox relay's backstop. Retention (:func:`forget_idempotency_keys`,
-hourly) releases idempotency keys past ``NOTIFY_IDEMPOTENCY_RETENTION``. The analytics rollup
+hourly) releases idempotency keys past ``NOTIFY_IDEMPOTENCY_RETENTION`` and
+(:func:`forget_expired_tokens`, hourly) deletes expired OAuth2 access tokens. The analytics rollup
 (:func:`rollup_analytics`, every ``NOTIFY_ANALYTICS_INTERVAL`` seconds) counts what was recorded
 since its last run.
 """
@@ -68,6 +69,14 @@ def forget_idempotency_keys() -> int:
 
     cutoff = timezone.now() - dt.timedelta(seconds=settings.NOTIFY_IDEMPOTENCY_RETENTION)
     return Notification.objects.filter(idempotency_key__isnull=False, created_at__lt=cutoff).update(idempotency_key=None)
+
+
+def forget_expired_tokens() -> int:
+    """Delete the OAuth2 access tokens that have expired (notify.oauth; a client takes a new one
+    every NOTIFY_OAUTH_TOKEN_SECONDS, so they would pile up); returns the count."""
+    from oauth2_provider.models import AccessToken
+
+    return AccessToken.objects.filter(expires__lt=timezone.now()).delete()[0]
 
 
 def rollup_analytics() -> int:

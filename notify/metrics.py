@@ -187,7 +187,8 @@ def rabbitmq_queues() -> list[dict]:
     Raises:
         requests.RequestException: the management API is unreachable or answers an error.
     """
-    broker = urllib.parse.urlsplit(settings.NOTIFY_BROKER_URL)
+    # A cluster's broker URL lists its nodes (``amqp://a//;amqp://b//``): the vhost is the first's.
+    broker = urllib.parse.urlsplit(settings.NOTIFY_BROKER_URL.split(";")[0])
     api = urllib.parse.urlsplit(settings.NOTIFY_BROKER_API_URL)
     vhost = urllib.parse.unquote(broker.path[1:]) if broker.path not in ("", "/") else "/"
     user, password = (api.username, api.password) if api.username else (broker.username, broker.password)

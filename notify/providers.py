@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -25,7 +25,7 @@ from channels import registry, tokens
 from channels.base import Channel
 from channels.errors import ChannelConfigurationError
 
-from . import breaker
+from . import breaker, credentials
 from .cache import redis_key
 
 
@@ -81,9 +81,11 @@ def check_configuration() -> None:
     for channel, chosen in settings.NOTIFY_CHANNEL_PROVIDERS.items():
         for provider in chosen:
             environment = settings.NOTIFY_PROVIDER_ENV[provider]
-            for setting in registry.provider_class(provider).settings:
-                if setting.required and not (environment.get(setting.key) or setting.default):
-                    missing.append(f"{setting.env} ({channel} through {provider})")
+            cls = registry.provider_class(provider)
+            given = {s.key: environment.get(s.key) or s.default for s in cls.settings}
+            for setting in cls.missing_config(given):
+                names = " or ".join([setting.env, *(a.env for a in cls.inline_alternatives(setting.key))])
+                missing.append(f"{names} ({channel} through {provider})")
     if missing:
         raise ImproperlyConfigured(
             "provider settings missing: " + ", ".join(missing) + ". Set them, choose other "
@@ -108,9 +110,46 @@ def in_use(provider: str) -> bool:
     return any(provider in chosen for chosen in settings.NOTIFY_CHANNEL_PROVIDERS.values())
 
 
-def adapter(provider: str) -> Channel:
-    """This process's long-lived adapter instance of ``provider``."""
-    return registry.get_provider(provider, config_for)
+def app_config(provider: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The config an app's adapter of ``provider`` is built with: the app's own ``values``
+    (notify.credentials) over the deployment's :func:`config_for`."""
+    return {**config_for(provider), **values}
+
+
+def adapter(provider: str, app_id: int | None = None, version: int | None = None) -> Channel:
+    """This process's long-lived adapter of ``provider`` for a send of app ``app_id``.
+
+    ``version`` is the version of the app's own settings of the provider (the claim reads it with
+    the delivery: notify.store), None when the app has none. None: the one adapter every app
+    without settings of its own shares. Otherwise the app's own, kept per process, built on first
+    use with one query for its row and again, the previous one closed, when ``version`` changes.
+
+    Raises:
+        ChannelConfigurationError, notify.sealing.SealError: the app's stored settings cannot
+            build an adapter (no configured key opens them; the deployment's part changed).
+    """
+    if version is None:
+        if app_id is not None:
+            registry.drop_tenant_provider(provider, app_id)  # its own settings were deleted
+        return registry.get_provider(provider, config_for)
+    return registry.get_tenant_provider(provider, app_id, version, lambda: _app_config(provider, app_id))
+
+
+def adapter_of_app(provider: str, app_id: Any) -> Channel:
+    """This process's adapter of ``provider`` for app ``app_id`` (an id as text from a webhook
+    URL, or None) at its current settings (one query): the shared one for no app, an unknown app
+    or one without settings of its own."""
+    try:
+        app_id = int(app_id)
+    except (TypeError, ValueError):
+        return adapter(provider)
+    return adapter(provider, app_id, credentials.current_version(app_id, provider))
+
+
+def _app_config(provider: str, app_id: int) -> dict[str, Any]:
+    """The config of app ``app_id``'s adapter of ``provider``, from its row now (the
+    deployment's when the row went meanwhile)."""
+    return app_config(provider, credentials.stored_values(app_id, provider) or {})
 
 
 def choose(channel: str, to: Any) -> str | None:

@@ -22,7 +22,7 @@ SCOPES = {
     RECIPIENTS: "manage and erase recipients, their devices and preferences; make preference links",
     TEMPLATES: "manage templates, their versions and previews, and categories",
     ANALYTICS: "read analytics (JSON or CSV)",
-    ADMIN: "everything, the other scopes included",
+    ADMIN: "everything, the other scopes included, and the app's own provider credentials",
 }
 
 #: What a key gets unless given its scopes: everything but ``admin``.

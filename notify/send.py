@@ -30,7 +30,8 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from channels import registry
-from channels.base import Message, Outcome, Result
+from channels.base import Channel, Message, Outcome, Result
+from channels.errors import ChannelConfigurationError
 
 from . import breaker, metrics, providers, ratelimit, store, tracking
 from .dbretry import through_outage
@@ -38,6 +39,7 @@ from .deadletters import publish_dead_letter
 from .models import FINAL_STATUSES, OUTCOME_UNKNOWN, DeliveryStatus, cannot_deliver
 from .policy import DEFER, SUPPRESS, at_send, rules
 from .preferences import link as preference_link
+from .sealing import SealError
 from .unsubscribe import unsubscribe_url
 from .webhooks.urls import webhook_url
 
@@ -47,6 +49,9 @@ log = logging.getLogger(__name__)
 #: to its queue) and before recording an outcome.
 CLAIM_PATIENCE = 60
 RECORD_PATIENCE = 120
+#: The outcome of a send whose app's own provider settings build no adapter: retried like a
+#: transient failure (an operator can restore a key), without calling the provider.
+UNUSABLE_SETTINGS = Result(Outcome.RETRY, reason="app_credentials_unusable")
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class Claim:
     app_quiet_hours: str
     track_opens: bool
     track_clicks: bool
+    credential_versions: dict | None  # provider → version of the app's own settings of it
     ttl_left: float
     age: float
 
@@ -143,11 +149,24 @@ def message_for(c: Claim, provider: str) -> Message:
         content=content,
         priority=c.priority,
         ttl=max(int(c.ttl_left), 0),
-        status_callback=webhook_url(provider, "status") if cls.status_callbacks else None,
+        # The app's own account signs its callbacks: the URL names the app whose settings verify them.
+        status_callback=webhook_url(provider, "status", c.app_id if provider in (c.credential_versions or {}) else None)
+        if cls.status_callbacks else None,
         unsubscribe_url=unsubscribe_url(c.id) if leavable else None,
         preferences_url=preference_link(c.app_id, c.recipient_id)[0] if leavable else None,
         open_url=tracking.push_open_url(c.id) if cls.open_reports else None,
     )
+
+
+def _adapter(c: Claim, provider: str) -> Channel | None:
+    """The adapter sending ``c`` through ``provider``: the app's own when it has settings of its
+    own for the provider (notify.providers.adapter; the claim says which version), else the
+    shared one. None when the app's settings build none (logged without their values)."""
+    try:
+        return providers.adapter(provider, c.app_id, (c.credential_versions or {}).get(provider))
+    except (ChannelConfigurationError, SealError) as exc:
+        log.error("app %s: its own %s settings build no adapter: %s", c.app_id, provider, exc)
+        return None
 
 
 def _record(c: Claim, status: str, reason: str, result: Result | None = None, provider: str | None = None,
@@ -270,8 +289,9 @@ def send(delivery_id: str) -> str:
         return "retrying"
     scope = registry.provider_class(provider).breaker_scope(c.to)
 
+    adapter = _adapter(c, provider)
     started = time.monotonic()
-    result = providers.adapter(provider).deliver(message_for(c, provider))
+    result = adapter.deliver(message_for(c, provider)) if adapter is not None else UNUSABLE_SETTINGS
     duration = (time.monotonic() - started) * 1000
     reason = result.reason or str(result.status)
 
@@ -280,7 +300,8 @@ def send(delivery_id: str) -> str:
         breaker.record_success(scope)
         return "sent"
     if result.outcome is Outcome.RETRY:
-        breaker.record_failure(scope)
+        if adapter is not None:  # one app's unusable settings say nothing about the provider
+            breaker.record_failure(scope)
         if policy["on_unknown_outcome"] == "fail" and result.maybe_delivered:
             # The request reached the provider and no answer came back: it may have been
             # delivered. Resending could show the message twice on a channel that does not

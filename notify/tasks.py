@@ -51,6 +51,12 @@ def forget_idempotency_keys() -> int:
     return maintenance.forget_idempotency_keys()
 
 
+@app.task(name="notify.maintenance.forget_expired_tokens", ignore_result=True)
+def forget_expired_tokens() -> int:
+    """Delete expired OAuth2 access tokens."""
+    return maintenance.forget_expired_tokens()
+
+
 @app.task(name="notify.maintenance.rollup_analytics", ignore_result=True)
 def rollup_analytics() -> int:
     """Count what was recorded since the last rollup into the analytics (notify.analytics)."""

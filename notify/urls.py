@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from oauth2_provider import views as oauth_views
 
 from . import health, monitoring, preferences, tracking_views
 from .unsubscribe import unsubscribe
@@ -15,6 +16,10 @@ urlpatterns = [
     path("ops/dashboard", monitoring.dashboard, name="ops-dashboard"),
     path("ops/dashboard/data", monitoring.dashboard_data, name="ops-dashboard-data"),
     path("api/v1/", include("notify.api.urls")),
+    # OAuth2 client credentials (notify.oauth): django-oauth-toolkit's token and revocation
+    # endpoints only (RFC 6749 4.4, RFC 7009), no authorization or application pages.
+    path("oauth/token/", oauth_views.TokenView.as_view(), name="oauth-token"),
+    path("oauth/revoke_token/", oauth_views.RevokeTokenView.as_view(), name="oauth-revoke-token"),
     path("webhooks/", include("notify.webhooks.urls")),
     path("unsubscribe/<str:token>", unsubscribe, name="unsubscribe"),
     path("preferences/<str:token>", preferences.page, name="preference-page"),

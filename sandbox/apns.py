@@ -6,12 +6,14 @@ from APNs" (developer.apple.com/documentation/usernotifications):
 - ``POST /3/device/<token>`` only (405 ``MethodNotAllowed``, 404 ``BadPath``, 400
   ``MissingDeviceToken``); HTTP/2 only: an HTTP/1.1 request gets 505 (Apple closes such
   connections; the sandbox answers so that the mistake is visible).
-- ``authorization: bearer <JWT>``: ES256, header ``kid`` = the key id, claims ``iss`` = team id
-  and ``iat``. Missing → 403 ``MissingProviderToken``; bad signature / kid / iss / alg → 403
-  ``InvalidProviderToken``; ``iat`` older than 3600 s → 403 ``ExpiredProviderToken``.
+- ``authorization: bearer <JWT>``: ES256, header ``kid`` = a key id the sandbox knows (its own,
+  or one registered with ``POST /apns/keys``: sandbox.accounts), signed by that key, claims
+  ``iss`` = that key's team id and ``iat``. Missing → 403 ``MissingProviderToken``; bad
+  signature / kid / iss / alg → 403 ``InvalidProviderToken``; ``iat`` older than 3600 s → 403
+  ``ExpiredProviderToken``. The record's ``extra`` names the key (``key_id``, ``team_id``).
 - every distinct provider token is recorded per key (sandbox.provider_tokens); in strict mode a
   key whose token changes within 20 minutes gets 429 ``TooManyProviderTokenUpdates``.
-- ``apns-topic`` = the app's bundle id (+ ``.voip``, ``.complication``, … for those push types):
+- ``apns-topic`` = the key's bundle id (+ ``.voip``, ``.complication``, … for those push types):
   missing → 400 ``MissingTopic``, other → 400 ``TopicDisallowed``.
 - ``apns-push-type`` in the documented set (400 ``InvalidPushType``); ``apns-priority`` 10/5/1,
   ``background`` requires 5 (400 ``BadPriority``); ``apns-expiration`` integer epoch seconds (400
@@ -73,11 +75,6 @@ class ApnsApp(ProviderApp):
 
     def __init__(self, state) -> None:
         super().__init__(state)
-        c = state.creds
-        self._key = c.apns_public_key
-        self._kid = c.apns_key_id
-        self._team = c.apns_team_id
-        self._topic = c.apns_topic
         self._jwts = JwtCache(self._verify_jwt)
 
     def _verify_jwt(self, token: str) -> tuple[dict, dict]:
@@ -87,16 +84,17 @@ class ApnsApp(ProviderApp):
             raise _InvalidToken(f"malformed JWT: {exc}") from None
         if header.get("alg") != "ES256":
             raise _InvalidToken("alg must be ES256")
-        if header.get("kid") != self._kid:
-            raise _InvalidToken("kid is not this team's key id")
+        key = self.state.accounts.apns_key(header.get("kid"))
+        if key is None:
+            raise _InvalidToken("kid is not a key id the sandbox knows")
         try:
-            claims = jwt.decode(token, self._key, algorithms=["ES256"],
+            claims = jwt.decode(token, key.public_key, algorithms=["ES256"],
                                 options={"verify_exp": False, "verify_iat": False,
                                          "verify_nbf": False, "verify_aud": False})
         except jwt.PyJWTError as exc:
             raise _InvalidToken(f"signature: {exc}") from None
-        if claims.get("iss") != self._team:
-            raise _InvalidToken("iss is not the team id")
+        if claims.get("iss") != key.team_id:
+            raise _InvalidToken("iss is not the key's team id")
         if not isinstance(claims.get("iat"), (int, float)):
             raise _InvalidToken("iat missing")
         return header, claims
@@ -144,6 +142,8 @@ class ApnsApp(ProviderApp):
             raise Reject(403, "InvalidProviderToken") from None
         ex.extra["jwt_claims"] = claims
         ex.extra["jwt_header"] = jwt_header
+        ex.extra["key_id"], ex.extra["team_id"] = jwt_header["kid"], claims["iss"]
+        bundle = self.state.accounts.apns_key(jwt_header["kid"]).topic
         now = time.time()
         provider_token = provider_token.strip()
         tokens = self.state.apns_tokens
@@ -179,9 +179,9 @@ class ApnsApp(ProviderApp):
             raise Reject(400, "MissingTopic")
         suffix = PUSH_TYPES[push_type]
         if suffix is None:
-            if not topic.startswith(self._topic):
+            if not topic.startswith(bundle):
                 raise Reject(400, "TopicDisallowed")
-        elif topic != self._topic + suffix:
+        elif topic != bundle + suffix:
             raise Reject(400, "TopicDisallowed")
 
         priority = h.get("apns-priority", "5" if push_type == "background" else "10")

@@ -160,6 +160,24 @@ class SandboxControl:
         return self._call("PUT", "/apns/token-policy",
                           json={"strict": strict, "min_interval": min_interval})
 
+    def add_apns_key(self, key_id: str, team_id: str, public_key_pem: str, topic: str | None = None) -> dict[str, Any]:
+        """Accept provider tokens of another APNs key too (a second app's): ``{"key_id",
+        "team_id", "topic"}``; records of requests it signed have ``extra.key_id``."""
+        body = {"key_id": key_id, "team_id": team_id, "public_key": public_key_pem}
+        return self._call("POST", "/apns/keys", json={**body, **({"topic": topic} if topic else {})})
+
+    def add_twilio_account(self, account_sid: str, auth_token: str, from_number: str | None = None,
+                           messaging_service_sid: str | None = None) -> dict[str, Any]:
+        """Accept another Twilio account (a second app's): ``{"account_sid", "from_number",
+        "messaging_service_sid"}``; records of its requests have ``extra.account_sid``."""
+        body = {"account_sid": account_sid, "auth_token": auth_token, "from_number": from_number,
+                "messaging_service_sid": messaging_service_sid}
+        return self._call("POST", "/twilio/accounts", json={k: v for k, v in body.items() if v})
+
+    def accounts(self) -> dict[str, Any]:
+        """``{"apns_keys": [...], "twilio_accounts": [...]}``: the sandbox's own and the added."""
+        return self._call("GET", "/accounts")
+
     def wait_for(self, provider: str, predicate: Callable[[dict], bool] | None = None,
                  timeout: float = 5.0, *, since: int | None = None,
                  interval: float = 0.02) -> dict[str, Any]:

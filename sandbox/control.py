@@ -28,6 +28,11 @@ Routes:
   (see :mod:`sandbox.provider_tokens`); ``DELETE /apns/provider-tokens`` forgets them.
   ``PUT /apns/token-policy`` ``{"strict": bool, "min_interval"?: seconds}`` → the policy;
   ``GET /apns/token-policy``.
+- ``POST /apns/keys`` ``{"key_id", "team_id", "public_key" (PEM), "topic"?}`` → the key (201):
+  provider tokens signed by it are accepted too (a second app's key); ``POST /twilio/accounts``
+  ``{"account_sid", "auth_token", "from_number"?, "messaging_service_sid"?}`` → the account
+  without its token (201): a second Twilio account; ``GET /accounts`` → every key and account
+  (see :mod:`sandbox.accounts`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from .accounts import AccountError
 from .credentials import sandbox_json
 from .faults import FaultError, parse_fault
 from .inbox import build_inbox
@@ -236,6 +242,17 @@ def build_control_app(state) -> Starlette:
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, 400)
 
+    async def accounts(request: Request):
+        if request.method == "GET":
+            return JSONResponse(state.accounts.as_dict())
+        try:
+            body = await _json(request)
+            if request.url.path == "/apns/keys":
+                return JSONResponse(state.accounts.add_apns_key(body).as_dict(), 201)
+            return JSONResponse(state.accounts.add_twilio_account(body).as_dict(), 201)
+        except (_BadRequest, AccountError) as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/config", config, methods=["GET"]),
@@ -252,5 +269,8 @@ def build_control_app(state) -> Starlette:
         Route("/ses/events", ses_events, methods=["POST"]),
         Route("/apns/provider-tokens", apns_provider_tokens, methods=["GET", "DELETE"]),
         Route("/apns/token-policy", apns_token_policy, methods=["GET", "PUT"]),
+        Route("/apns/keys", accounts, methods=["POST"]),
+        Route("/twilio/accounts", accounts, methods=["POST"]),
+        Route("/accounts", accounts, methods=["GET"]),
     ]
     return Starlette(routes=routes)

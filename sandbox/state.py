@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from .accounts import Accounts
 from .credentials import Credentials, b64url, b64url_decode, ec_public_raw
 from .faults import FaultStore
 from .ports import normalize_host
@@ -123,6 +124,8 @@ class SandboxState:
         records / faults / dead / subscriptions: the stores.
         apns_tokens: APNs provider tokens seen per key, and the strict one-token-per-key rule
             (:class:`~sandbox.provider_tokens.ProviderTokens`).
+        accounts: the APNs keys and Twilio accounts accepted, the sandbox's own and those
+            registered through the control API (:class:`~sandbox.accounts.Accounts`).
         callback_delays: seconds before Twilio's ``sent`` and ``delivered`` callbacks.
         callback_hosts: host names / IPs (normalized) that Twilio callbacks and SNS
             subscriptions may be POSTed to besides loopback (``--callback-hosts``).
@@ -137,6 +140,7 @@ class SandboxState:
         self.dead = DeadTokens()
         self.subscriptions = Subscriptions(creds.directory)
         self.apns_tokens = ProviderTokens()
+        self.accounts = Accounts(creds)
         self.callback_delays = callback_delays
         self.callback_hosts: frozenset[str] = frozenset(normalize_host(h) for h in callback_hosts)
         self.opted_out: set[str] = set()  # Twilio numbers that answered STOP

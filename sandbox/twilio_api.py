@@ -3,11 +3,13 @@
 Rules from twilio.com/docs/messaging/api/message-resource, twilio.com/docs/api/errors and
 twilio.com/docs/usage/webhooks/webhooks-security:
 
-- HTTP Basic with the account SID and auth token, else 401 code 20003 (``Authenticate``); a path
-  account other than the authenticated one → 404 code 20404.
+- HTTP Basic with the account SID and auth token, else 401 code 20003 (``Authenticate``): the
+  sandbox's account, or one registered with ``POST /twilio/accounts`` (sandbox.accounts; the
+  record's ``extra.account_sid`` names the account used); a path account other than the
+  authenticated one → 404 code 20404.
 - ``POST /2010-04-01/Accounts/<sid>/Messages.json`` (form): ``To`` required (21604) in E.164
   (21211); ``From`` or ``MessagingServiceSid`` required (21603); ``From`` must be the account's
-  number (21606) and ``MessagingServiceSid`` its service (21701); ``Body`` required without
+  number (21606) and ``MessagingServiceSid`` its service (21701), each account its own; ``Body`` required without
   ``MediaUrl`` (21602) and ≤ 1600 characters (21617); ``StatusCallback`` an http(s) URL (21609);
   recipients that texted STOP → 21610. Twilio's magic test numbers as ``To``: +15005550001
   (21211), +15005550002 (21612), +15005550003 (21408), +15005550004 (21610), +15005550009
@@ -19,9 +21,10 @@ twilio.com/docs/usage/webhooks/webhooks-security:
 - Status callbacks: when ``StatusCallback`` is given, ``sent`` then ``delivered`` are POSTed to it
   (form-encoded ``MessageSid``, ``MessageStatus``, ``SmsSid``, ``SmsStatus``, ``To``, ``From``,
   ``AccountSid``, ``ApiVersion`` …) with ``X-Twilio-Signature`` computed by
-  ``twilio.request_validator.RequestValidator``. Only loopback callback URLs and hosts listed
-  in ``--callback-hosts`` are called; any other URL is refused (never called) and the attempt's
-  ``error`` says why (``GET /twilio/messages`` → ``callbacks``).
+  ``twilio.request_validator.RequestValidator`` with the sending account's auth token. Only
+  loopback callback URLs and hosts listed in ``--callback-hosts`` are called; any other URL is
+  refused (never called) and the attempt's ``error`` says why (``GET /twilio/messages`` →
+  ``callbacks``).
 - ``GET .../Messages.json`` (filters ``To``, ``From``; ``PageSize``) and
   ``GET .../Messages/<sid>.json``.
 
@@ -48,6 +51,7 @@ from twilio.request_validator import RequestValidator
 
 from channels.sms_segments import sms_info
 
+from .accounts import TwilioAccount
 from .common import Exchange, ProviderApp, Reject, callback_allowed, json_response
 from .faults import Applied
 
@@ -99,13 +103,6 @@ class TwilioApp(ProviderApp):
 
     def __init__(self, state) -> None:
         super().__init__(state)
-        c = state.creds
-        self._sid = c.twilio_account_sid
-        self._token = c.twilio_auth_token
-        self._from = c.twilio_from
-        self._service = c.twilio_messaging_service_sid
-        self._basic = "Basic " + base64.b64encode(f"{self._sid}:{self._token}".encode()).decode()
-        self._validator = RequestValidator(self._token)
         self.messages: dict[str, dict[str, Any]] = {}
         self.callbacks: list[dict[str, Any]] = []
         self._http: aiohttp.ClientSession | None = None
@@ -133,29 +130,41 @@ class TwilioApp(ProviderApp):
                       retry_after=rule.retry_after, fault=rule.id)
 
     # -- routing ---------------------------------------------------------------------------------
+    def _account(self, authorization: str | None) -> TwilioAccount:
+        """The account HTTP Basic ``authorization`` authenticates; 401 20003 otherwise."""
+        scheme, _, encoded = (authorization or "").partition(" ")
+        try:
+            sid, _, token = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except ValueError:
+            raise _err(401, 20003) from None
+        account = self.state.accounts.twilio_account(sid)
+        if scheme.lower() != "basic" or account is None or not secrets.compare_digest(token, account.auth_token):
+            raise _err(401, 20003)
+        return account
+
     async def handle(self, request: Request, ex: Exchange) -> Response:
         m = _BASE.match(request.url.path)
-        if ex.headers.get("authorization") != self._basic:
-            raise _err(401, 20003)
-        if not m or m.group(1) != self._sid:
+        account = self._account(ex.headers.get("authorization"))
+        ex.extra["account_sid"] = account.account_sid
+        if not m or m.group(1) != account.account_sid:
             raise _err(404, 20404, f"The requested resource {request.url.path} was not found")
         if m.group(3):
             if ex.method != "GET":
                 raise _err(405, 20004, "Method not allowed")
             msg = self.messages.get(m.group(3))
-            if msg is None:
+            if msg is None or msg["account_sid"] != account.account_sid:
                 raise _err(404, 20404, f"The requested resource {request.url.path} was not found")
             ex.status, ex.response = 200, {"sid": msg["sid"], "status": msg["status"]}
             return json_response(msg)
         if ex.method == "GET":
-            return self._list(request, ex)
+            return self._list(request, ex, account)
         if ex.method != "POST":
             raise _err(405, 20004, "Method not allowed")
-        return await self._create(ex)
+        return await self._create(ex, account)
 
-    def _list(self, request: Request, ex: Exchange) -> Response:
+    def _list(self, request: Request, ex: Exchange, account: TwilioAccount) -> Response:
         q = request.query_params
-        items = list(reversed(self.messages.values()))
+        items = [i for i in reversed(self.messages.values()) if i["account_sid"] == account.account_sid]
         if q.get("To"):
             items = [i for i in items if i["to"] == q["To"]]
         if q.get("From"):
@@ -166,7 +175,7 @@ class TwilioApp(ProviderApp):
         except ValueError:
             raise _err(400, 20001, "PageSize and Page must be integers") from None
         chunk = items[page * size:(page + 1) * size]
-        uri = f"/{API_VERSION}/Accounts/{self._sid}/Messages.json"
+        uri = f"/{API_VERSION}/Accounts/{account.account_sid}/Messages.json"
         more = (page + 1) * size < len(items)
         body = {
             "messages": chunk, "end": page * size + max(len(chunk) - 1, 0),
@@ -179,7 +188,7 @@ class TwilioApp(ProviderApp):
         ex.status, ex.response = 200, {"count": len(chunk)}
         return json_response(body)
 
-    async def _create(self, ex: Exchange) -> Response:
+    async def _create(self, ex: Exchange, account: TwilioAccount) -> Response:
         form_multi = parse_qs(ex.raw_body.decode("utf-8", "replace"), keep_blank_values=True)
         form = {k: v[-1] for k, v in form_multi.items()}
         ex.body = form
@@ -201,9 +210,9 @@ class TwilioApp(ProviderApp):
         service = form.get("MessagingServiceSid")
         if not sender and not service:
             raise _err(400, 21603)
-        if sender and sender != self._from:
+        if sender and sender != account.from_number:
             raise _err(400, 21606)
-        if service and service != self._service:
+        if service and service != account.messaging_service_sid:
             raise _err(400, 21701)
         body = form.get("Body", "")
         if not body and not form.get("MediaUrl"):
@@ -223,9 +232,9 @@ class TwilioApp(ProviderApp):
         segments = info["segments"] or 1  # media only (MMS): one message, no text segments
         now = time.time()
         sid = "SM" + secrets.token_hex(16)
-        uri = f"/{API_VERSION}/Accounts/{self._sid}/Messages/{sid}.json"
+        uri = f"/{API_VERSION}/Accounts/{account.account_sid}/Messages/{sid}.json"
         resource = {
-            "account_sid": self._sid, "api_version": API_VERSION, "body": body,
+            "account_sid": account.account_sid, "api_version": API_VERSION, "body": body,
             "date_created": _rfc2822(now), "date_sent": None, "date_updated": _rfc2822(now),
             "direction": "outbound-api", "error_code": None, "error_message": None,
             "from": sender, "messaging_service_sid": service,
@@ -288,8 +297,11 @@ class TwilioApp(ProviderApp):
             msg["error_message"] = "Unknown destination handset" if error_code == 30003 else None
         if not callback:
             return
+        account = self.state.accounts.twilio_account(msg["account_sid"])
+        if account is None:
+            return
         params = {
-            "AccountSid": self._sid, "ApiVersion": API_VERSION, "From": msg["from"] or "",
+            "AccountSid": account.account_sid, "ApiVersion": API_VERSION, "From": msg["from"] or "",
             "MessageSid": sid, "MessageStatus": status, "SmsSid": sid, "SmsStatus": status,
             "To": msg["to"],
         }
@@ -299,11 +311,12 @@ class TwilioApp(ProviderApp):
             params["ErrorCode"] = str(error_code)
         if status == "delivered":
             params["RawDlrDoneDate"] = datetime.now(timezone.utc).strftime("%y%m%d%H%M")
-        await self.post_signed(callback, params, kind="status", sid=sid)
+        await self.post_signed(callback, params, kind="status", sid=sid, account=account)
 
     async def post_signed(self, url: str, params: dict[str, str], *, kind: str,
-                          sid: str | None = None) -> dict[str, Any]:
-        """POST ``params`` form-encoded to ``url`` signed like Twilio (``X-Twilio-Signature``).
+                          sid: str | None = None, account: TwilioAccount | None = None) -> dict[str, Any]:
+        """POST ``params`` form-encoded to ``url`` signed like Twilio (``X-Twilio-Signature``,
+        with ``account``'s auth token: the sandbox's own account by default).
 
         Returns and keeps a log entry ``{"kind", "sid", "url", "params", "status", "error"}``.
         Only loopback hosts and the ``--callback-hosts`` allowlist are called (``error`` says so
@@ -321,7 +334,8 @@ class TwilioApp(ProviderApp):
                 f"URLs are called by the sandbox" if allowed
                 else "only loopback callback URLs are called by the sandbox")
             return entry
-        signature = self._validator.compute_signature(url, params)
+        account = account or self.state.accounts.default_twilio
+        signature = RequestValidator(account.auth_token).compute_signature(url, params)
         try:
             async with self._client().post(
                     url, data=urlencode(params).encode(),
@@ -351,9 +365,10 @@ class TwilioApp(ProviderApp):
         elif word in START_WORDS:
             self.state.opted_out.discard(sender)
         sid = "SM" + secrets.token_hex(16)
+        account = self.state.accounts.default_twilio
         params = {"MessageSid": sid, "SmsSid": sid, "SmsMessageSid": sid,
-                  "AccountSid": self._sid, "MessagingServiceSid": self._service,
-                  "From": sender, "To": to or self._from, "Body": body, "NumMedia": "0",
+                  "AccountSid": account.account_sid, "MessagingServiceSid": account.messaging_service_sid,
+                  "From": sender, "To": to or account.from_number, "Body": body, "NumMedia": "0",
                   "NumSegments": "1", "SmsStatus": "received", "ApiVersion": API_VERSION}
         if word in STOP_WORDS:
             params["OptOutType"] = "STOP"

@@ -1,8 +1,15 @@
 """Core Django, database, cache and API settings."""
 
+import base64
+import hashlib
 import os
 import re
 from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+# The one list of scopes (API keys, OAuth2 clients: OAUTH2_PROVIDER below); it imports no settings.
+from notify import scopes as _scopes
 
 from .env import env, env_bool, env_float, env_int, env_list, env_rate_limit
 
@@ -13,6 +20,22 @@ VAR_DIR = Path(env("NOTIFY_VAR_DIR", str(BASE_DIR / "var")))
 #: this file), so anyone could sign links and sessions with it: settings.production refuses it.
 INSECURE_DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me-in-production-0123456789"
 SECRET_KEY = env("DJANGO_SECRET_KEY", INSECURE_DEV_SECRET_KEY)
+#: The Fernet key of ``make run`` and the tests when NOTIFY_CREDENTIAL_KEYS is unset, derived from
+#: a public text (so public too): settings.production refuses to encrypt with it.
+INSECURE_DEV_CREDENTIAL_KEY = base64.urlsafe_b64encode(
+    hashlib.sha256(b"notify: development-only credential key").digest()).decode()
+#: Fernet keys (comma-separated) that seal the apps' own provider credentials (notify.sealing):
+#: the first encrypts, every one decrypts, so a new key is put first and the old one kept until
+#: ``manage.py rotate_credential_keys`` has re-encrypted every row. A bad key stops the start.
+NOTIFY_CREDENTIAL_KEYS = env_list("NOTIFY_CREDENTIAL_KEYS") or [INSECURE_DEV_CREDENTIAL_KEY]
+for _number, _key in enumerate(NOTIFY_CREDENTIAL_KEYS, 1):
+    try:
+        Fernet(_key)
+    except ValueError:
+        # Which one, never the value: the message ends up in logs.
+        raise ValueError(f"NOTIFY_CREDENTIAL_KEYS: key {_number} is not a Fernet key (32 bytes, "
+                         f"base64url): make one with python -c 'from cryptography.fernet import Fernet; "
+                         f"print(Fernet.generate_key().decode())'") from None
 #: Off unless DJANGO_DEBUG is set (`make run` sets it: devtools.run).
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
@@ -26,6 +49,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework_api_key",
+    # OAuth2 client credentials beside the API keys (notify.oauth).
+    "oauth2_provider",
     "drf_spectacular",
     # Swagger UI and ReDoc served from this service (no CDN).
     "drf_spectacular_sidecar",
@@ -87,6 +112,13 @@ NOTIFY_DB_PREPARE = env("NOTIFY_DB_PREPARE", "1") == "1"
 
 REDIS_URL = env("NOTIFY_REDIS_URL", "redis://127.0.0.1:6379/0")
 NOTIFY_BROKER_URL = env("NOTIFY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+#: ``classic`` or ``quorum``: the type celeryconfig declares the durable queues with (every
+#: channel's, its dead letters', the maintenance queue). Quorum queues are replicated over a
+#: RabbitMQ cluster and outlive a node (docs/scaling.md); a queue keeps the type it was first
+#: declared with, so switching an existing vhost needs the migration in README.
+NOTIFY_QUEUE_TYPE = env("NOTIFY_QUEUE_TYPE", "classic")
+if NOTIFY_QUEUE_TYPE not in ("classic", "quorum"):
+    raise ValueError(f"NOTIFY_QUEUE_TYPE must be classic or quorum, got {NOTIFY_QUEUE_TYPE!r}")
 #: Celery task events (one extra publish per task state) only while someone watches (Flower).
 NOTIFY_TASK_EVENTS = env_bool("NOTIFY_TASK_EVENTS", False)
 #: RabbitMQ's management API, which Flower reads the queues' depths from.
@@ -146,7 +178,9 @@ NOTIFY_SNS_MAX_BODY_BYTES = 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(NOTIFY_BATCH_MAX_BODY_BYTES, NOTIFY_SNS_MAX_BODY_BYTES)
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["notify.api.auth.AppAPIKeyAuthentication"],
+    # An API key, or an OAuth2 access token (``Bearer``): each class takes its own header keyword.
+    "DEFAULT_AUTHENTICATION_CLASSES": ["notify.api.auth.AppAPIKeyAuthentication",
+                                       "notify.api.auth.OAuthTokenAuthentication"],
     # An API key holding the scope the view names (notify.api.permissions, notify.scopes).
     "DEFAULT_PERMISSION_CLASSES": ["notify.api.permissions.HasRequiredScope"],
     "DEFAULT_PARSER_CLASSES": ["notify.api.parsers.JSONParser"],  # nesting-limited, see there
@@ -171,6 +205,40 @@ SPECTACULAR_SETTINGS = {
 
 # API keys travel as "Authorization: Api-Key <key>" (djangorestframework-api-key's format).
 API_KEY_CUSTOM_HEADER = "HTTP_AUTHORIZATION"
+
+#: Seconds an OAuth2 access token (client credentials grant, ``POST /oauth/token/``) is valid.
+NOTIFY_OAUTH_TOKEN_SECONDS = env_int("NOTIFY_OAUTH_TOKEN_SECONDS", 3600)
+if NOTIFY_OAUTH_TOKEN_SECONDS <= 0:
+    raise ValueError(f"NOTIFY_OAUTH_TOKEN_SECONDS must be more than 0, got {NOTIFY_OAUTH_TOKEN_SECONDS}")
+# django-oauth-toolkit: only its token and revocation endpoints are routed (notify/urls.py), for
+# clients of the client credentials grant (notify.oauth), whose scopes are the API keys' own.
+#: Django's own list, then the hash of OAuth2 client secrets (notify.hashers: random 128-character
+#: secrets, not passwords; never the first, so no password is hashed with it).
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+    "notify.hashers.RandomSecretHasher",
+]
+OAUTH2_PROVIDER = {
+    "CLIENT_SECRET_HASHER": "pbkdf2_sha256_random_secret",
+    "SCOPES": dict(_scopes.SCOPES),
+    "SCOPES_BACKEND_CLASS": "notify.oauth.ClientScopes",
+    "OAUTH2_VALIDATOR_CLASS": "notify.oauth.Validator",
+    "ACCESS_TOKEN_EXPIRE_SECONDS": NOTIFY_OAUTH_TOKEN_SECONDS,
+    # Every RFC 9700 (OAuth 2.0 security BCP) rule on: only a SHA-256 of each token is stored, and
+    # `manage.py check --deploy` stays free of warnings. The others cover grants no client here has.
+    **{f"COMPLIANT_BCP_RFC9700_{rule}": True for rule in (
+        "TOKEN_STORAGE", "IMPLICIT_GRANT", "PASSWORD_GRANT", "PKCE_METHOD", "ACCESS_TOKEN_TRANSPORT",
+        "AUTHZ_RESPONSE_ISS", "REFRESH_TOKEN", "REDIRECT_URI_SCHEME", "REDIRECT_URI_MATCHING", "PKCE_REQUIRED")},
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
+}
+#: DOT's own application model, not swapped; named because notify.OAuthClient points at it (Django
+#: resolves a relation to a swappable model through this setting).
+OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
 
 # --- Product rules --------------------------------------------------------------------------
 #: Idempotency keys are remembered this long (seconds); after it the same key makes a new send.

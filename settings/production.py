@@ -10,7 +10,7 @@ passes with no warning when configured as README's "Running in production" says.
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F401,F403
-from .base import INSECURE_DEV_SECRET_KEY, SECRET_KEY
+from .base import INSECURE_DEV_CREDENTIAL_KEY, INSECURE_DEV_SECRET_KEY, NOTIFY_CREDENTIAL_KEYS, SECRET_KEY
 from .env import env, env_bool, env_int
 from .providers import *  # noqa: F401,F403
 
@@ -21,6 +21,13 @@ if SECRET_KEY == INSECURE_DEV_SECRET_KEY:
     raise ImproperlyConfigured(
         "DJANGO_SECRET_KEY is unset or the public development key: set it to a long random value "
         "(python -c 'import secrets; print(secrets.token_urlsafe(50))'), the same for every process")
+# Apps' provider credentials sealed with a public key are as good as in clear. The public key may
+# stay second (decrypting) while the rows are re-encrypted away from it, never first.
+if NOTIFY_CREDENTIAL_KEYS[0] == INSECURE_DEV_CREDENTIAL_KEY:
+    raise ImproperlyConfigured(
+        "NOTIFY_CREDENTIAL_KEYS is unset or starts with the public development key: set it to a Fernet key "
+        "(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'), the "
+        "same for every process")
 
 #: Plain-HTTP requests are redirected to HTTPS, except the probes and the scrape, which reach the
 #: API inside the deployment's network (SECURE_REDIRECT_EXEMPT matches the path without its /).

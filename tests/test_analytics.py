@@ -325,6 +325,15 @@ def test_an_app_sees_only_its_own_numbers(api, app_key):
     assert r.status_code == 400 and r.json()["error"]["reasons"] == {"template": ["unknown_template"]}
 
 
+def test_options_with_format_csv_describes_the_view_in_json(api):
+    """DRF's OPTIONS answer (the view's description) is no report: asked with ``format=csv`` it
+    was given to the CSV renderer, a 500 (found by make fuzz, bench/schema_fuzz.py)."""
+    for url in ("/api/v1/analytics?format=csv", "/api/v1/analytics"):
+        r = api.options(url, HTTP_ACCEPT="text/csv")
+        assert r.status_code == 200 and r["Content-Type"] == "application/json", (r.status_code, r.content)
+        assert r.json()["name"]
+
+
 @pytest.mark.parametrize("params,field,reason", [
     ({"from": "2026-13-01"}, "from", "invalid"),
     ({"to": "yesterday"}, "to", "invalid"),
@@ -360,7 +369,7 @@ def test_the_schema_documents_the_endpoint_with_an_example(api):
     assert set(ok) == {"application/json", "text/csv"}
     example = next(iter(ok["application/json"]["examples"].values()))["value"]
     assert set(example["rows"][0]["counts"]) == set(analytics.METRICS)
-    assert "400" in operation["responses"] and operation["security"] == [{"ApiKeyAuth": []}]
+    assert "400" in operation["responses"] and operation["security"] == [{"ApiKeyAuth": []}, {"OAuth2": ["analytics"]}]
 
 
 # --- the pieces ----------------------------------------------------------------------------------

@@ -206,7 +206,7 @@ def test_bad_send_is_4xx_and_changes_nothing(api, recipient, outbox_listener, na
 
 
 @pytest.mark.parametrize("header,code", [(None, "missing_api_key"), ("Api-Key nope.nope", "invalid_api_key"),
-                                         ("Bearer abc", "invalid_api_key")])
+                                         ("Token abc", "invalid_api_key"), ("Bearer abc", "invalid_token")])
 def test_missing_or_wrong_api_key_is_401(client, recipient, outbox_listener, header, code):
     before_db, before_q = db_counts(), queue_depths()
     extra = {"HTTP_AUTHORIZATION": header} if header else {}

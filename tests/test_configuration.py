@@ -10,17 +10,20 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEY = secrets.token_urlsafe(50)
+CREDENTIAL_KEY = Fernet.generate_key().decode()
 TWILIO = {"NOTIFY_TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "NOTIFY_TWILIO_AUTH_TOKEN": "secret",
           "NOTIFY_TWILIO_FROM": "+15005550006"}
 
 
 def start(argv: list[str], **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "AWS_", "DJANGO_"))}
-    # A key of its own: production refuses the public development key (tests/test_deploy_settings.py).
-    clean.update({"DJANGO_SETTINGS_MODULE": "settings.production", "DJANGO_SECRET_KEY": SECRET_KEY, **env})
+    # Keys of its own: production refuses the public development keys (tests/test_deploy_settings.py).
+    clean.update({"DJANGO_SETTINGS_MODULE": "settings.production", "DJANGO_SECRET_KEY": SECRET_KEY,
+                  "NOTIFY_CREDENTIAL_KEYS": CREDENTIAL_KEY, **env})
     return subprocess.run(argv, cwd=ROOT, env=clean, capture_output=True, text=True, timeout=120)
 
 
@@ -65,3 +68,30 @@ def test_settings_an_adapter_refuses_stop_the_start_too():
     done = start(API, NOTIFY_CHANNELS="apns", NOTIFY_APNS_KEY_FILE="/nonexistent/AuthKey.p8", NOTIFY_APNS_KEY_ID="K",
                  NOTIFY_APNS_TEAM_ID="T", NOTIFY_APNS_TOPIC="com.example")
     assert done.returncode != 0 and "provider apns" in done.stderr and "/nonexistent/AuthKey.p8" in done.stderr
+
+
+#: Each durable queue's type as celeryconfig declares it, and Celery's default queue type.
+QUEUE_TYPES = [sys.executable, "-c", "import django; django.setup(); from notify.celery import app; print(sorted("
+               "(q.name, (q.queue_arguments or {}).get('x-queue-type', 'classic')) for q in app.conf.task_queues),"
+               " app.conf.task_default_queue_type, app.conf.worker_detect_quorum_queues)"]
+
+
+def test_the_queue_type_applies_to_every_durable_queue_and_an_unknown_one_stops_the_start():
+    classic = start(QUEUE_TYPES, NOTIFY_CHANNELS="sms", **TWILIO)
+    assert classic.returncode == 0, classic.stderr
+    assert "[('maintenance', 'classic'), ('sms', 'classic'), ('sms.dead', 'classic')] classic True" in classic.stdout
+    quorum = start(QUEUE_TYPES, NOTIFY_CHANNELS="sms", NOTIFY_QUEUE_TYPE="quorum", **TWILIO)
+    assert "[('maintenance', 'quorum'), ('sms', 'quorum'), ('sms.dead', 'quorum')] quorum True" in quorum.stdout
+    wrong = start(API, NOTIFY_CHANNELS="sms", NOTIFY_QUEUE_TYPE="mirrored", **TWILIO)
+    assert wrong.returncode != 0 and "NOTIFY_QUEUE_TYPE must be classic or quorum" in wrong.stderr
+
+
+def test_a_key_given_inline_replaces_its_file():
+    """``NOTIFY_APNS_KEY`` (the .p8 content) instead of ``NOTIFY_APNS_KEY_FILE``: either one; neither is named."""
+    from tests.credentials_support import ApnsKey
+
+    apns = {"NOTIFY_APNS_KEY_ID": "K", "NOTIFY_APNS_TEAM_ID": "T", "NOTIFY_APNS_TOPIC": "com.example"}
+    done = start(API, NOTIFY_CHANNELS="apns", NOTIFY_APNS_KEY=ApnsKey.new().private_pem, **apns)
+    assert done.returncode == 0, done.stderr
+    done = start(API, NOTIFY_CHANNELS="apns", **apns)
+    assert done.returncode != 0 and "NOTIFY_APNS_KEY_FILE or NOTIFY_APNS_KEY (apns through apns)" in done.stderr

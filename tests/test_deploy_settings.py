@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 from devtools import run
 
@@ -23,6 +24,7 @@ INSECURE_KEY = "dev-only-insecure-secret-key-change-me-in-production-0123456789"
 #: README's production environment (beside the provider variables, which the checks do not read).
 DOCUMENTED = {
     "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+    "NOTIFY_CREDENTIAL_KEYS": Fernet.generate_key().decode(),
     "DJANGO_ALLOWED_HOSTS": "notify.example.com",
     "NOTIFY_PUBLIC_URL": "https://notify.example.com",
     "DJANGO_SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto",
@@ -42,7 +44,7 @@ def run_with(argv: list[str], settings_module: str = "settings.production", **en
 def test_the_documented_production_environment_is_the_readmes():
     for name, value in DOCUMENTED.items():
         assert f"{name}=" in README, name
-        if name != "DJANGO_SECRET_KEY":
+        if name not in ("DJANGO_SECRET_KEY", "NOTIFY_CREDENTIAL_KEYS"):
             assert f"{name}={value}" in README, name
 
 
@@ -67,6 +69,34 @@ def test_production_refuses_the_public_fallback_key(key, argv):
                     NOTIFY_TWILIO_AUTH_TOKEN="secret", NOTIFY_TWILIO_FROM="+15005550006", **env)
     assert done.returncode != 0
     assert "ImproperlyConfigured" in done.stderr and "DJANGO_SECRET_KEY" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("keys", [None, "public", "not-a-key"], ids=["unset", "the public development key first",
+                                                                   "not a Fernet key"])
+def test_production_refuses_to_start_without_a_credential_key_of_its_own(keys):
+    env = {k: v for k, v in DOCUMENTED.items() if k != "NOTIFY_CREDENTIAL_KEYS"}
+    if keys == "public":
+        from settings.base import INSECURE_DEV_CREDENTIAL_KEY
+
+        keys = f"{INSECURE_DEV_CREDENTIAL_KEY},{Fernet.generate_key().decode()}"
+    if keys is not None:
+        env["NOTIFY_CREDENTIAL_KEYS"] = keys
+    done = run_with([sys.executable, "-c", "import notify.wsgi"], NOTIFY_CHANNELS="sms",
+                    NOTIFY_TWILIO_ACCOUNT_SID="AC" + "0" * 32, NOTIFY_TWILIO_AUTH_TOKEN="secret",
+                    NOTIFY_TWILIO_FROM="+15005550006", **env)
+    assert done.returncode != 0
+    assert "NOTIFY_CREDENTIAL_KEYS" in done.stderr, done.stderr
+    assert "not-a-key" not in done.stderr  # a key is never printed
+
+
+def test_production_starts_with_the_public_key_kept_second_to_decrypt_while_rotating():
+    from settings.base import INSECURE_DEV_CREDENTIAL_KEY
+
+    env = {**DOCUMENTED, "NOTIFY_CREDENTIAL_KEYS": f"{DOCUMENTED['NOTIFY_CREDENTIAL_KEYS']},{INSECURE_DEV_CREDENTIAL_KEY}"}
+    done = run_with([sys.executable, "-c", "import notify.wsgi"], NOTIFY_CHANNELS="sms",
+                    NOTIFY_TWILIO_ACCOUNT_SID="AC" + "0" * 32, NOTIFY_TWILIO_AUTH_TOKEN="secret",
+                    NOTIFY_TWILIO_FROM="+15005550006", **env)
+    assert done.returncode == 0, done.stderr
 
 
 # Django's test client in the production settings: what a browser and a probe get.

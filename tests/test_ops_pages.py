@@ -136,7 +136,7 @@ def test_schema_describes_the_root_and_health_endpoints(api):
     assert ready["responses"]["503"]["content"]["application/json"]["examples"]
     # The public endpoints need no key; the resources do.
     assert paths["/health/ready"]["get"].get("security") in ([], [{}], None)
-    assert paths["/api/v1/notifications"]["post"]["security"] == [{"ApiKeyAuth": []}]
+    assert paths["/api/v1/notifications"]["post"]["security"] == [{"ApiKeyAuth": []}, {"OAuth2": ["send"]}]
     for path, operations in paths.items():
         for method, operation in operations.items():
             if method in ("get", "post", "put", "patch", "delete"):

@@ -288,3 +288,43 @@ def test_the_request_examples_are_bodies_the_api_accepts(fresh_api):
             ("get", notification, ids), ("delete", notification, ids)]:
         session.call(method, path, values)
     assert not session.problems, "\n".join(session.problems)
+
+
+# --- what the property-based run of the schema found (make fuzz: bench/schema_fuzz.py) ----------
+
+def test_answers_the_schema_fuzz_found_wrong_now_conform(fresh_api):
+    """A notification sent without an idempotency key (``event_id`` null: the schema said a
+    string), read and cancelled; the API root, whose links with a path variable are URI
+    templates (the schema said ``format: uri``, which no ``{`` may be in)."""
+    session = Session(fresh_api, load_schema(fresh_api))
+    session.call("put", f"{API}/recipients/{{external_id}}", {"external_id": "u-1"}, {"email": "u1@example.com"},
+                 expect=201)
+    sent = session.call("post", f"{API}/notifications", None, {
+        "recipient": "u-1", "content": {"email": {"subject": "s", "text": "t"}}}, expect=202)
+    assert sent["event_id"] is None
+    notification = f"{API}/notifications/{{notification_id}}"
+    assert session.call("get", notification, {"notification_id": sent["id"]})["event_id"] is None
+    session.call("delete", notification, {"notification_id": sent["id"]})
+    root = session.call("get", f"{API}/")
+    assert root["links"]["recipient"]["href"].endswith("/api/v1/recipients/{external_id}")
+    assert not session.problems, "\n".join(session.problems)
+
+
+def test_every_lookup_by_a_path_variable_documents_its_404_and_a_recipients_path_its_400(fresh_api):
+    """Each operation with a path variable documents the 404 of an object not in the caller's
+    app (or a variable of the wrong shape), with the error body; those under
+    ``/recipients/{external_id}`` the 400 of an id no recipient can have. Both as answered."""
+    schema = load_schema(fresh_api)
+    answers = Checker(schema, hidden="writeOnly")
+    undocumented = [f"{method.upper()} {path} {status}" for path, method, operation in operations(schema)
+                    for status in (["404"] if "{" in path else []) + (["400"] if "{external_id}" in path else [])
+                    if status not in operation["responses"]]
+    assert not undocumented, undocumented
+    for method, url, status in [("get", f"{API}/recipients/nobody/preferences", 404),
+                                ("delete", f"{API}/recipients/nobody/devices/1", 404),
+                                ("get", f"{API}/notifications/not-a-uuid", 404),
+                                ("post", f"{API}/deliveries/0d6c5c5e-4f0e-4d3b-9a51-2f3c9f1b7a10/opened", 404),
+                                ("get", f"{API}/recipients/a%00b/preference-link", 400)]:
+        response = getattr(fresh_api, method)(url)
+        assert response.status_code == status, (url, response.content)
+        assert answers.errors({"$ref": "#/components/schemas/ApiError"}, response.json()) == [], url

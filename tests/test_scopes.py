@@ -23,8 +23,9 @@ from notify import scopes
 from notify.api import urls as api_urls
 from notify.api.permissions import HasRequiredScope, MissingScope
 from notify.cache import api_key_key
+from notify import credentials
 from notify.models import (AppAPIKey, Category, Delivery, DeliveryEvent, DeliveryLog, Device, Notification, Preference,
-                           Recipient, Template, TemplateVersion)
+                           ProviderCredential, Recipient, Template, TemplateVersion)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -69,12 +70,17 @@ CALLS = [
     ("post", "/templates/order-shipped/preview", {"data": {"name": "Ana", "order": "7"}}, "templates", 200),
     ("get", "/analytics", None, "analytics", 200),
     ("get", "/analytics?format=csv", None, "analytics", 200),
+    ("get", "/credentials", None, "admin", 200),
+    ("get", "/credentials/twilio", None, "admin", 200),
+    ("put", "/credentials/twilio", {"values": {"account_sid": "AC" + "1" * 32, "auth_token": "2" * 32,
+                                               "from_number": "+15005550006"}}, "admin", 200),
+    ("delete", "/credentials/twilio", None, "admin", 204),
 ]
 IDS = [f"{method.upper()} {path}" for method, path, *_ in CALLS]
 
 #: What a refused call must leave as it was: every row of these tables, every field.
 WATCHED = (Notification, Delivery, DeliveryEvent, DeliveryLog, Recipient, Device, Preference, Category, Template,
-           TemplateVersion)
+           TemplateVersion, ProviderCredential)
 
 
 def snapshot() -> dict:
@@ -108,6 +114,7 @@ def world(api, app_key):
     notification = r.json()["id"]
     delivery = r.json()["deliveries"][0]["id"]
     Delivery.objects.filter(id=delivery).update(status="sent", sent_at=timezone.now())
+    credentials.save(app_key[0].id, "twilio", {"from_number": "+15005550006"})  # its own SMS sender
     return {"app": app_key[0], "user": USER, "device": device, "notification": notification, "delivery": delivery}
 
 

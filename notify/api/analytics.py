@@ -236,8 +236,9 @@ class AnalyticsView(APIView):
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
-        if response.status_code >= 400:
-            # Errors keep the API's one JSON shape, CSV asked for or not.
+        if response.status_code >= 400 or request.method == "OPTIONS":
+            # Errors keep the API's one JSON shape, CSV asked for or not; so does OPTIONS, whose
+            # body is DRF's description of the view, not a report (as CSV it was a 500).
             response.accepted_renderer = renderers.JSONRenderer()
             response.accepted_media_type = "application/json"
             response.renderer_context = self.get_renderer_context()

@@ -4,7 +4,8 @@ schema (a drf-spectacular postprocessing hook, ``SPECTACULAR_SETTINGS["POSTPROCE
 The views document their own answers and errors; what the middleware, the authentication and
 the parser answer for any endpoint is added here, once: 401 where an API key is required, 403
 ``missing_scope`` there too, naming the operation's scope (notify.api.permissions), 400
-(``invalid_json``), 411 and 413 where a body is taken, 429 and 422 on the send endpoints
+(``invalid_json``), 411 and 413 where a body is taken, 404 ``not_found`` where the path has
+a variable, 429 and 422 on the send endpoints
 (views with ``counts_as_send``). Every 4xx answer gets the error body's schema and an example,
 every JSON request body an example (:func:`request_examples`) and every 2xx JSON answer one
 (:func:`response_examples`), unless its view gives its own; tests/test_schema_examples.py checks
@@ -25,9 +26,12 @@ from .permissions import MissingScope, required_scope
 COMMON = {
     400: (["invalid_json", "invalid_request"], "the body is not JSON, or fields are invalid (`error.fields`, "
                                                "machine-readable `error.reasons`); nothing is written"),
-    401: (["missing_api_key", "invalid_api_key"], "no `Authorization: Api-Key <key>` header, or an unknown, "
-                                                  "revoked or expired key"),
-    403: (["missing_scope"], "the API key lacks the scope this operation needs (`error.scope` names it)"),
+    401: (["missing_api_key", "invalid_api_key", "invalid_token"],
+          "no `Authorization: Api-Key <key>` (or `Bearer <token>`) header, an unknown, revoked or expired key, or "
+          "an unknown, expired or revoked OAuth2 token, or one of a disabled client"),
+    403: (["missing_scope"], "the API key or token lacks the scope this operation needs (`error.scope` names it)"),
+    404: (["not_found"], "no such object in this app (another app's is unknown alike), or a path variable of "
+                         "the wrong shape"),
     411: (["length_required"], "a chunked body: send a Content-Length"),
     413: (["body_too_large"], "the body is over NOTIFY_MAX_BODY_BYTES"),
     422: (["payload_too_large", "body_too_long", "too_many_segments", "reserved_data_key", "invalid_header",
@@ -169,7 +173,29 @@ def request_examples() -> dict[tuple[str, str], dict[str, dict]]:
             "as a recipient": {"summary": "the latest published version as user-42 would get it", "value": {
                 "data": {"name": "Minji", "order": "A-1042"}, "recipient": "user-42"}},
         },
+        ("/api/v1/credentials/{provider}", "put"): {"own account": {
+            "summary": "the app's own account and sender (the rest stays the deployment's)",
+            "value": {"values": credential_example()[2]}}},
     }
+
+
+#: Example values of provider settings, by setting key: an app's own SMS account.
+SETTING_EXAMPLES = {"account_sid": "AC3e1d8f2a9b7c4d6e0f1a2b3c4d5e6f70", "auth_token": "7c9a4e1f0b2d8c6a5e3f9d1b7a2c4e6f",
+                    "from_number": "+14155550123"}
+
+
+def credential_example() -> tuple[str, str, dict, dict]:
+    """(provider, channel, values sent, values shown) of the credentials examples: the SMS
+    channel's provider (else the first enabled channel's) with the settings of
+    :data:`SETTING_EXAMPLES` it declares; a secret is sent, never shown."""
+    from channels import registry
+
+    channel = (registry.channels_in_group("sms") or registry.channels())[0]
+    cls = registry.channel_class(channel)
+    sent = {s.key: SETTING_EXAMPLES[s.key] for s in cls.app_settings() if s.key in SETTING_EXAMPLES} or {
+        s.key: "value" for s in cls.app_settings() if s.required}
+    shown = {k: v for k, v in sent.items() if not next(s for s in cls.settings if s.key == k).secret}
+    return cls.provider, channel, sent, shown
 
 
 # --- 2xx answers -------------------------------------------------------------------------------
@@ -411,6 +437,12 @@ def response_examples() -> dict[tuple[str, str, str], dict[str, dict]]:
             "error": {"code": "too_many_segments", "message": "11 UCS-2 segments > 10"}}
     preview = {"template": "order-shipped", "version": 2, "locale": "ko", "variant": None, "channels": preview_channels}
 
+    # --- provider credentials
+    provider, channel, given, visible = credential_example()
+    credentials_v2 = {"provider": provider, "channel": channel, "values": visible,
+                      "secrets": sorted(set(given) - set(visible)), "version": 2,
+                      "updated_at": "2026-03-02T05:20:41.006Z", "readable": True}
+
     return {
         ("/api/v1/notifications", "post", "202"): accepted,
         ("/api/v1/notifications/batch", "post", "202"): {"batch": _ok(
@@ -466,6 +498,13 @@ def response_examples() -> dict[tuple[str, str, str], dict[str, dict]]:
             "refused": _ok("long data: the SMS would be refused (its provider's rule as the code)",
                            {**preview, "channels": too_long}),
         },
+        ("/api/v1/credentials", "get", "200"): {"credentials": _ok("the providers with settings of the app's own",
+                                                                   [credentials_v2])},
+        ("/api/v1/credentials/{provider}", "get", "200"): {"credentials": _ok(
+            "non-secret values and which secrets are set, never their values", credentials_v2)},
+        ("/api/v1/credentials/{provider}", "put", "200"): {"changed": _ok("replaced: version 2", credentials_v2)},
+        ("/api/v1/credentials/{provider}", "put", "201"): {"created": _ok("the app's first own settings", {
+            **credentials_v2, "version": 1, "updated_at": "2026-02-20T02:35:10.220Z"})},
     }
 
 
@@ -481,12 +520,16 @@ def _example(code: str, message: str) -> dict:
     return {"summary": code, "value": {"error": {"code": code, "message": message, "fields": {}}}}
 
 
-def _common_statuses(operation: dict, method: str, view) -> list[int]:
+def _common_statuses(operation: dict, path: str, method: str, view) -> list[int]:
     statuses = []
     if any("ApiKeyAuth" in requirement for requirement in operation.get("security", [])):
         statuses += [401, 403]
     if "requestBody" in operation or method in ("post", "put", "patch"):
         statuses += [400, 411, 413]
+    elif getattr(view, "checks_path", False):
+        statuses.append(400)  # a path variable no object can have (notify.api.views.RecipientScopedView)
+    if "{" in path:
+        statuses.append(404)  # each look-up by a path variable is in the caller's app only
     if getattr(view, "counts_as_send", False):
         statuses += [422, 429]
     return statuses
@@ -524,7 +567,7 @@ def add_common_errors(result: dict, generator, request, public) -> dict:
                 if status.startswith("2") and content is not None and (path, method, status) in answers \
                         and "examples" not in content and "example" not in content:
                     content["examples"] = answers[(path, method, status)]
-            for status in _common_statuses(operation, method, view):
+            for status in _common_statuses(operation, path, method, view):
                 codes, meaning = COMMON[status]
                 if str(status) not in responses:
                     responses[str(status)] = {"description": f"{', '.join(f'`{c}`' for c in codes)}: {meaning}"}

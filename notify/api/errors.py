@@ -21,11 +21,14 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from .. import metrics
 from ..errors import SendRejected
 from ..accept import BatchRejected
+from .auth import InvalidToken
 from .permissions import MissingScope
 
+#: The first class ``exc`` is an instance of names its code.
 _CODES = {
     exceptions.ParseError: "invalid_json",
     exceptions.NotAuthenticated: "missing_api_key",
+    InvalidToken: "invalid_token",
     exceptions.AuthenticationFailed: "invalid_api_key",
     exceptions.PermissionDenied: "forbidden",
     exceptions.NotFound: "not_found",

@@ -27,6 +27,9 @@ LINKS = [
     ("templates", "templates", None, "templates"),
     ("template", "template", "name", "one template with its versions"),
     ("analytics", "analytics", None, "GET counts and rates per template, version, variant, channel and day"),
+    ("credentials", "credentials", None, "the app's own provider credentials (admin scope)"),
+    ("oauth_token", "oauth-token", None, "POST an OAuth2 client's id and secret for an access token "
+                                         "(client credentials grant)"),
     ("schema", "schema", None, "the OpenAPI 3 schema (JSON with ?format=json)"),
     ("docs", "docs", None, "Swagger UI"),
     ("redoc", "redoc", None, "ReDoc"),
@@ -58,7 +61,10 @@ class ApiRootView(APIView):
         200: OpenApiResponse(inline_serializer("ApiRoot", {
             "name": serializers.CharField(), "version": serializers.CharField(),
             "links": serializers.DictField(child=inline_serializer("Link", {
-                "href": serializers.URLField(help_text="absolute URL; `{x}` marks a path variable"),
+                # Not a URLField: with a path variable it is an RFC 6570 URI template, whose
+                # braces no URI may hold (the schema's `format: uri` failed the real answer).
+                "href": serializers.CharField(help_text="absolute URL, or a URI template (RFC 6570) where "
+                                                        "`{x}` marks a path variable"),
                 "title": serializers.CharField()}))}),
             examples=[OpenApiExample("root", {"name": "notify API", "version": "1.0.0", "links": {
                 "notifications": {"href": "http://127.0.0.1:8000/api/v1/notifications", "title": "POST a send"},

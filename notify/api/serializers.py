@@ -312,7 +312,9 @@ class DeliveryOut(serializers.Serializer):
 
 class NotificationOut(serializers.Serializer):
     id = serializers.UUIDField()
-    event_id = serializers.CharField(source="idempotency_key")
+    event_id = serializers.CharField(source="idempotency_key", allow_null=True,
+                                     help_text="its idempotency key (`Idempotency-Key` or `event_id`); null "
+                                               "without one")
     recipient = serializers.CharField(source="recipient.external_id")
     category = serializers.CharField()
     priority = serializers.CharField()

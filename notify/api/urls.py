@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import analytics, categories, deliveries, root, templates, views
+from . import analytics, categories, credentials, deliveries, root, templates, views
 
 urlpatterns = [
     path("notifications", views.NotificationListView.as_view(), name="notifications"),
@@ -24,6 +24,8 @@ urlpatterns = [
          name="template-version-publish"),
     path("templates/<slug:name>/preview", templates.TemplatePreviewView.as_view(), name="template-preview"),
     path("analytics", analytics.AnalyticsView.as_view(), name="analytics"),
+    path("credentials", credentials.CredentialsListView.as_view(), name="credentials"),
+    path("credentials/<str:provider>", credentials.CredentialsDetailView.as_view(), name="credential"),
     path("", root.ApiRootView.as_view(), name="api-root"),
     path("schema", root.SchemaView.as_view(), name="schema"),
     path("docs", root.SwaggerView.as_view(), name="docs"),

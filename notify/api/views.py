@@ -99,7 +99,7 @@ class NotificationListView(APIView):
         payload = dict(serializer.validated_data)
         event_id = payload.pop("event_id", None)
         key = header_key if header_key is not None else event_id
-        accepted = accept.submit(request.user.app_id, request.user.key_id, payload, key)
+        accepted = accept.submit(request.user.app_id, request.user.api_key_id, payload, key)
         headers = {"Idempotent-Replayed": "true"} if accepted.replayed else {}
         return Response(accepted.body, status=status.HTTP_202_ACCEPTED, headers=headers)
 
@@ -135,7 +135,7 @@ class NotificationBatchView(APIView):
         for item in map(dict, serializer.validated_data["notifications"]):
             key = item.pop("event_id", None)
             items.append((item, key))
-        accepted = accept.submit_batch(request.user.app_id, request.user.key_id, items)
+        accepted = accept.submit_batch(request.user.app_id, request.user.api_key_id, items)
         return Response({"notifications": [a.body for a in accepted]}, status=status.HTTP_202_ACCEPTED)
 
 
@@ -197,6 +197,7 @@ class RecipientScopedView(APIView):
     control characters, or more than the column's 255 characters; each was a 500)."""
 
     required_scope = scopes.RECIPIENTS
+    checks_path = True  # its operations document that 400 (notify.api.docs)
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)  # authentication first: a 401 stays a 401

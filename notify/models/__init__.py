@@ -4,6 +4,8 @@ templates, notifications with their deliveries and the delivery log, and the ana
 from .analytics import EVENT_METRICS, AnalyticsWatermark, DailyStat, Metric
 from .apps import App, AppAPIKey
 from .categories import Category
+from .credentials import ProviderCredential
+from .oauth import OAuthClient
 from .recipients import Device, Preference, Recipient
 from .suppressions import AddressSuppression, SuppressionReason
 from .templates import Template, TemplateVersion
@@ -11,7 +13,7 @@ from .notifications import (FINAL_STATUSES, OUTCOME_UNKNOWN, REACHED_PROVIDER, R
                             DeliveryLog, DeliveryStatus, EventKind, Notification, cannot_deliver)
 
 __all__ = [
-    "AddressSuppression", "SuppressionReason", "AnalyticsWatermark", "DailyStat", "EVENT_METRICS", "Metric", "App", "AppAPIKey", "Category", "Device", "Preference", "Recipient", "Template", "TemplateVersion",
+    "AddressSuppression", "SuppressionReason", "AnalyticsWatermark", "DailyStat", "EVENT_METRICS", "Metric", "App", "AppAPIKey", "Category", "Device", "OAuthClient", "ProviderCredential", "Preference", "Recipient", "Template", "TemplateVersion",
     "Delivery", "DeliveryEvent", "DeliveryLog", "DeliveryStatus", "EventKind", "FINAL_STATUSES", "Notification",
     "OUTCOME_UNKNOWN", "REACHED_PROVIDER", "RECEIPT_RANK", "cannot_deliver",
 ]

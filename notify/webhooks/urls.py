@@ -23,6 +23,9 @@ urlpatterns = [
 ]
 
 
-def webhook_url(provider: str, kind: str) -> str:
-    """The public URL ``provider`` calls for webhooks of ``kind`` (e.g. Twilio status callbacks)."""
-    return f"{settings.NOTIFY_PUBLIC_URL.rstrip('/')}/webhooks/{provider}/{kind}"
+def webhook_url(provider: str, kind: str, app_id: int | None = None) -> str:
+    """The public URL ``provider`` calls for webhooks of ``kind`` (e.g. Twilio status callbacks);
+    with ``app_id`` for a message sent with that app's own provider settings, whose credentials
+    sign the calls (``?app=<id>``: the provider signs the URL, so it cannot be changed)."""
+    url = f"{settings.NOTIFY_PUBLIC_URL.rstrip('/')}/webhooks/{provider}/{kind}"
+    return url if app_id is None else f"{url}?app={app_id}"

@@ -141,3 +141,46 @@ def test_channels_import_no_django():
     done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- what an app stores: a key's content instead of its file, and which settings are secret -----
+
+#: channel → (file setting, its inline alternative)
+INLINE = {"apns": ("key_file", "key"), "fcm": ("service_account_file", "service_account_json"),
+          "webpush": ("vapid_private_key_file", "vapid_private_key")}
+
+
+@pytest.mark.parametrize("name", sorted(INLINE))
+def test_a_files_content_given_inline_replaces_the_file_and_wins_over_it(configs, name, tmp_path):
+    file_key, inline_key = INLINE[name]
+    content = Path(configs[name][file_key]).read_text()
+    without_file = {k: v for k, v in configs[name].items() if k != file_key}
+    _CLASSES[name]({**without_file, inline_key: content}).close()  # the inline content alone suffices
+    # Inline wins: the file the deployment names may not even exist for it.
+    _CLASSES[name]({**configs[name], file_key: str(tmp_path / "absent"), inline_key: content}).close()
+    with pytest.raises(ChannelConfigurationError, match=file_key):
+        _CLASSES[name](without_file)  # neither: the file setting is named as missing
+
+
+@pytest.mark.parametrize("name", sorted(INLINE))
+def test_bad_inline_content_is_refused_without_quoting_it(configs, name):
+    _, inline_key = INLINE[name]
+    secret = "-----BEGIN PRIVATE KEY-----\nTOPSECRETNOTAKEY0123456789\n-----END PRIVATE KEY-----\n"
+    with pytest.raises(ChannelConfigurationError) as refused:
+        _CLASSES[name]({**configs[name], inline_key: secret})
+    assert inline_key in str(refused.value) and "TOPSECRET" not in str(refused.value)
+
+
+def test_the_adapters_declare_their_secrets_and_what_only_the_deployment_sets():
+    secret = {p: {s.key for s in cls.settings if s.secret} for p, cls in registry.providers().items()}
+    assert secret == {"apns": {"key"}, "fcm": {"service_account_json"}, "webpush": {"vapid_private_key"},
+                      "twilio": {"auth_token"}, "ses": {"secret_access_key"}, "smtp": {"password"}}
+    for provider, cls in registry.providers().items():
+        own = {s.key for s in cls.app_settings()}
+        # Paths of the deployment's files, its CA bundle and timeouts are never an app's.
+        assert not own & {"ca_file", "timeout", "key_file", "service_account_file", "vapid_private_key_file",
+                          "private_endpoints"}, provider
+        assert secret[provider] <= own
+        for setting in cls.settings:
+            if setting.content_of:
+                assert next(s for s in cls.settings if s.key == setting.content_of).required, setting
