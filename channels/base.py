@@ -104,6 +104,11 @@ class Setting:
             (the key itself instead of its path: how an app stores its key); when set it wins
             over the file, and it satisfies the file setting's ``required``
             (:meth:`Channel.read_file_setting`).
+        group: settings that only work together, as one account's (Twilio's account SID, auth
+            token and API key): an app that sets any setting of a group brings the group as a
+            whole, and the deployment's values of the group's other settings are not used for it
+            (notify.providers.app_config), so an app's account is never sent with the
+            deployment's token or key. None: the setting stands alone.
     """
 
     key: str
@@ -115,6 +120,7 @@ class Setting:
     secret: bool = False
     per_app: bool = True
     content_of: str | None = None
+    group: str | None = None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,13 @@ is the only place every Messages URL is built from, so setting it is enough; ``e
 configured host as if it were ``api.<edge>.<region>.twilio.com``. This is configuration of the
 real client, not a patch; a ``TwilioHttpClient`` subclass rewriting hosts would also change
 URLs the library logs and signs, and hide the redirection in transport code.
+
+Credentials ("Twilio API requests: authentication"): REST calls authenticate with HTTP Basic,
+either ``account_sid:auth_token`` or an API key ``SK…:secret`` of the account (Twilio's advice
+for production: a key can be revoked alone), the account still named in every URL; the library
+takes the latter as ``Client(api_key_sid, api_key_secret, account_sid)``. Webhooks (status
+callbacks, inbound SMS) are signed by Twilio with the account's auth token whichever
+credential sent the message, so the auth token is needed either way.
 """
 
 from __future__ import annotations
@@ -60,6 +67,8 @@ START_WORDS = frozenset({"START", "YES", "UNSTOP"})
 RECEIPTS = {"sent": "sent", "delivered": "delivered", "undelivered": "undelivered", "failed": "undelivered",
             "read": "opened"}
 _E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+#: An API key's SID ("API keys": ``SK`` and 32 hex digits, as every Twilio SID is written).
+_API_KEY_SID = re.compile(r"^SK[0-9a-f]{32}$")
 
 
 
@@ -69,7 +78,10 @@ class TwilioSMSChannel(RequestsTransport, Channel):
     Config keys:
         url: API base URL (optional; default ``https://api.twilio.com``).
         account_sid: ``AC…`` account SID (required).
-        auth_token: the account's auth token (required).
+        auth_token: the account's auth token (required; see below).
+        api_key_sid, api_key_secret: an API key of the account (``SK`` + 32 hex) and its secret
+            (optional, both or neither): REST calls then authenticate with the key instead of
+            the auth token.
         from_number: E.164 sender (required unless ``messaging_service_sid`` is set).
         messaging_service_sid: ``MG…`` Messaging Service; preferred over ``from_number`` when
             both are set (Twilio then picks the sender from the service's pool).
@@ -85,7 +97,15 @@ class TwilioSMSChannel(RequestsTransport, Channel):
     (the recipient replied STOP); 21211 / 21408 / 21612 / 21614 and other 4xx → FAILED with
     the code as reason (the number is unusable for SMS, but may still be valid for other
     channels, so this is not DEAD_TOKEN); 20429 / HTTP 429 / 5xx → RETRY (``Retry-After`` when
-    sent); connection errors and timeouts → RETRY.
+    sent); connection errors and timeouts → RETRY. Refused credentials (401, error 20003, a
+    wrong auth token or API key secret) → FAILED ``20003``, as any other 4xx.
+
+    Why the auth token stays required with an API key: it is the only key Twilio signs webhooks
+    with. Without it status callbacks could not be verified, and neither could inbound SMS, whose
+    STOP replies opt recipients out (that cannot be switched off per app the way asking for
+    status callbacks could). Requiring it is the one rule that keeps every webhook verifiable;
+    an app that sets an API key sets its account's auth token beside it (the four are one
+    settings ``group``: an app's key never meets the deployment's token, nor the reverse).
     """
 
     name = "sms"
@@ -97,10 +117,15 @@ class TwilioSMSChannel(RequestsTransport, Channel):
     settings = (
         Setting("url", "NOTIFY_TWILIO_URL", default="https://api.twilio.com", sandbox="twilio.url",
                 per_app=False, doc="Twilio REST API base URL"),
-        Setting("account_sid", "NOTIFY_TWILIO_ACCOUNT_SID", required=True,
+        Setting("account_sid", "NOTIFY_TWILIO_ACCOUNT_SID", required=True, group="account",
                 sandbox="twilio.account_sid", doc="`AC…` account SID"),
-        Setting("auth_token", "NOTIFY_TWILIO_AUTH_TOKEN", required=True, secret=True,
-                sandbox="twilio.auth_token", doc="auth token (also verifies webhooks)"),
+        Setting("auth_token", "NOTIFY_TWILIO_AUTH_TOKEN", required=True, secret=True, group="account",
+                sandbox="twilio.auth_token", doc="auth token (verifies webhooks; authenticates API calls "
+                                                 "unless an API key is set)"),
+        Setting("api_key_sid", "NOTIFY_TWILIO_API_KEY_SID", group="account", sandbox="twilio.api_key_sid",
+                doc="`SK…` API key of the account, with its secret: authenticates API calls instead of the auth token"),
+        Setting("api_key_secret", "NOTIFY_TWILIO_API_KEY_SECRET", secret=True, group="account",
+                sandbox="twilio.api_key_secret", doc="the API key's secret"),
         Setting("from_number", "NOTIFY_TWILIO_FROM", sandbox="twilio.from_number",
                 doc="E.164 sender (or set the messaging service)"),
         Setting("messaging_service_sid", "NOTIFY_TWILIO_MESSAGING_SERVICE_SID",
@@ -121,13 +146,13 @@ class TwilioSMSChannel(RequestsTransport, Channel):
         if not (self.from_number or self.messaging_service_sid):
             raise ChannelConfigurationError(
                 "TwilioSMSChannel: set from_number or messaging_service_sid")
+        username, password = rest_credentials(config)
         self._last = threading.local()  # Retry-After of this thread's last answer
         self.http_client = TwilioHttpClient(
             timeout=config_timeout(config), max_retries=0,
             request_hooks={"response": [self._remember_answer]})
         retryless_session(config, session=self.http_client.session)  # pool, verify=ca_file
-        self.client = Client(config["account_sid"], config["auth_token"],
-                             http_client=self.http_client)
+        self.client = Client(username, password, config["account_sid"], http_client=self.http_client)
         self._validator = RequestValidator(config["auth_token"])
         if config.get("url"):
             self.client.api.base_url = str(config["url"]).rstrip("/")
@@ -237,6 +262,25 @@ class TwilioSMSChannel(RequestsTransport, Channel):
 
     def _remember_answer(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         self._last.retry_after = response.headers.get("Retry-After")
+
+
+def rest_credentials(config: Mapping[str, Any]) -> tuple[str, str]:
+    """The HTTP Basic (user, password) of REST calls: the API key and its secret when both are
+    set, else the account SID and auth token.
+
+    Raises:
+        ChannelConfigurationError: only one of ``api_key_sid`` / ``api_key_secret`` is set, or
+            the SID is not ``SK`` + 32 hex (the message names the setting, never its value).
+    """
+    sid, secret = config.get("api_key_sid") or None, config.get("api_key_secret") or None
+    if bool(sid) != bool(secret):
+        raise ChannelConfigurationError(
+            "TwilioSMSChannel: set api_key_sid and api_key_secret together (or neither, to use the auth token)")
+    if sid is None:
+        return config["account_sid"], config["auth_token"]
+    if not isinstance(sid, str) or not _API_KEY_SID.match(sid):
+        raise ChannelConfigurationError("TwilioSMSChannel: api_key_sid must be SK and 32 lower-case hex digits")
+    return sid, str(secret)
 
 
 def with_query(url: str, **params: str) -> str:

@@ -115,7 +115,9 @@ def form_for(obj: ProviderCredential | None) -> type[ProviderCredentialForm]:
             else:
                 attrs[_field(provider, setting.key)] = forms.CharField(
                     label=setting.key, required=False, initial=values.get(setting.key),
-                    help_text=f"{setting.doc}. Blank: the deployment's value.")
+                    help_text=f"{setting.doc}. Blank: the deployment's value"
+                              + (", but none while a setting it goes with is set (they are the app's together)."
+                                 if setting.group else "."))
     return type("ProviderCredentialSettingsForm", (ProviderCredentialForm,), attrs)
 
 

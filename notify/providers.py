@@ -112,8 +112,17 @@ def in_use(provider: str) -> bool:
 
 def app_config(provider: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """The config an app's adapter of ``provider`` is built with: the app's own ``values``
-    (notify.credentials) over the deployment's :func:`config_for`."""
-    return {**config_for(provider), **values}
+    (notify.credentials) over the deployment's :func:`config_for`, except that a settings
+    ``group`` the app sets any of is the app's alone: the deployment's values of the group's
+    other settings fall back to their declared defaults (an app's own account SID with the
+    deployment's API key would authenticate as neither)."""
+    config = config_for(provider)
+    declared = registry.provider_class(provider).settings
+    groups = {s.group for s in declared if s.group and s.key in values}
+    for setting in declared:
+        if setting.group in groups:
+            config[setting.key] = setting.default
+    return {**config, **values}
 
 
 def adapter(provider: str, app_id: int | None = None, version: int | None = None) -> Channel:

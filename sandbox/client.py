@@ -167,11 +167,14 @@ class SandboxControl:
         return self._call("POST", "/apns/keys", json={**body, **({"topic": topic} if topic else {})})
 
     def add_twilio_account(self, account_sid: str, auth_token: str, from_number: str | None = None,
-                           messaging_service_sid: str | None = None) -> dict[str, Any]:
-        """Accept another Twilio account (a second app's): ``{"account_sid", "from_number",
-        "messaging_service_sid"}``; records of its requests have ``extra.account_sid``."""
+                           messaging_service_sid: str | None = None, api_key_sid: str | None = None,
+                           api_key_secret: str | None = None) -> dict[str, Any]:
+        """Accept another Twilio account (a second app's), optionally with an API key: ``{"account_sid",
+        "api_key_sid", "from_number", "messaging_service_sid"}``; records of its requests have
+        ``extra.account_sid`` and ``extra.auth`` (``"auth_token"`` or ``"api_key:SK…"``)."""
         body = {"account_sid": account_sid, "auth_token": auth_token, "from_number": from_number,
-                "messaging_service_sid": messaging_service_sid}
+                "messaging_service_sid": messaging_service_sid, "api_key_sid": api_key_sid,
+                "api_key_secret": api_key_secret}
         return self._call("POST", "/twilio/accounts", json={k: v for k, v in body.items() if v})
 
     def accounts(self) -> dict[str, Any]:

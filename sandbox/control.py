@@ -30,8 +30,9 @@ Routes:
   ``GET /apns/token-policy``.
 - ``POST /apns/keys`` ``{"key_id", "team_id", "public_key" (PEM), "topic"?}`` → the key (201):
   provider tokens signed by it are accepted too (a second app's key); ``POST /twilio/accounts``
-  ``{"account_sid", "auth_token", "from_number"?, "messaging_service_sid"?}`` → the account
-  without its token (201): a second Twilio account; ``GET /accounts`` → every key and account
+  ``{"account_sid", "auth_token", "api_key_sid"?, "api_key_secret"?, "from_number"?,
+  "messaging_service_sid"?}`` → the account without its token and key secret (201): a second
+  Twilio account, optionally with an API key; ``GET /accounts`` → every key and account
   (see :mod:`sandbox.accounts`).
 """
 

@@ -106,6 +106,8 @@ class Credentials:
     vapid_subject: str
     twilio_account_sid: str
     twilio_auth_token: str
+    twilio_api_key_sid: str
+    twilio_api_key_secret: str
     twilio_from: str
     twilio_messaging_service_sid: str
     ses_region: str
@@ -129,6 +131,9 @@ def _new_secrets() -> dict[str, str]:
         "fcm_client_id": str(secrets.randbelow(9 * 10**20) + 10**20),
         "twilio_account_sid": "AC" + secrets.token_hex(16),
         "twilio_auth_token": secrets.token_hex(16),
+        # An API key of the account ("API keys"): SID SK + 32 hex, a 32-character secret.
+        "twilio_api_key_sid": "SK" + secrets.token_hex(16),
+        "twilio_api_key_secret": _rand(string.ascii_letters + string.digits, 32),
         "twilio_messaging_service_sid": "MG" + secrets.token_hex(16),
         "ses_access_key_id": "AKIA" + _rand(_UPPER_ALNUM, 16),
         "ses_secret_access_key": _rand(string.ascii_letters + string.digits + "+/", 40),
@@ -228,6 +233,8 @@ def ensure_credentials(directory: Path | str, ports: Ports) -> Credentials:
         vapid_subject=VAPID_SUBJECT,
         twilio_account_sid=meta["twilio_account_sid"],
         twilio_auth_token=meta["twilio_auth_token"],
+        twilio_api_key_sid=meta["twilio_api_key_sid"],
+        twilio_api_key_secret=meta["twilio_api_key_secret"],
         twilio_from=TWILIO_FROM,
         twilio_messaging_service_sid=meta["twilio_messaging_service_sid"],
         ses_region=SES_REGION,
@@ -277,7 +284,8 @@ def sandbox_json(c: Credentials) -> dict[str, Any]:
         },
         "twilio": {
             "url": p.https(p.twilio), "account_sid": c.twilio_account_sid,
-            "auth_token": c.twilio_auth_token, "from_number": c.twilio_from,
+            "auth_token": c.twilio_auth_token, "api_key_sid": c.twilio_api_key_sid,
+            "api_key_secret": c.twilio_api_key_secret, "from_number": c.twilio_from,
             "messaging_service_sid": c.twilio_messaging_service_sid,
         },
         "ses": {
@@ -318,6 +326,8 @@ def sandbox_env(c: Credentials) -> str:
         ("NOTIFY_TWILIO_URL", doc["twilio"]["url"]),
         ("NOTIFY_TWILIO_ACCOUNT_SID", doc["twilio"]["account_sid"]),
         ("NOTIFY_TWILIO_AUTH_TOKEN", doc["twilio"]["auth_token"]),
+        ("NOTIFY_TWILIO_API_KEY_SID", doc["twilio"]["api_key_sid"]),
+        ("NOTIFY_TWILIO_API_KEY_SECRET", doc["twilio"]["api_key_secret"]),
         ("NOTIFY_TWILIO_FROM", doc["twilio"]["from_number"]),
         ("NOTIFY_TWILIO_MESSAGING_SERVICE_SID", doc["twilio"]["messaging_service_sid"]),
         ("AWS_ENDPOINT_URL_SESV2", doc["ses"]["url"]),

@@ -3,10 +3,13 @@
 Rules from twilio.com/docs/messaging/api/message-resource, twilio.com/docs/api/errors and
 twilio.com/docs/usage/webhooks/webhooks-security:
 
-- HTTP Basic with the account SID and auth token, else 401 code 20003 (``Authenticate``): the
-  sandbox's account, or one registered with ``POST /twilio/accounts`` (sandbox.accounts; the
-  record's ``extra.account_sid`` names the account used); a path account other than the
-  authenticated one → 404 code 20404.
+- HTTP Basic with the account SID and auth token, or with an API key of the account (``SK…`` SID
+  and its secret; twilio.com/docs/usage/requests-to-twilio), else 401 code 20003
+  (``Authenticate``): the sandbox's account and API key, or ones registered with ``POST
+  /twilio/accounts`` (sandbox.accounts). The record's ``extra.account_sid`` names the account
+  used and ``extra.auth`` the credential (``"auth_token"`` or ``"api_key:SK…"``). A path account
+  other than the authenticated one → 404 code 20404 with the auth token; with an API key, which
+  only ever authenticates for its own account, → 401 code 20003.
 - ``POST /2010-04-01/Accounts/<sid>/Messages.json`` (form): ``To`` required (21604) in E.164
   (21211); ``From`` or ``MessagingServiceSid`` required (21603); ``From`` must be the account's
   number (21606) and ``MessagingServiceSid`` its service (21701), each account its own; ``Body`` required without
@@ -130,22 +133,25 @@ class TwilioApp(ProviderApp):
                       retry_after=rule.retry_after, fault=rule.id)
 
     # -- routing ---------------------------------------------------------------------------------
-    def _account(self, authorization: str | None) -> TwilioAccount:
-        """The account HTTP Basic ``authorization`` authenticates; 401 20003 otherwise."""
+    def _account(self, authorization: str | None) -> tuple[TwilioAccount, str]:
+        """The account HTTP Basic ``authorization`` authenticates and the credential that did
+        (:meth:`sandbox.accounts.Accounts.twilio_login`); 401 20003 otherwise."""
         scheme, _, encoded = (authorization or "").partition(" ")
         try:
-            sid, _, token = base64.b64decode(encoded, validate=True).decode().partition(":")
+            user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
         except ValueError:
             raise _err(401, 20003) from None
-        account = self.state.accounts.twilio_account(sid)
-        if scheme.lower() != "basic" or account is None or not secrets.compare_digest(token, account.auth_token):
+        login = self.state.accounts.twilio_login(user, password) if scheme.lower() == "basic" else None
+        if login is None:
             raise _err(401, 20003)
-        return account
+        return login
 
     async def handle(self, request: Request, ex: Exchange) -> Response:
         m = _BASE.match(request.url.path)
-        account = self._account(ex.headers.get("authorization"))
-        ex.extra["account_sid"] = account.account_sid
+        account, credential = self._account(ex.headers.get("authorization"))
+        ex.extra.update(account_sid=account.account_sid, auth=credential)
+        if m and m.group(1) != account.account_sid and credential != "auth_token":
+            raise _err(401, 20003)  # an API key authenticates for its own account only
         if not m or m.group(1) != account.account_sid:
             raise _err(404, 20404, f"The requested resource {request.url.path} was not found")
         if m.group(3):

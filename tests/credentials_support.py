@@ -51,16 +51,23 @@ class TwilioAccount:
     account_sid: str
     auth_token: str
     from_number: str
+    api_key_sid: str | None = None
+    api_key_secret: str | None = None
 
     @classmethod
-    def new(cls, from_number: str = "+15005550006") -> "TwilioAccount":
-        return cls("AC" + secrets.token_hex(16), secrets.token_hex(16), from_number)
+    def new(cls, from_number: str = "+15005550006", api_key: bool = False) -> "TwilioAccount":
+        """A fresh account; ``api_key``: with an API key (``SK…`` and its secret) too."""
+        key = ("SK" + secrets.token_hex(16), secrets.token_urlsafe(24)) if api_key else (None, None)
+        return cls("AC" + secrets.token_hex(16), secrets.token_hex(16), from_number, *key)
 
     def values(self) -> dict[str, str]:
-        return {"account_sid": self.account_sid, "auth_token": self.auth_token, "from_number": self.from_number}
+        """The app's own Twilio settings for the API (the API key's too when it has one)."""
+        key = {"api_key_sid": self.api_key_sid, "api_key_secret": self.api_key_secret} if self.api_key_sid else {}
+        return {"account_sid": self.account_sid, "auth_token": self.auth_token, **key, "from_number": self.from_number}
 
     def register(self, control) -> None:
-        control.add_twilio_account(self.account_sid, self.auth_token, self.from_number)
+        control.add_twilio_account(self.account_sid, self.auth_token, self.from_number,
+                                   api_key_sid=self.api_key_sid, api_key_secret=self.api_key_secret)
 
 
 def admin_client(app) -> APIClient:

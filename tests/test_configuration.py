@@ -65,6 +65,11 @@ def test_settings_an_adapter_refuses_stop_the_start_too():
     """Present but unusable: no sender for Twilio, a key file that does not exist."""
     done = start(API, NOTIFY_CHANNELS="sms", **{k: v for k, v in TWILIO.items() if k != "NOTIFY_TWILIO_FROM"})
     assert done.returncode != 0 and "provider twilio" in done.stderr and "from_number" in done.stderr
+    # An API key's SID without its secret; a key with its secret (and the auth token) starts.
+    done = start(API, NOTIFY_CHANNELS="sms", NOTIFY_TWILIO_API_KEY_SID="SK" + "1" * 32, **TWILIO)
+    assert done.returncode != 0 and "provider twilio" in done.stderr and "api_key_secret together" in done.stderr
+    assert start(API, NOTIFY_CHANNELS="sms", NOTIFY_TWILIO_API_KEY_SID="SK" + "1" * 32,
+                 NOTIFY_TWILIO_API_KEY_SECRET="s" * 32, **TWILIO).returncode == 0
     done = start(API, NOTIFY_CHANNELS="apns", NOTIFY_APNS_KEY_FILE="/nonexistent/AuthKey.p8", NOTIFY_APNS_KEY_ID="K",
                  NOTIFY_APNS_TEAM_ID="T", NOTIFY_APNS_TOPIC="com.example")
     assert done.returncode != 0 and "provider apns" in done.stderr and "/nonexistent/AuthKey.p8" in done.stderr

@@ -128,6 +128,61 @@ def test_settings_the_adapter_cannot_be_built_with_are_refused_with_its_reason(s
     assert (row.provider, row.version) == ("apns", 1) and credentials.stored_values(app.id, "apns")["key"] == key.private_pem
 
 
+def test_a_twilio_api_key_is_stored_beside_the_auth_token_and_its_secret_never_shown(shop):
+    app, client = shop
+    account = TwilioAccount.new(api_key=True)
+    answers = [r := put(client, "twilio", account.values())]
+    assert r.status_code == 201, r.content
+    assert r.json()["secrets"] == ["api_key_secret", "auth_token"]
+    assert r.json()["values"] == {"account_sid": account.account_sid, "api_key_sid": account.api_key_sid,
+                                  "from_number": account.from_number}
+    answers += [client.get(f"{API}/twilio"), client.get(API)]
+    assert not [a for a in answers if account.api_key_secret in a.content.decode()]
+    row = ProviderCredential.objects.get(app=app, provider="twilio")
+    assert account.api_key_secret not in row.sealed and credentials.stored_values(app.id, "twilio") == account.values()
+    adapter = credentials.adapter_class("twilio")(providers.app_config("twilio", account.values()))
+    try:  # REST calls go with the key, for the app's account
+        assert (adapter.client.username, adapter.client.account_sid) == (account.api_key_sid, account.account_sid)
+    finally:
+        adapter.close()
+
+
+@pytest.mark.parametrize("leave_out, named", [
+    ("api_key_secret", "together"), ("api_key_sid", "together"),
+    ("auth_token", "auth_token"),  # Twilio signs webhooks with the token alone: still required
+])
+def test_an_incomplete_twilio_api_key_is_refused_and_nothing_written(shop, leave_out, named):
+    _, client = shop
+    values = {k: v for k, v in TwilioAccount.new(api_key=True).values().items() if k != leave_out}
+    r = put(client, "twilio", values)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_credentials", r.content
+    assert named in r.json()["error"]["message"]
+    assert values.get("api_key_secret", "-") not in r.content.decode()
+    r = put(client, "twilio", {**TwilioAccount.new().values(), "api_key_sid": "AC" + "1" * 32, "api_key_secret": "s"})
+    assert r.status_code == 400 and "api_key_sid must be SK" in r.json()["error"]["message"]
+    assert not ProviderCredential.objects.exists()
+
+
+def test_an_apps_account_never_meets_the_deployments_twilio_token_or_key(shop, settings):
+    """The account SID, auth token and API key are one group: an app setting any of them brings
+    the group; the deployment's others are not used (the deployment's key with the app's
+    account would authenticate as neither)."""
+    deployment = TwilioAccount.new(api_key=True)
+    settings.NOTIFY_PROVIDER_ENV = {**settings.NOTIFY_PROVIDER_ENV, "twilio": {
+        **settings.NOTIFY_PROVIDER_ENV["twilio"], **deployment.values()}}
+    own = TwilioAccount.new(from_number="+15005550099")
+    config = providers.app_config("twilio", own.values())
+    assert (config["account_sid"], config["auth_token"], config["api_key_sid"], config["api_key_secret"]) == (
+        own.account_sid, own.auth_token, None, None)
+    sender_only = providers.app_config("twilio", {"from_number": own.from_number})  # not of the group
+    assert (sender_only["api_key_sid"], sender_only["from_number"]) == (deployment.api_key_sid, own.from_number)
+    _, client = shop
+    # The app's own account without its auth token: the deployment's token is not lent to it.
+    r = put(client, "twilio", {k: v for k, v in own.values().items() if k != "auth_token"})
+    assert r.status_code == 400 and "auth_token" in r.json()["error"]["message"], r.content
+    assert put(client, "twilio", own.values()).status_code == 201
+
+
 def test_an_unknown_provider_is_a_404_and_another_apps_credentials_are_not_found(shop):
     app, client = shop
     r = put(client, "carrier-pigeon", {"x": "y"})

@@ -174,7 +174,7 @@ def test_bad_inline_content_is_refused_without_quoting_it(configs, name):
 def test_the_adapters_declare_their_secrets_and_what_only_the_deployment_sets():
     secret = {p: {s.key for s in cls.settings if s.secret} for p, cls in registry.providers().items()}
     assert secret == {"apns": {"key"}, "fcm": {"service_account_json"}, "webpush": {"vapid_private_key"},
-                      "twilio": {"auth_token"}, "ses": {"secret_access_key"}, "smtp": {"password"}}
+                      "twilio": {"auth_token", "api_key_secret"}, "ses": {"secret_access_key"}, "smtp": {"password"}}
     for provider, cls in registry.providers().items():
         own = {s.key for s in cls.app_settings()}
         # Paths of the deployment's files, its CA bundle and timeouts are never an app's.

@@ -5,9 +5,13 @@ from __future__ import annotations
 import base64
 from urllib.parse import parse_qs, urlsplit
 
+import secrets
+
 import pytest
+from twilio.request_validator import RequestValidator
 
 from channels.base import Message, Outcome
+from channels.errors import ChannelConfigurationError
 from channels.sms_segments import segments
 from channels.twilio_sms import OPT_OUT_CODES, TwilioSMSChannel
 
@@ -22,18 +26,22 @@ def sms_message(body: str = KOREAN_BODY, to: str = TO, delivery_id: str | None =
     return Message(delivery_id or new_id(), to, {"body": body}, status_callback=status_callback)
 
 
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
 def test_sent_with_form_fields_auth_and_callback(sms, ctl, configs):
+    """The sandbox's config has an API key: it authenticates, the account is still the URL's."""
     did = new_id()
     result = sms.deliver(sms_message(delivery_id=did))
 
     assert result.outcome is Outcome.SENT and result.status == 201
     assert result.provider_message_id.startswith("SM") and len(result.provider_message_id) == 34
     rec = only_record(ctl, "twilio", did)
-    account = configs["sms"]["account_sid"]
+    account, key = configs["sms"]["account_sid"], configs["sms"]["api_key_sid"]
     assert rec["path"] == f"/2010-04-01/Accounts/{account}/Messages.json"
-    expected_auth = base64.b64encode(
-        f"{account}:{configs['sms']['auth_token']}".encode()).decode()
-    assert rec["headers"]["authorization"] == f"Basic {expected_auth}"
+    assert rec["headers"]["authorization"] == basic(key, configs["sms"]["api_key_secret"])
+    assert (rec["extra"]["account_sid"], rec["extra"]["auth"]) == (account, f"api_key:{key}")
     form = rec["body"]
     assert form["To"] == TO and form["Body"] == KOREAN_BODY
     # both configured: the Messaging Service is used, no From
@@ -42,6 +50,27 @@ def test_sent_with_form_fields_auth_and_callback(sms, ctl, configs):
     callback = urlsplit(form["StatusCallback"])
     assert parse_qs(callback.query) == {"app": ["7"], "delivery_id": [did]}
     assert (rec["extra"]["segments"], rec["extra"]["encoding"]) == segments(KOREAN_BODY)
+
+
+def test_without_an_api_key_the_auth_token_authenticates(make_channel, ctl, configs):
+    channel = make_channel("sms", api_key_sid="", api_key_secret="")
+    did = new_id()
+    assert channel.deliver(sms_message(delivery_id=did)).outcome is Outcome.SENT
+    rec = only_record(ctl, "twilio", did)
+    account = configs["sms"]["account_sid"]
+    assert rec["headers"]["authorization"] == basic(account, configs["sms"]["auth_token"])
+    assert (rec["extra"]["account_sid"], rec["extra"]["auth"]) == (account, "auth_token")
+
+
+def test_an_api_key_sender_still_verifies_webhooks_with_the_auth_token(sms, configs):
+    url = "https://notify.example.com/webhooks/twilio/status?delivery_id=1"
+    fields = {"MessageSid": "SM" + "0" * 32, "MessageStatus": "delivered"}
+
+    def signed_with(key: str) -> dict[str, str]:
+        return {"X-Twilio-Signature": RequestValidator(key).compute_signature(url, fields)}
+
+    assert sms.verify_webhook(url, fields, signed_with(configs["sms"]["auth_token"]))
+    assert not sms.verify_webhook(url, fields, signed_with(configs["sms"]["api_key_secret"]))
 
 
 def test_from_number_when_no_messaging_service(make_channel, ctl, configs):
@@ -112,9 +141,42 @@ def test_server_errors_retry(sms, ctl, status):
     assert (result.outcome, result.status, result.retry_after) == (Outcome.RETRY, status, None)
 
 
-def test_wrong_credentials_fail(make_channel, ctl):
-    result = make_channel("sms", auth_token="0" * 32).deliver(sms_message())
+@pytest.mark.parametrize("wrong", [
+    {"api_key_sid": "", "api_key_secret": "", "auth_token": "0" * 32},  # a wrong auth token
+    {"api_key_secret": "0" * 32},  # a wrong API key secret
+    {"api_key_sid": "SK" + "0" * 32},  # an API key the account does not have
+], ids=["auth_token", "api_key_secret", "api_key_sid"])
+def test_wrong_credentials_fail(make_channel, ctl, wrong):
+    """Twilio's 401 (20003) is a permanent failure of the message, whichever credential it was."""
+    result = make_channel("sms", **wrong).deliver(sms_message())
     assert (result.outcome, result.reason, result.status) == (Outcome.FAILED, "20003", 401)
+    (rec,) = ctl.records("twilio")
+    assert rec["status"] == 401 and "auth" not in rec["extra"]
+
+
+def test_an_api_key_of_another_account_is_refused(make_channel, ctl, configs):
+    other = {"account_sid": "AC" + secrets.token_hex(16), "auth_token": secrets.token_hex(16),
+             "api_key_sid": "SK" + secrets.token_hex(16), "api_key_secret": secrets.token_hex(16)}
+    ctl.add_twilio_account(**other)
+    channel = make_channel("sms", api_key_sid=other["api_key_sid"], api_key_secret=other["api_key_secret"])
+    result = channel.deliver(sms_message())  # the key is the other account's, the URL names ours
+    assert (result.outcome, result.reason, result.status) == (Outcome.FAILED, "20003", 401)
+    assert ctl.records("twilio")[0]["extra"]["account_sid"] == other["account_sid"]
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"api_key_secret": ""}, "together"),  # a key without its secret
+    ({"api_key_sid": ""}, "together"),  # a secret without its key
+    ({"api_key_sid": "AC" + "0" * 32}, "api_key_sid must be SK"),  # an account SID is not a key
+    ({"api_key_sid": "SK" + "0" * 31}, "api_key_sid must be SK"),
+    ({"api_key_sid": "SK" + "A" * 32}, "api_key_sid must be SK"),  # upper-case hex: not how Twilio writes SIDs
+    ({"auth_token": ""}, "auth_token"),  # an API key does not replace the token webhooks are verified with
+    ({"auth_token": "", "api_key_sid": "", "api_key_secret": ""}, "auth_token"),  # no credential at all
+])
+def test_credential_combinations_the_adapter_refuses(configs, change, named):
+    with pytest.raises(ChannelConfigurationError, match=named) as refused:
+        TwilioSMSChannel({**configs["sms"], **change})
+    assert configs["sms"]["api_key_secret"] not in str(refused.value)
 
 
 def test_latency_beyond_timeout_is_transport_retry(make_channel, ctl):

@@ -1,4 +1,5 @@
-"""Session fixtures: one sandbox (port base 19400) and the real provider clients pointed at it.
+"""Session fixtures: one sandbox (port base ``NOTIFY_TEST_EMULATORS_PORT_BASE``, default 19400;
+another base lets two runs share a machine) and the real provider clients pointed at it.
 
 Clients are the libraries the product uses. ``requests``-based ones get ``trust_env = False``
 so that a machine-wide ``REQUESTS_CA_BUNDLE`` does not override ``session.verify`` (requests
@@ -7,6 +8,7 @@ lets the environment win over the session setting).
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -22,7 +24,7 @@ from twilio.rest import Client
 
 from sandbox.process import start_sandbox
 
-PORT_BASE = 19400
+PORT_BASE = int(os.environ.get("NOTIFY_TEST_EMULATORS_PORT_BASE", "19400"))
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 
 
@@ -123,12 +125,15 @@ def webpush_session(ca):
 
 
 # -- Twilio ----------------------------------------------------------------------------------------
-def make_twilio(cfg, ca, sid=None, token=None) -> Client:
+def make_twilio(cfg, ca, sid=None, token=None, account=None) -> Client:
+    """A twilio client of the sandbox: HTTP Basic ``sid:token`` (the sandbox account's SID and auth
+    token by default; an API key's SID and secret for key auth), URLs naming ``account`` (``sid``
+    by default, as the library does)."""
     t = cfg["twilio"]
     http = TwilioHttpClient()
     http.session.verify = ca
     http.session.trust_env = False
-    client = Client(sid or t["account_sid"], token or t["auth_token"], http_client=http)
+    client = Client(sid or t["account_sid"], token or t["auth_token"], account, http_client=http)
     client.api.base_url = t["url"]
     return client
 

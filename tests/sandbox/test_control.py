@@ -20,8 +20,8 @@ from .conftest import PORT_BASE
 ENV_NAMES = """NOTIFY_PROVIDER_CA_FILE NOTIFY_APNS_URL NOTIFY_APNS_KEY_FILE NOTIFY_APNS_KEY_ID
 NOTIFY_APNS_TEAM_ID NOTIFY_APNS_TOPIC NOTIFY_FCM_URL NOTIFY_FCM_SERVICE_ACCOUNT_FILE
 NOTIFY_FCM_PROJECT_ID NOTIFY_VAPID_PRIVATE_KEY_FILE NOTIFY_VAPID_PUBLIC_KEY NOTIFY_VAPID_SUBJECT
-NOTIFY_TWILIO_URL NOTIFY_TWILIO_ACCOUNT_SID NOTIFY_TWILIO_AUTH_TOKEN NOTIFY_TWILIO_FROM
-NOTIFY_TWILIO_MESSAGING_SERVICE_SID AWS_ENDPOINT_URL_SESV2 NOTIFY_SES_REGION
+NOTIFY_TWILIO_URL NOTIFY_TWILIO_ACCOUNT_SID NOTIFY_TWILIO_AUTH_TOKEN NOTIFY_TWILIO_API_KEY_SID
+NOTIFY_TWILIO_API_KEY_SECRET NOTIFY_TWILIO_FROM NOTIFY_TWILIO_MESSAGING_SERVICE_SID AWS_ENDPOINT_URL_SESV2 NOTIFY_SES_REGION
 NOTIFY_SES_ACCESS_KEY_ID NOTIFY_SES_SECRET_ACCESS_KEY NOTIFY_SES_FROM NOTIFY_SMTP_HOST
 NOTIFY_SMTP_PORT NOTIFY_SANDBOX_CONTROL_URL""".split()
 
@@ -44,6 +44,7 @@ def test_sandbox_json_shape(sandbox, cfg):
     t = cfg["twilio"]
     assert re.fullmatch(r"AC[0-9a-f]{32}", t["account_sid"])
     assert re.fullmatch(r"[0-9a-f]{32}", t["auth_token"])
+    assert re.fullmatch(r"SK[0-9a-f]{32}", t["api_key_sid"]) and re.fullmatch(r"[0-9A-Za-z]{32}", t["api_key_secret"])
     assert re.fullmatch(r"MG[0-9a-f]{32}", t["messaging_service_sid"])
     assert t["from_number"] == "+15005550006"
     sa = json.loads(Path(cfg["fcm"]["service_account_file"]).read_text())
@@ -179,6 +180,7 @@ def test_restart_reuses_credentials(sandbox, tmp_path):
         assert Path(after["apns"]["key_file"]).read_bytes() == \
             Path(before["apns"]["key_file"].replace(str(sandbox.dir), str(d))).read_bytes()
         assert after["twilio"]["auth_token"] == before["twilio"]["auth_token"]
+        assert after["twilio"]["api_key_secret"] == before["twilio"]["api_key_secret"]
         assert after["webpush"]["vapid_public_key"] == before["webpush"]["vapid_public_key"]
         sa = json.loads(Path(after["fcm"]["service_account_file"]).read_text())
         assert sa["token_uri"] == f"https://127.0.0.1:{PORT_BASE + 22}/token"

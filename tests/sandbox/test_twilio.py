@@ -18,6 +18,7 @@ from twilio.request_validator import RequestValidator
 
 from channels.sms_segments import segments as segment_count
 from channels.sms_segments import sms_info
+from sandbox.client import SandboxError
 
 from .conftest import make_twilio
 
@@ -142,6 +143,60 @@ def test_auth(ctl, cfg, ca):
     rec = ctl.records("twilio")[-1]
     assert rec["status"] == 401 and rec["response"]["code"] == 20003
     assert rec["response"]["more_info"] == "https://www.twilio.com/docs/errors/20003"
+
+
+def test_api_key_auth_and_which_credential_each_record_names(ctl, cfg, ca):
+    t = cfg["twilio"]
+    assert re.fullmatch(r"SK[0-9a-f]{32}", t["api_key_sid"]) and re.fullmatch(r"[0-9A-Za-z]{32}", t["api_key_secret"])
+    keyed = make_twilio(cfg, ca, sid=t["api_key_sid"], token=t["api_key_secret"], account=t["account_sid"])
+    m = keyed.messages.create(to=TO, from_=t["from_number"], body="with a key")
+    assert m.account_sid == t["account_sid"] and keyed.messages(m.sid).fetch().status
+    make_twilio(cfg, ca).messages.create(to=TO, from_=t["from_number"], body="with the token")
+    recs = ctl.records("twilio")
+    assert [(r["method"], r["status"], r["extra"]["auth"], r["extra"]["account_sid"]) for r in recs] == [
+        ("POST", 201, f"api_key:{t['api_key_sid']}", t["account_sid"]),
+        ("GET", 200, f"api_key:{t['api_key_sid']}", t["account_sid"]),
+        ("POST", 201, "auth_token", t["account_sid"])]
+    assert t["api_key_secret"] not in str(ctl.accounts())
+
+
+def test_api_key_refusals_are_twilios_401(ctl, cfg, ca):
+    t = cfg["twilio"]
+    other = {"account_sid": "AC" + uuid.uuid4().hex, "auth_token": uuid.uuid4().hex,
+             "api_key_sid": "SK" + uuid.uuid4().hex, "api_key_secret": uuid.uuid4().hex}
+    assert ctl.add_twilio_account(**other)["api_key_sid"] == other["api_key_sid"]
+    cases = [
+        (t["api_key_sid"], "0" * 32, t["account_sid"]),  # a wrong secret
+        (t["api_key_sid"], t["auth_token"], t["account_sid"]),  # the auth token is not the key's secret
+        ("SK" + "0" * 32, t["api_key_secret"], t["account_sid"]),  # no such key
+        (other["api_key_sid"], other["api_key_secret"], t["account_sid"]),  # another account's key
+    ]
+    for sid, token, account in cases:
+        with pytest.raises(TwilioRestException) as exc:
+            make_twilio(cfg, ca, sid=sid, token=token, account=account).messages.create(
+                to=TO, from_=t["from_number"], body="x")
+        assert _code(exc) == (401, 20003), (sid, account)
+    recs = ctl.records("twilio")
+    assert [r["response"]["code"] for r in recs] == [20003] * 4
+    assert ["auth" in r["extra"] for r in recs] == [False, False, False, True]  # the last key is known: its account's
+    assert recs[-1]["extra"]["account_sid"] == other["account_sid"]
+    # The registered account's own key, in its own URL, from its sender: accepted.
+    own = make_twilio(cfg, ca, sid=other["api_key_sid"], token=other["api_key_secret"], account=other["account_sid"])
+    assert own.messages.create(to=TO, from_=t["from_number"], body="x").account_sid == other["account_sid"]
+    assert ctl.records("twilio")[-1]["extra"]["auth"] == f"api_key:{other['api_key_sid']}"
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"api_key_sid": "SK" + "1" * 32}, "go together"),
+    ({"api_key_secret": "s"}, "go together"),
+    ({"api_key_sid": "AK" + "1" * 32, "api_key_secret": "s"}, "SK and 32"),
+    ({"api_key_sid": "own", "api_key_secret": "s"}, "another account's key"),
+])
+def test_registering_an_account_with_a_bad_api_key_is_refused(ctl, cfg, extra, message):
+    if extra.get("api_key_sid") == "own":
+        extra = {**extra, "api_key_sid": cfg["twilio"]["api_key_sid"]}  # the sandbox account's key
+    with pytest.raises(SandboxError, match=message):
+        ctl.add_twilio_account("AC" + uuid.uuid4().hex, uuid.uuid4().hex, **extra)
 
 
 def test_status_callbacks_are_signed(ctl, cfg, twilio_client, callbacks):

@@ -168,3 +168,27 @@ def test_status_callbacks_of_an_apps_own_account_are_verified_with_its_token(ctl
     assert post(ctl.config()["twilio"]["auth_token"]).status_code == 403  # the deployment's token: not its
     assert post(account.auth_token).status_code == 204
     assert Delivery.objects.get(id=ids["sms"]).status == "delivered"
+
+
+def test_an_app_may_send_with_an_api_key_of_its_own_account(ctl, tenants):
+    """The deployment (the sandbox's settings) sends with its API key; an app's own account
+    without a key with its own auth token, never the deployment's key (one settings group); an
+    app's own key, for its own account; webhooks stay verified with the account's auth token."""
+    a, b, key, account = tenants
+
+    def auth(ids: dict[str, str]) -> tuple[str, str]:
+        (sms,) = ctl.records("twilio", delivery_id=ids["sms"])
+        return sms["extra"]["account_sid"], sms["extra"]["auth"]
+
+    deployment_twilio = ctl.config()["twilio"]
+    assert auth(a.send_all()) == (deployment_twilio["account_sid"], f"api_key:{deployment_twilio['api_key_sid']}")
+    assert auth(b.send_all()) == (account.account_sid, "auth_token")
+
+    keyed = TwilioAccount.new(from_number="+15005550099", api_key=True)
+    keyed.register(ctl)
+    assert b.own("twilio", keyed.values())["secrets"] == ["api_key_secret", "auth_token"]
+    assert auth(b.send_all()) == (keyed.account_sid, f"api_key:{keyed.api_key_sid}")
+    adapter = providers.adapter_of_app("twilio", b.app.id)
+    url, fields = "https://notify.example.com/webhooks/twilio/status?app=1", {"MessageStatus": "delivered"}
+    signature = RequestValidator(keyed.auth_token).compute_signature(url, fields)
+    assert adapter.verify_webhook(url, fields, {"X-Twilio-Signature": signature})
