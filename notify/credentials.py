@@ -91,12 +91,12 @@ def check_values(provider: str, values: Any) -> dict[str, str]:
             problem = ValidationError("empty: leave it out to use the deployment's value", code="blank")
         elif len(value) > MAX_VALUE_CHARS:
             problem = ValidationError(f"at most {MAX_VALUE_CHARS} characters", code="max_length")
-        elif validators._UNSTORABLE.search(value):
+        elif validators.UNSTORABLE.search(value):
             problem = ValidationError("holds a NUL or a lone surrogate: not text", code="invalid")
         else:
             continue
         # Escaped: a name with a lone surrogate, echoed as is, would make the answer unencodable.
-        errors[validators._escaped(str(key))] = [problem]
+        errors[validators.escaped(str(key))] = [problem]
     if errors:
         raise ValidationError(errors)
     return dict(values)

@@ -75,13 +75,13 @@ def timezone_name(value: str) -> str:
 
 # NUL cannot be stored in PostgreSQL text or jsonb, and a lone surrogate cannot be encoded as
 # UTF-8 at all (psycopg, json.dumps(ensure_ascii=False).encode() and the providers all fail on it).
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # C0 and C1 controls and DEL: never part of an id a product assigns, and NUL is unstorable.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _MAX_JSON_ERRORS = 20  # enough to fix a request; bounds the size of the error answer
 
 
-def _escaped(text: str, pattern: re.Pattern = _UNSTORABLE) -> str:
+def escaped(text: str, pattern: re.Pattern = UNSTORABLE) -> str:
     """``text`` with the characters of ``pattern`` written as ``\\uXXXX`` (an error message must
     itself be encodable, so it cannot echo a lone surrogate)."""
     return pattern.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
@@ -105,14 +105,14 @@ def storable_json(value):
         if isinstance(item, dict):
             for key, child in reversed(list(item.items())):
                 key = str(key)
-                if _UNSTORABLE.search(key):
-                    errors[".".join(path + (_escaped(key),))] = [
+                if UNSTORABLE.search(key):
+                    errors[".".join(path + (escaped(key),))] = [
                         "key contains a NUL character or a lone surrogate, which cannot be stored"]
                     continue
                 stack.append((path + (key,), child))
         elif isinstance(item, list):
             stack.extend((path + (str(index),), child) for index, child in reversed(list(enumerate(item))))
-        elif isinstance(item, str) and _UNSTORABLE.search(item):
+        elif isinstance(item, str) and UNSTORABLE.search(item):
             errors[".".join(path) or "non_field_errors"] = [
                 "contains a NUL character or a lone surrogate, which cannot be stored"]
     if errors:
@@ -125,7 +125,7 @@ def external_id(value: str) -> str:
     column's size), no control characters (which include NUL) and no lone surrogates."""
     if not value or len(value) > 255:
         raise serializers.ValidationError("external id must be 1 to 255 characters")
-    if _CONTROL.search(value) or _UNSTORABLE.search(value):
+    if _CONTROL.search(value) or UNSTORABLE.search(value):
         raise serializers.ValidationError("external id must not contain control characters")
     return value
 

@@ -30,7 +30,7 @@ class StrictSerializer(serializers.Serializer):
             unknown = set(data) - set(self.fields)
             if unknown:
                 # Escaped: a name with a lone surrogate, echoed as is, made the answer unencodable (a 500).
-                raise serializers.ValidationError({validators._escaped(str(name)): ["unknown field"]
+                raise serializers.ValidationError({validators.escaped(str(name)): ["unknown field"]
                                                    for name in sorted(unknown)})
         return super().to_internal_value(data)
 

@@ -102,7 +102,7 @@ class LocalizedContent(serializers.DictField):
                 try:
                     locale_tag(key)
                 except serializers.ValidationError as exc:
-                    errors[validators._escaped(key)] = list(exc.detail)  # no lone surrogate in the answer
+                    errors[validators.escaped(key)] = list(exc.detail)  # no lone surrogate in the answer
                     continue
                 if key.lower() in seen:
                     errors[key] = [f"the same locale as {seen[key.lower()]!r}"]
