@@ -2,10 +2,12 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# Flags of a bench-* target's script, e.g. BENCH_ARGS="--duration 15" (each script's --help lists them).
+BENCH_ARGS ?=
 # The local targets run on the sandbox's settings; manage.py's own default is settings.production.
 DEV := DJANGO_SETTINGS_MODULE=settings.dev
 
-.PHONY: run test install services browser promtool migrate reset fuzz bench-e2e bench-sandbox bench-faults bench-apns-tokens
+.PHONY: run test install services browser promtool migrate reset fuzz bench-e2e bench-sandbox bench-faults bench-apns-tokens bench-latency bench-day
 
 $(VENV)/.installed: requirements.txt sandbox/requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -43,8 +45,21 @@ reset: install services
 	redis-cli -n 0 flushdb >/dev/null
 	rm -rf var/sandbox var/log
 
+## Deliveries/s end to end next to (a) a no-op Celery task and (b) a plain Celery pipeline
+## (bench/plain_pipeline.py), with the ratios and the CPU per component.
 bench-e2e: migrate
-	$(PY) bench/e2e.py
+	$(PY) bench/e2e.py $(BENCH_ARGS)
+
+## Accept → provider p50/p99/max at 185 deliveries/s in the daily mix for 60 s, per channel, then
+## each process's resident memory (bench/memory.py).
+bench-latency: migrate
+	$(PY) bench/latency.py $(BENCH_ARGS)
+
+## A compressed day: 100,000 pushes, 10,000 SMS and 50,000 emails by single sends, bulk and
+## broadcasts at once, checked against the sandbox's records (zero lost, zero duplicated), then
+## each process's resident memory. BENCH_ARGS="--scale 0.1" for a tenth.
+bench-day: migrate
+	$(PY) bench/day.py $(BENCH_ARGS)
 
 bench-sandbox: install
 	$(PY) bench/sandbox_bench.py

@@ -29,12 +29,30 @@ def setup_django(name: str = "bench") -> None:
     call_command("migrate", verbosity=0)
 
 
-def stack_config(name: str = "bench", concurrency: int = 2, **overrides):
+def bench_ports() -> tuple[int, int]:
+    """(API port, sandbox port base) of a benchmark's stack: ``NOTIFY_TEST_API_PORT`` and
+    ``NOTIFY_TEST_SANDBOX_PORT_BASE`` when set (a shared machine gives each user its own, as for
+    the tests), else 18100 and 19700."""
+    return (int(os.environ.get("NOTIFY_TEST_API_PORT", 18100)),
+            int(os.environ.get("NOTIFY_TEST_SANDBOX_PORT_BASE", 19700)))
+
+
+def stack_config(name: str = "bench", concurrency: int = 2, receipts: bool = True, **overrides):
+    """The benchmark stack's StackConfig: its ports, database, sandbox and log directories.
+
+    ``receipts=False`` leaves the providers' status callbacks out (Twilio's ``sent`` and
+    ``delivered`` for each SMS): the workers advertise a callback host that is neither loopback
+    nor in the sandbox's ``--callback-hosts``, so the sandbox records them as refused and never
+    POSTs them. The API's own URL is unchanged (a benchmark calls it directly).
+    """
     from devtools.stack import StackConfig
 
+    api_port, sandbox_port_base = bench_ports()
+    env = {"NOTIFY_DB_NAME": os.environ["NOTIFY_DB_NAME"]}
+    if not receipts:
+        env["NOTIFY_PUBLIC_URL"] = f"http://receipts-off.invalid:{api_port}"
     return StackConfig(
-        env={"NOTIFY_DB_NAME": os.environ["NOTIFY_DB_NAME"]},
-        api_port=18100, sandbox_port_base=19700,
+        env=env, api_port=api_port, sandbox_port_base=sandbox_port_base,
         sandbox_dir=Path(os.environ["NOTIFY_SANDBOX_DIR"]),
         log_dir=ROOT / "var" / f"{name}-log", concurrency=concurrency, flower_port=None, **overrides)
 
@@ -55,3 +73,52 @@ def reset_data() -> None:
     from django.core.cache import cache
 
     cache.clear()
+
+
+def populate(stack, app_name: str, recipients: int, prefix: str = "bench") -> tuple[str, list[dict]]:
+    """Create the app ``app_name`` (demo template ``order-shipped``) and ``recipients`` recipients
+    ``<prefix>-<i>``, each with an email address, a phone number and an iOS, Android and Web
+    device, through the API.
+
+    Returns:
+        (API key, addresses): one ``{"apns", "fcm", "webpush", "sms", "email"}`` dict per recipient
+        (the Web Push value is the subscription dict), for pipelines that skip notify.
+    """
+    import secrets
+
+    from devtools import demo
+
+    _, key = demo.create_app(app_name)
+    addresses = []
+    for i in range(recipients):
+        user = f"{prefix}-{i}"
+        address = {"apns": secrets.token_hex(32), "fcm": demo.fcm_token(),
+                   "webpush": demo.sandbox_subscription(stack.control_url),
+                   "sms": f"+8210{10000000 + i}", "email": f"user{i}@example.com"}
+        status, body = demo.call(stack.api_url, key, "PUT", f"/api/v1/recipients/{user}",
+                                 {"name": "사용자", "email": address["email"], "phone": address["sms"]})
+        assert status in (200, 201), body
+        for device in ({"platform": "ios", "token": address["apns"]},
+                       {"platform": "android", "token": address["fcm"]},
+                       {"platform": "web", "subscription": address["webpush"]}):
+            status, body = demo.call(stack.api_url, key, "POST", f"/api/v1/recipients/{user}/devices", device)
+            assert status in (200, 201), body
+        addresses.append(address)
+    return key, addresses
+
+
+def wait_final(timeout: float, what: str = "deliveries") -> None:
+    """Wait until every delivery in the database is in a final status.
+
+    Raises:
+        RuntimeError: some are not after ``timeout`` seconds.
+    """
+    import time
+
+    from notify.models import FINAL_STATUSES, Delivery
+
+    deadline = time.monotonic() + timeout
+    while Delivery.objects.exclude(status__in=FINAL_STATUSES).exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not finish in {timeout:.0f} s")
+        time.sleep(0.1)

@@ -1,8 +1,12 @@
 #!/usr/bin/env python
 """End-to-end throughput: notifications through the HTTP API to every channel's provider sandbox,
-next to a no-op Celery task's rate on the same broker and the same machine, in one run.
+next to two references measured in the same run on the same broker, sandbox and machine:
+(a) a no-op Celery task's rate (target: notify ≥ 0.9 × it) and (b) a plain Celery pipeline, one
+task per message calling the provider clients directly (bench/plain_pipeline.py; target: notify
+≥ 2 × it).
 
     python bench/e2e.py [--notifications 2000] [--warmup 100] [--concurrency 2] [--batch 1] [--rate 0]
+                        [--no-receipts] [--no-plain] [--plain-messages N]
 
 Prints deliveries/s end to end (first POST → last delivery final), the API's accept rate, the
 latency from accept to provider-accepted (p50/p95), and the no-op task rate. Everything runs on
@@ -26,7 +30,8 @@ import statistics
 import time
 
 import cpu
-from _setup import reset_data, setup_django, stack_config
+import plain_pipeline
+from _setup import populate, reset_data, setup_django, stack_config, wait_final
 
 
 def noop_rate(stack, count: int, processes: int) -> float:
@@ -78,6 +83,10 @@ def main() -> None:
                         help="offered load in deliveries/s (0: as fast as the API accepts)")
     parser.add_argument("--no-receipts", action="store_true",
                         help="no provider status callbacks to the API (the sandbox does not call them)")
+    parser.add_argument("--no-plain", action="store_true",
+                        help="leave out reference (b), the plain Celery pipeline (bench/plain_pipeline.py)")
+    parser.add_argument("--plain-messages", type=int, default=0,
+                        help="messages per channel for the plain pipeline (default: --notifications)")
     args = parser.parse_args()
 
     setup_django("bench")
@@ -86,22 +95,10 @@ def main() -> None:
     from notify.models import FINAL_STATUSES, REACHED_PROVIDER, Delivery
     from devtools.stack import Stack
 
-    config = stack_config("bench", concurrency=args.concurrency)
-    if args.no_receipts:
-        # Not loopback and not in the sandbox's --callback-hosts: callbacks are recorded there as
-        # refused, never POSTed. The API's own URL is unchanged (the bench calls it directly).
-        config.env["NOTIFY_PUBLIC_URL"] = f"http://receipts-off.invalid:{config.api_port}"
+    config = stack_config("bench", concurrency=args.concurrency, receipts=not args.no_receipts)
     stack = Stack(config).start()
     try:
-        _, key = demo.create_app("bench")
-        for i in range(args.recipients):
-            user = f"bench-{i}"
-            demo.call(stack.api_url, key, "PUT", f"/api/v1/recipients/{user}",
-                      {"name": "사용자", "email": f"user{i}@example.com", "phone": f"+8210{10000000 + i}"})
-            for device in ({"platform": "ios", "token": secrets.token_hex(32)},
-                           {"platform": "android", "token": demo.fcm_token()},
-                           {"platform": "web", "subscription": demo.sandbox_subscription(stack.control_url)}):
-                demo.call(stack.api_url, key, "POST", f"/api/v1/recipients/{user}/devices", device)
+        key, addresses = populate(stack, "bench", args.recipients)
 
         def item(i: int, prefix: str = "bench") -> dict:
             return {"recipient": f"bench-{i % args.recipients}", "template": "order-shipped",
@@ -113,11 +110,7 @@ def main() -> None:
 
         with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
             list(pool.map(warm, range(args.warmup)))
-        deadline = time.monotonic() + 300
-        while Delivery.objects.exclude(status__in=FINAL_STATUSES).exists():
-            if time.monotonic() > deadline:
-                raise RuntimeError("warm-up deliveries did not finish in 300 s")
-            time.sleep(0.1)
+        wait_final(300, "warm-up deliveries")
         measured = Delivery.objects.filter(notification__idempotency_key__startswith="bench-")
 
         deliveries_per_notification = 5
@@ -143,10 +136,7 @@ def main() -> None:
         with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
             total = sum(pool.map(send, range(0, args.notifications, args.batch)))
         accepted_at = time.monotonic()
-        while Delivery.objects.exclude(status__in=FINAL_STATUSES).exists():
-            if time.monotonic() - start > 600:
-                raise RuntimeError("deliveries did not finish in 600 s")
-            time.sleep(0.1)
+        wait_final(600)
         elapsed = time.monotonic() - start
         cpu_after = cpu.snapshot(stack)
         rows = list(measured.filter(status__in=REACHED_PROVIDER).values_list("created_at", "sent_at"))
@@ -154,6 +144,12 @@ def main() -> None:
         statuses = {s: measured.filter(status=s).count() for s in sorted(FINAL_STATUSES)}
         e2e = total / elapsed
         noop = noop_rate(stack, args.noop_tasks, processes=args.concurrency * 5)
+        plain = None
+        if not args.no_plain:
+            from django.conf import settings
+
+            plain = plain_pipeline.measure(stack, addresses, args.plain_messages or args.notifications,
+                                           args.concurrency, settings.REDIS_URL, settings.NOTIFY_BROKER_URL)
     finally:
         stack.stop()
 
@@ -169,7 +165,13 @@ def main() -> None:
     print(f"end-to-end              {e2e:8.1f} deliveries/s  ({elapsed:.2f} s)")
     print(f"accept→sent latency     p50 {statistics.median(latencies):.0f} ms, p95 {latencies[int(len(latencies) * 0.95) - 1]:.0f} ms")
     print(f"no-op Celery task       {noop:8.1f} tasks/s  ({args.noop_tasks} tasks, {args.concurrency * 5} processes)")
-    print(f"ratio e2e / no-op       {e2e / noop:8.2f}")
+    print(f"ratio e2e / no-op       {e2e / noop:8.2f}   (target >= 0.9)  -> {'OK' if e2e / noop >= 0.9 else 'BELOW'}")
+    if plain:
+        print(f"plain Celery pipeline   {plain['rate']:8.1f} deliveries/s  ({plain['deliveries']} deliveries, "
+              f"{args.concurrency} processes per channel, {plain['errors']} errors; one task per message, "
+              f"provider clients called directly, no receipts)")
+        print(f"ratio e2e / plain       {e2e / plain['rate']:8.2f}   (target >= 2)    -> "
+              f"{'OK' if e2e / plain['rate'] >= 2 else 'BELOW'}")
     print(f"CPU per component during the end-to-end phase (2 cores = {2 * elapsed:.1f} CPU-s available):")
     print(cpu.report(cpu_before, cpu_after, total, "delivery"))
     if args.rate:

@@ -181,6 +181,8 @@ class APNsChannel(Channel):
     timeout_errors = (httpx.TimeoutException,)
     unsent_errors = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
     collapses_resends = True
+    # Sends are serialised on one instance (_send_lock, below): more threads would only queue.
+    send_concurrency = 1
 
     def __init__(self, config: Mapping[str, Any]):
         super().__init__(config)

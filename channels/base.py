@@ -21,6 +21,7 @@ declarations through :mod:`channels.registry`:
                             what it reports about acceptable content (SMS encoding and
                             segments, push payload size)
 ``breaker_scope``           what one circuit breaker covers (the provider, or one push service)
+``send_concurrency``        how many of its sends one worker process may have in flight at once
 ``status_callbacks``,       per-request extras it supports: a status webhook URL, an RFC 8058
 ``one_click_unsubscribe``,  one-click unsubscribe URL, a signed URL the receiver POSTs to when
 ``open_reports``            the message is opened
@@ -325,6 +326,12 @@ class Channel:
     #: True when the adapter puts ``Message.open_url`` in the payload, for the receiver to report
     #: the message opened.
     open_reports: ClassVar[bool] = False
+
+    #: How many sends of this provider one worker process may have in flight at once
+    #: (notify.send runs a batch's sends on a thread pool, at most this many per provider). The
+    #: adapter knows what its client allows: 1 unless ``deliver`` is safe to call from several
+    #: threads at once on one instance. ``NOTIFY_SEND_CONCURRENCY`` overrides it per deployment.
+    send_concurrency: ClassVar[int] = 1
 
     #: Exceptions meaning "no usable answer arrived" (timeouts, refused connections): RETRY.
     transport_errors: ClassVar[tuple[type[BaseException], ...]] = ()

@@ -37,7 +37,7 @@ from google.oauth2 import service_account
 from .base import AddressKind, Channel, InvalidAddress, Message, Outcome, Result, RetryDefaults, \
     Setting, common_settings
 from .errors import ChannelConfigurationError, InvalidMessage
-from .http import RequestsTransport, config_timeout, http_result, json_bytes, response_json, \
+from .http import DEFAULT_POOL_SIZE, RequestsTransport, config_timeout, http_result, json_bytes, response_json, \
     retryless_session
 from .tokens import SharedToken, SharedTokenStore, TokenEntry, store_from_config
 
@@ -174,6 +174,8 @@ class FCMChannel(RequestsTransport, Channel):
     transport_errors = RequestsTransport.transport_errors + (
         google.auth.exceptions.TransportError,)
     collapses_resends = True
+    # requests sessions are shared across threads by design; one pooled connection per send.
+    send_concurrency = DEFAULT_POOL_SIZE
 
     def __init__(self, config: Mapping[str, Any]):
         super().__init__(config)

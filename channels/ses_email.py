@@ -87,6 +87,8 @@ class SESEmailChannel(EmailChannel):
                       botocore.exceptions.ReadTimeoutError)
     unsent_errors = (botocore.exceptions.EndpointConnectionError,
                      botocore.exceptions.ConnectTimeoutError, botocore.exceptions.SSLError)
+    # boto3 clients are thread-safe (boto3 docs, "Multithreading"); a few pooled connections.
+    send_concurrency = 4
 
     def __init__(self, config: Mapping[str, Any]):
         super().__init__(config)

@@ -265,6 +265,8 @@ class SMTPEmailChannel(EmailChannel):
     transport_errors = (smtplib.SMTPServerDisconnected, ConnectionError, TimeoutError,
                         socket.gaierror, ssl.SSLError)
     timeout_errors = (TimeoutError,)
+    # One kept connection per instance, used under a lock (smtplib is not thread-safe).
+    send_concurrency = 1
 
     def __init__(self, config: Mapping[str, Any]):
         """Check the config (ChannelConfigurationError); connects nothing yet."""

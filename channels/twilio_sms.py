@@ -136,6 +136,8 @@ class TwilioSMSChannel(RequestsTransport, Channel):
         *common_settings("NOTIFY_TWILIO"),
     )
     collapses_resends = False  # a resend after a lost answer can deliver the SMS twice
+    # Pooled keep-alive session; the answer a send reads is kept per thread (self._last).
+    send_concurrency = 4
     status_callbacks = True
     webhook_kinds = ("status", "inbound")
 

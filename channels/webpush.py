@@ -31,7 +31,7 @@ from pywebpush import WebPusher
 from .base import AddressKind, Channel, InvalidAddress, Message, Result, RetryDefaults, Setting, \
     common_settings
 from .errors import ChannelConfigurationError, InvalidMessage
-from .http import RequestsTransport, config_timeout, http_result, json_bytes, response_json, \
+from .http import DEFAULT_POOL_SIZE, RequestsTransport, config_timeout, http_result, json_bytes, response_json, \
     retryless_session
 
 #: Push services must accept encrypted bodies up to this size (RFC 8030 §7.2).
@@ -154,6 +154,8 @@ class WebPushChannel(RequestsTransport, Channel):
         *common_settings("NOTIFY_WEBPUSH"),
     )
     collapses_resends = True
+    # One shared pooled requests session; each send builds its own WebPusher.
+    send_concurrency = DEFAULT_POOL_SIZE
     open_reports = True
 
     def __init__(self, config: Mapping[str, Any]):

@@ -177,9 +177,12 @@ def _content(app_id: int, payload: dict, profile: dict, template: dict | None,
     return Content(rendered, template, locale, variant["name"] if variant else "")
 
 
-def check_content(channel: str, group: str, content: dict, checked: dict[str, dict], truncate: bool = False) -> dict:
+def check_content(channel: str, group: str, content: dict, checked: dict[str, dict], truncate: bool = False,
+                  configs: dict[str, dict] | None = None) -> dict:
     """Ask the channel's adapter whether its provider would take ``content[group]``; returns what
     the adapter reports about it (e.g. SMS encoding and segments). ``checked`` caches per channel.
+    ``configs`` (channel → notify.providers.content_config), when given, keeps each channel's
+    config for the next calls: a bulk call checks 10,000 items with one config per channel.
 
     With ``truncate`` (the template's ``truncate_push``), a body too large for the provider is
     cut on grapheme-cluster boundaries until it fits (``content[group]`` is replaced), instead of
@@ -191,7 +194,11 @@ def check_content(channel: str, group: str, content: dict, checked: dict[str, di
     """
     if channel not in checked:
         cls = registry.channel_class(channel)
-        config = providers.content_config(channel)
+        config = configs.get(channel) if configs is not None else None
+        if config is None:
+            config = providers.content_config(channel)
+            if configs is not None:
+                configs[channel] = config
         try:
             content[group], checked[channel], _ = checked_part(cls, content[group], config, truncate)
         except InvalidMessage as exc:
@@ -221,20 +228,25 @@ def _release(payload: dict, profile: dict, rules: policy.Rules, app_quiet_hours:
 
 
 def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: str | None,
-         digest: str | None = None, now: dt.datetime | None = None) -> Planned:
+         digest: str | None = None, now: dt.datetime | None = None,
+         context: cache.SendContext | None = None, configs: dict[str, dict] | None = None) -> Planned:
     """Validate one send request against the recipient, preferences, templates
     and the providers' content rules, and build its rows (nothing is written).
 
     ``now`` (aware) is the instant the send is accepted at, for the mute, quiet hours and
     ``send_at`` (None: the clock; a test gives an instant across a daylight-saving change).
+    ``context``: the recipient's profile, template and categories already loaded (a bulk send
+    loads them for all its items at once, notify.bulk); None loads them here. ``configs``: the
+    providers' content configs kept across the plans of one call (:func:`check_content`).
 
     Raises:
         SendRejected: unknown recipient or template, content a provider would refuse, no
             channel to send on.
     """
     # The profile, the template and the categories in one Redis round trip.
-    context = cache.load_send_context(app_id, payload["recipient"], payload.get("template"),
-                                      payload.get("template_version"))
+    if context is None:
+        context = cache.load_send_context(app_id, payload["recipient"], payload.get("template"),
+                                          payload.get("template_version"))
     profile = context.profile
     if profile is None:
         raise SendRejected("recipient_not_found", f"no recipient {payload['recipient']!r}", status=404,
@@ -307,7 +319,7 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
                 add(channel, device_id, address, DeliveryStatus.SUPPRESSED, refusal)
             continue
         # Content is checked only for the channels this send will use.
-        check_content(channel, group, content, checked, truncate)
+        check_content(channel, group, content, checked, truncate, configs)
         allowed.append((channel, found))
 
     # A fallback's steps in order (a send without one is one step): the first step with a row

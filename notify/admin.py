@@ -591,3 +591,4 @@ class DeliveryAdmin(ReadOnlyAdmin):
 from . import admin_suppressions  # noqa: E402,F401
 from . import admin_credentials  # noqa: E402,F401
 from . import admin_oauth  # noqa: E402,F401
+from . import admin_broadcasts  # noqa: E402,F401

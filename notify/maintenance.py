@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import analytics, breaker, outbox, providers, store
+from . import analytics, breaker, broadcast, outbox, providers, store
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,9 @@ def dispatch_due(batch: int = 1000, now: dt.datetime | None = None) -> int:
     - ``queued`` published more than ``NOTIFY_REPUBLISH_STALE_AFTER`` seconds ago and never
       claimed (the broker lost the message) → unpublished;
     - ``queued`` and unpublished for ``NOTIFY_REPUBLISH_AFTER`` seconds (no relay running, or
-      the broker was down) → published here.
+      the broker was down) → published here;
+    - a ``running`` broadcast without progress for ``NOTIFY_BROADCAST_STALL_AFTER`` seconds →
+      its fan-out task queued again (notify.broadcast.restart_stalled).
 
     Safe to run in several processes at once (``FOR UPDATE SKIP LOCKED``).
     """
@@ -53,6 +55,9 @@ def dispatch_due(batch: int = 1000, now: dt.datetime | None = None) -> int:
         moved += store.unpublish_stale(settings.NOTIFY_REPUBLISH_STALE_AFTER, batch)
     if moved:
         log.info("moved %d due deliveries to the outbox", moved)
+    restarted = broadcast.restart_stalled()
+    if restarted:
+        log.warning("restarted the fan-out of stalled broadcasts %s", restarted)
     try:
         published = outbox.relay_once(batch, older_than=settings.NOTIFY_REPUBLISH_AFTER)
     except Exception:  # noqa: BLE001 - broker down: the rows wait in the outbox

@@ -18,7 +18,7 @@ ADMIN = "admin"
 
 #: name → what it allows, in the order the admin and the README show them.
 SCOPES = {
-    SEND: "send notifications (one or a batch), read and cancel them, report a delivery opened",
+    SEND: "send notifications (one, a batch or a bulk call, a broadcast), read and cancel them, report a delivery opened",
     RECIPIENTS: "manage and erase recipients, their devices and preferences; make preference links",
     TEMPLATES: "manage templates, their versions and previews, and categories",
     ANALYTICS: "read analytics (JSON or CSV)",

@@ -11,6 +11,13 @@ Exactly-once toward the user is built from three parts:
 3. *Outcome*: written in one statement with its log row; a database outage at that moment is
    waited out (the provider already answered, so the answer must not be lost).
 
+A task's deliveries go in waves (:func:`send_batch`): one claim statement per wave, the sends of
+the wave concurrent on this process's thread pool within each provider's limit (the adapter's
+``send_concurrency``, ``NOTIFY_SEND_CONCURRENCY``), one outcome statement per wave. Deciding
+(policy, rate limits, breaker, building the message) and reacting stay on the task's thread, so
+Django's database connection and the Redis counters are used as before; the pool threads only
+call ``adapter.deliver``.
+
 The database is committed before the provider is called, and the task itself only passes ids.
 The service reacts to the adapter's :class:`~channels.base.Outcome`, never to a provider: a
 dead token deactivates the device, a recipient's refusal opts the recipient out of the channel.
@@ -19,8 +26,12 @@ dead token deactivates the device, a recipient's refusal opts the recipient out 
 from __future__ import annotations
 
 import logging
+import os
 import random
+import threading
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -209,34 +220,135 @@ def _react(c: Claim, result: Result) -> None:
         store.set_preferences([c.recipient_id], [c.channel], "", False, "provider")
 
 
-def send_batch(delivery_ids: list[str]) -> dict[str, int]:
-    """Send the deliveries of one task one after the other; returns how many ended in each
-    status (``handed_back``: left for another task).
+@dataclass
+class _Done:
+    """A decided outcome of one claim, waiting to be written (see :func:`_write`)."""
 
-    After ``NOTIFY_TASK_BUDGET`` seconds the rest goes back to the outbox, so a slow provider
-    cannot push a batch past the task's time limit. An unexpected error (Redis down, a bug)
-    hands back the deliveries after the failing one and propagates: the task ends and its
-    message is acknowledged, and they must not wait for the stale-publish sweep. A database
-    outage propagates alone (the caller requeues the whole message; what was recorded is
-    skipped when it comes back, its claim finding nothing).
+    c: Claim
+    status: str
+    reason: str
+    result: Result | None = None
+    provider: str | None = None
+    delay: float = 0.0
+    duration: float | None = None
+    refund: bool = False
+    dead_letter: bool = False  # publish a dead letter once written
+
+
+@dataclass
+class _Call:
+    """A claim whose provider is to be called: what the call and its conclusion need."""
+
+    c: Claim
+    policy: dict
+    provider: str
+    scope: str
+    adapter: Channel | None
+    message: Message | None
+
+
+#: Released unsent (the batch stopped on an unexpected error): retried at once, attempt refunded.
+RELEASED = "released_unsent"
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_slots: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+
+
+def _forget_pool() -> None:
+    # A forked child (Celery's prefork pool) must not use its parent's threads.
+    global _pool
+    _pool = None
+    _slots.clear()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _executor() -> ThreadPoolExecutor:
+    """This process's send pool, created on first use and reused: as many threads as the
+    largest per-provider limit (``NOTIFY_SEND_CONCURRENCY``)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            size = max(settings.NOTIFY_SEND_CONCURRENCY.values(), default=1)
+            _pool = ThreadPoolExecutor(max_workers=max(size, 1), thread_name_prefix="notify-send")
+        return _pool
+
+
+def _slot(provider: str) -> threading.BoundedSemaphore:
+    """The semaphore bounding ``provider``'s sends in flight in this process."""
+    limit = max(int(settings.NOTIFY_SEND_CONCURRENCY.get(provider, 1)), 1)
+    with _pool_lock:
+        return _slots.setdefault((provider, limit), threading.BoundedSemaphore(limit))
+
+
+def wave_size(channel: str | None, batch: int) -> int:
+    """How many deliveries of a ``channel`` batch of ``batch`` are claimed, sent and recorded
+    together: the largest limit among the channel's providers (all of ``batch`` when the
+    channel is not known). ``NOTIFY_TASK_BUDGET`` is checked between waves, as it was between
+    sends when they went one by one: a wave takes about one provider round trip."""
+    if channel is None or channel not in settings.NOTIFY_CHANNEL_PROVIDERS:
+        return max(batch, 1)
+    return max(max(settings.NOTIFY_SEND_CONCURRENCY.get(p, 1) for p in settings.NOTIFY_CHANNEL_PROVIDERS[channel]), 1)
+
+
+def send_batch(delivery_ids: list[str], channel: str | None = None) -> dict[str, int]:
+    """Send the deliveries of one task of ``channel``; returns how many ended in each status
+    (``handed_back``: left for another task).
+
+    The batch goes in waves of :func:`wave_size`: each wave is claimed in one statement, its
+    sends run concurrently (at most ``NOTIFY_SEND_CONCURRENCY[provider]`` in flight per
+    provider in this process, on one thread pool calling the adapters' synchronous
+    ``deliver``), and its outcomes are written in one statement with their log rows (an
+    outcome that advances a fallback keeps its own transaction). The provider of each delivery
+    is chosen before the wave's calls, so a breaker opened by a wave's failures turns away the
+    next wave, not the rest of its own (at most one wave more than one-by-one sending).
+
+    After ``NOTIFY_TASK_BUDGET`` seconds the waves not started go back to the outbox unclaimed,
+    so a slow provider cannot push a batch past the task's time limit. An unexpected error (Redis
+    down, a bug) in one delivery does not lose the others of its wave (see :func:`_send_wave`);
+    what is still queued (the waves after it, or its whole wave when the claim itself failed) is
+    handed back and the error propagates: the task ends and its message
+    is acknowledged, and they must not wait for the stale-publish sweep. A database outage
+    propagates alone (the caller requeues the whole message; what was recorded is skipped when
+    it comes back, its claim finding nothing).
     """
     started = time.monotonic()
     outcomes: dict[str, int] = {}
-    for index, delivery_id in enumerate(delivery_ids):
+    size = wave_size(channel, len(delivery_ids))
+    for index in range(0, len(delivery_ids), size):
         if index and time.monotonic() - started > settings.NOTIFY_TASK_BUDGET:
             store.hand_back(delivery_ids[index:])
             outcomes["handed_back"] = len(delivery_ids) - index
             break
         try:
-            status = send(delivery_id)
+            statuses = _send_wave(delivery_ids[index:index + size])
         except (OperationalError, InterfaceError):
             raise
         except Exception:
-            if delivery_ids[index + 1:]:
-                store.hand_back(delivery_ids[index + 1:])
+            # The wave's own ids too: hand_back only touches rows still queued (a failed claim
+            # took none of them); claimed ones were recorded, released or left to their lease.
+            rest = _well_formed(delivery_ids[index:])
+            if rest:
+                store.hand_back(rest)
             raise
-        outcomes[status] = outcomes.get(status, 0) + 1
+        for status in statuses.values():
+            outcomes[status] = outcomes.get(status, 0) + 1
     return outcomes
+
+
+def _well_formed(delivery_ids: list[str]) -> list[str]:
+    """The ids that are UUIDs: a malformed one (the error being handled may be its failed
+    claim) would fail the hand-back's statement too."""
+    kept = []
+    for delivery_id in delivery_ids:
+        try:
+            uuid.UUID(str(delivery_id))
+        except ValueError:
+            continue
+        kept.append(delivery_id)
+    return kept
 
 
 def send(delivery_id: str) -> str:
@@ -245,37 +357,87 @@ def send(delivery_id: str) -> str:
     Never raises for provider trouble (that becomes ``retrying`` / ``failed`` /
     ``dead_lettered``); raises only if the database stays unreachable for two minutes.
     """
-    c = claim(delivery_id)
-    if c is None:
-        return "skipped"
+    return _send_wave([delivery_id]).get(str(delivery_id), "skipped")
+
+
+def claim_batch(delivery_ids: list[str]) -> list[Claim]:
+    """:func:`claim` for every id at once (notify.store.claim_batch, one statement), the
+    database outage waited out the same way; the claims in the order of ``delivery_ids``."""
+    rows = through_outage(f"claiming {len(delivery_ids)} deliveries", CLAIM_PATIENCE,
+                          lambda: store.claim_batch(delivery_ids))
+    claims = []
+    for values in rows:
+        values["attempt"] = values.pop("attempts")
+        values["ttl_left"] = float(values["ttl_left"])
+        values["age"] = float(values["age"])
+        claims.append(Claim(**values))
+    return claims
+
+
+def _send_wave(delivery_ids: list[str]) -> dict[str, str]:
+    """Claim, decide, send concurrently and record ``delivery_ids``; returns id → status of
+    those claimed (``skipped`` ones are absent).
+
+    An unexpected error while deciding stops the deciding: the claims not yet decided are
+    released unsent (``retrying`` at once with their attempt refunded, :data:`RELEASED`), the
+    failing one is left to its lease (as a worker dying there would), the rest is sent and
+    recorded, then the first error is raised. An error in one send or its conclusion leaves
+    that delivery to its lease and the others are recorded before it is raised.
+    """
+    claims = claim_batch(delivery_ids)
+    done: list[_Done] = []
+    calls: list[_Call] = []
+    error: BaseException | None = None
+    for index, c in enumerate(claims):
+        try:
+            step = _decide(c)
+        except Exception as exc:
+            error = exc
+            log.exception("delivery %s: deciding its send failed; releasing %d unsent", c.id, len(claims) - index - 1)
+            done.extend(_Done(rest, "retrying", RELEASED, refund=True) for rest in claims[index + 1:])
+            break
+        (done if isinstance(step, _Done) else calls).append(step)
+
+    for call, answer in zip(calls, _call_all(calls)):
+        if isinstance(answer, BaseException):
+            error = error or answer
+            log.error("delivery %s: its send raised; left to its lease", call.c.id, exc_info=answer)
+            continue
+        try:
+            done.append(_conclude(call, *answer))
+        except Exception as exc:
+            error = error or exc
+            log.exception("delivery %s: concluding its send failed; left to its lease", call.c.id)
+    _write(done)
+    if error is not None:
+        raise error
+    return {str(d.c.id): d.status for d in done if d.reason != RELEASED}
+
+
+def _decide(c: Claim) -> _Done | _Call:
+    """Everything before the provider call: the outcome when it is not to be called (expired,
+    device gone, max attempts, unknown outcome, the recipient's decision, no provider), else
+    the call to make."""
     policy = settings.NOTIFY_RETRY_POLICY[c.channel]
     if c.ttl_left <= 0:
-        _record(c, "expired", "ttl_elapsed")
-        return "expired"
+        return _Done(c, "expired", "ttl_elapsed")
     if c.device_active is False:
-        _record(c, "failed", "device_inactive")
-        return "failed"
+        return _Done(c, "failed", "device_inactive")
     if c.device_id is None and registry.channel_class(c.channel).address_kind.is_device:
-        _record(c, "suppressed", "device_removed")
-        return "suppressed"
+        return _Done(c, "suppressed", "device_removed")
     if c.attempt > policy["max_attempts"]:
-        _record(c, "dead_lettered", "max_attempts")
-        publish_dead_letter(c.channel, str(c.id), "max_attempts")
-        return "dead_lettered"
+        return _Done(c, "dead_lettered", "max_attempts", dead_letter=True)
     if c.unknown_outcome and policy["on_unknown_outcome"] == "fail":
-        _record(c, "failed", OUTCOME_UNKNOWN)
-        return "failed"
+        return _Done(c, "failed", OUTCOME_UNKNOWN)
     # What the recipient decided since the send was accepted holds now: an opt-out (API, admin,
     # preference page, STOP, unsubscribe), a mute, quiet hours, a rate limit.
     decision = at_send(c, timezone.now())
     if decision.action == SUPPRESS:
-        _record(c, "suppressed", decision.reason)
-        return "suppressed"
+        return _Done(c, "suppressed", decision.reason)
     if decision.action == DEFER:
         # Not an attempt: the provider is not called, and the next claim is this attempt again.
         wait = max((decision.until - timezone.now()).total_seconds(), 0.0)
-        _record(c, "scheduled", decision.reason, delay=wait, refund=True)
-        return "scheduled"
+        return _Done(c, "scheduled", decision.reason, delay=wait, refund=True)
 
     provider = providers.choose(c.channel, c.to)
     if provider is None:
@@ -285,39 +447,88 @@ def send(delivery_id: str) -> str:
             # It was counted against the rate limit just now; its attempt is refunded, and the
             # next claim (attempt 1 again) must not count it twice.
             ratelimit.mark_counted(c, rules(c.category_rules, c.category))
-        _record(c, "retrying", breaker.CIRCUIT_OPEN, delay=breaker.cooldown() * random.uniform(1, 2), refund=True)
-        return "retrying"
-    scope = registry.provider_class(provider).breaker_scope(c.to)
-
+        return _Done(c, "retrying", breaker.CIRCUIT_OPEN, delay=breaker.cooldown() * random.uniform(1, 2),
+                     refund=True)
     adapter = _adapter(c, provider)
-    started = time.monotonic()
-    result = adapter.deliver(message_for(c, provider)) if adapter is not None else UNUSABLE_SETTINGS
-    duration = (time.monotonic() - started) * 1000
-    reason = result.reason or str(result.status)
+    # The message is built here, on the task's thread: it may read the database (Django's
+    # connections are per thread) and the pool threads only call the provider.
+    return _Call(c, policy, provider, registry.provider_class(provider).breaker_scope(c.to), adapter,
+                 message_for(c, provider) if adapter is not None else None)
 
+
+def _timed(call: _Call) -> tuple[Result, float]:
+    """Call ``call``'s adapter within its provider's limit; the result and the call's
+    milliseconds (waiting for a slot not included)."""
+    if call.adapter is None:
+        return UNUSABLE_SETTINGS, 0.0
+    with _slot(call.provider):
+        started = time.monotonic()
+        result = call.adapter.deliver(call.message)
+        return result, (time.monotonic() - started) * 1000
+
+
+def _call_all(calls: list[_Call]) -> list[tuple[Result, float] | BaseException]:
+    """The answers of ``calls`` in order, made concurrently on the send pool (one call runs
+    on this thread); an exception a call raised takes its place."""
+    if len(calls) <= 1:
+        answers: list[tuple[Result, float] | BaseException] = []
+        for call in calls:
+            try:
+                answers.append(_timed(call))
+            except Exception as exc:
+                answers.append(exc)
+        return answers
+    futures = [_executor().submit(_timed, call) for call in calls]
+    return [f.exception() or f.result() for f in futures]
+
+
+def _conclude(call: _Call, result: Result, duration: float) -> _Done:
+    """The outcome of a provider's answer, with its breaker and address side effects."""
+    c, policy, provider = call.c, call.policy, call.provider
+    reason = result.reason or str(result.status)
     if result.outcome is Outcome.SENT:
-        _record(c, "sent", "", result, provider, duration=duration)
-        breaker.record_success(scope)
-        return "sent"
+        breaker.record_success(call.scope)
+        return _Done(c, "sent", "", result, provider, duration=duration)
     if result.outcome is Outcome.RETRY:
-        if adapter is not None:  # one app's unusable settings say nothing about the provider
-            breaker.record_failure(scope)
+        if call.adapter is not None:  # one app's unusable settings say nothing about the provider
+            breaker.record_failure(call.scope)
         if policy["on_unknown_outcome"] == "fail" and result.maybe_delivered:
             # The request reached the provider and no answer came back: it may have been
             # delivered. Resending could show the message twice on a channel that does not
             # collapse resends, so this is the same unknown outcome as a worker dying mid-send.
-            _record(c, "failed", f"{OUTCOME_UNKNOWN}:{result.reason}", result, provider, duration=duration)
-            return "failed"
+            return _Done(c, "failed", f"{OUTCOME_UNKNOWN}:{result.reason}", result, provider, duration=duration)
         delay = retry_delay(c.attempt, result, policy)
         if c.attempt >= policy["max_attempts"] or c.age + delay > policy["max_age"]:
-            reason = f"retries_exhausted:{reason}"
-            _record(c, "dead_lettered", reason, result, provider, duration=duration)
-            publish_dead_letter(c.channel, str(c.id), reason)
-            return "dead_lettered"
-        _record(c, "retrying", reason, result, provider, delay=delay, duration=duration)
-        return "retrying"
+            return _Done(c, "dead_lettered", f"retries_exhausted:{reason}", result, provider,
+                         duration=duration, dead_letter=True)
+        return _Done(c, "retrying", reason, result, provider, delay=delay, duration=duration)
     # Side effects first: whoever sees the delivery failed also sees the device deactivated or
     # the opt-out recorded.
     _react(c, result)
-    _record(c, "failed", reason, result, provider, duration=duration)
-    return "failed"
+    return _Done(c, "failed", reason, result, provider, duration=duration)
+
+
+def _write(done: list[_Done]) -> None:
+    """Write the outcomes of a wave: one statement for all (notify.store.record_outcomes), a
+    database outage waited out; an outcome advancing a fallback in its own transaction
+    (:func:`_record`). Then, per delivery, its metrics and, once written, its dead letter."""
+    advancing = [d for d in done if d.c.fallback and d.status in FINAL_STATUSES]
+    plain = [d for d in done if not (d.c.fallback and d.status in FINAL_STATUSES)]
+    if plain:
+        rows = [store.Outcome(
+            d.c.id, d.c.attempt, d.status, d.reason, provider=d.provider,
+            provider_message_id=d.result.provider_message_id if d.result else None,
+            provider_status=d.result.status if d.result else None,
+            answer=d.result.raw if d.result else None, delay=d.delay, duration_ms=d.duration,
+            refund=d.refund) for d in plain]
+        written = through_outage(f"recording {len(rows)} deliveries", RECORD_PATIENCE,
+                                 lambda: store.record_outcomes(rows))
+        for d in plain:
+            if str(d.c.id) not in written:
+                log.warning("delivery %s changed hands before its outcome %s was recorded", d.c.id, d.status)
+            metrics.record_delivery(d.c, d.status, d.reason, d.provider, d.duration, d.result)
+    for d in advancing:
+        _record(d.c, d.status, d.reason, d.result, d.provider, d.delay, d.duration, d.refund)
+    for d in done:
+        if d.dead_letter:
+            publish_dead_letter(d.c.channel, str(d.c.id), d.reason)

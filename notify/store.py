@@ -306,6 +306,36 @@ def claim(delivery_id: str) -> dict[str, Any] | None:
     return values
 
 
+#: The claim of a whole batch: the same statement over every id of the batch. The rows are
+#: locked in id order first, so two workers claiming overlapping batches (a redelivered message)
+#: wait for each other instead of deadlocking; the outer ``status = 'queued'`` is re-checked on
+#: the row as the lock found it (READ COMMITTED's re-check), so each delivery is claimed once.
+_CLAIM_BATCH_SQL = _CLAIM_SQL.replace(
+    "WHERE d.id = %s::uuid AND",
+    "WHERE d.id IN (SELECT id FROM notify_delivery WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE) AND")
+assert _CLAIM_BATCH_SQL != _CLAIM_SQL
+
+
+def claim_batch(delivery_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """:func:`claim` for every id of ``delivery_ids`` in one autocommit statement: the rows of
+    those still ``queued`` (now ``sending``, each with its lease and log row), in the order of
+    ``delivery_ids``; ids not queued are left out."""
+    with prepared_cursor() as cursor:
+        cursor.execute(_CLAIM_BATCH_SQL, [settings.NOTIFY_SEND_LEASE, list(delivery_ids)])
+        rows = cursor.fetchall()
+        names = _column_names(cursor, _CLAIM_BATCH_SQL) if rows else ()
+    order = {str(delivery_id): index for index, delivery_id in enumerate(delivery_ids)}
+    claimed = []
+    for row in rows:
+        values = dict(zip(names, row))
+        for key in ("content", "subscription", "category_rules", "fallback", "credential_versions"):
+            if isinstance(values[key], str):
+                values[key] = json.loads(values[key])
+        claimed.append(values)
+    claimed.sort(key=lambda values: order.get(str(values["id"]), 0))
+    return claimed
+
+
 def _rank_sql(status: str) -> str:
     """SQL: the :data:`~notify.models.RECEIPT_RANK` of the status expression ``status``, NULL for
     a status the provider has not reached."""
@@ -368,6 +398,77 @@ def record_outcome(delivery_id: Any, attempt: int, status: str, reason: str, *, 
     with prepared_cursor() as cursor:
         cursor.execute(_RECORD_SQL, params)
         return cursor.fetchone()[0] == 1
+
+
+#: The outcomes of a batch: :data:`_RECORD_SQL` over arrays, one element per delivery.
+_RECORD_BATCH_SQL = f"""
+WITH o AS (
+    SELECT * FROM unnest(%(id)s::uuid[], %(attempt)s::int[], %(status)s::varchar[], %(reason)s::varchar[],
+                         %(refund)s::int[], %(provider)s::varchar[], %(message_id)s::varchar[],
+                         %(provider_status)s::int[], %(answer)s::text[], %(delay)s::float8[],
+                         %(duration)s::float8[])
+        AS o(id, attempt, status, reason, refund, provider, message_id, provider_status, answer, delay, duration)
+), updated AS (
+    UPDATE notify_delivery SET status = CASE WHEN o.status = 'sent' THEN {_adopted_receipt()}
+                                             ELSE o.status END,
+        reason = o.reason, updated_at = now(),
+        attempts = notify_delivery.attempts - o.refund,
+        provider = COALESCE(o.provider, notify_delivery.provider),
+        provider_message_id = COALESCE(o.message_id, notify_delivery.provider_message_id),
+        lease_until = NULL, unknown_outcome = false,
+        next_attempt_at = now() + make_interval(secs => o.delay),
+        sent_at = CASE WHEN o.status = 'sent' THEN now() ELSE notify_delivery.sent_at END
+    FROM o
+    WHERE notify_delivery.id = o.id AND notify_delivery.attempts = o.attempt
+      AND notify_delivery.status IN ('sending', 'queued')
+    RETURNING o.id, o.status, o.attempt, o.reason, o.provider_status, o.answer, o.duration
+), logged AS (
+    {_log_rows('''(SELECT id AS delivery_id, 'sending' AS from_status, status AS to_status,
+                          attempt, reason, provider_status, answer::jsonb AS provider_answer,
+                          duration AS duration_ms FROM updated) u''')}
+)
+SELECT id FROM updated
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """One delivery's outcome for :func:`record_outcomes`; the fields are
+    :func:`record_outcome`'s arguments."""
+
+    delivery_id: Any
+    attempt: int
+    status: str
+    reason: str
+    provider: str | None = None
+    provider_message_id: str | None = None
+    provider_status: int | None = None
+    answer: Any = None
+    delay: float = 0.0
+    duration_ms: float | None = None
+    refund: bool = False
+
+
+def record_outcomes(outcomes: Sequence[Outcome]) -> set[str]:
+    """:func:`record_outcome` for many deliveries in one autocommit statement (one log row
+    each). Returns the ids (as strings) whose outcome was written; a missing one changed hands
+    meanwhile. Each row's write stands alone, so retrying the statement after a lost commit
+    writes nothing twice (the attempt no longer matches a ``sending`` row)."""
+    if not outcomes:
+        return set()
+    params = {
+        "id": [str(o.delivery_id) for o in outcomes], "attempt": [o.attempt for o in outcomes],
+        "status": [o.status for o in outcomes], "reason": [o.reason[:128] for o in outcomes],
+        "refund": [1 if o.refund else 0 for o in outcomes], "provider": [o.provider for o in outcomes],
+        "message_id": [o.provider_message_id for o in outcomes],
+        "provider_status": [o.provider_status or None for o in outcomes],
+        "answer": [answer_json(o.answer) if o.answer is not None else None for o in outcomes],
+        "delay": [float(o.delay) for o in outcomes],
+        "duration": [float(o.duration_ms) if o.duration_ms is not None else None for o in outcomes],
+    }
+    with prepared_cursor() as cursor:
+        cursor.execute(_RECORD_BATCH_SQL, params)
+        return {str(row[0]) for row in cursor.fetchall()}
 
 
 _DEACTIVATE_SQL = """
@@ -1017,3 +1118,208 @@ def analytics_counts(app_id: int, first_day: datetime.date, last_day: datetime.d
     with prepared_cursor() as cursor:
         cursor.execute(_ANALYTICS_SQL.format(columns=columns), params)
         return cursor.fetchall()
+
+
+# -- broadcasts ----------------------------------------------------------------------------------
+#: The segment filter of a broadcast (notify.broadcast): a null parameter drops its condition.
+#: ``locale`` matches the tag and its sub-tags (``ko`` takes ``ko-KR``); ``tags_any`` overlaps,
+#: ``tags_all`` contains (both served by the ``recipient_tags`` GIN index).
+_SEGMENT_SQL = """
+r.app_id = %(app)s
+AND (%(locale)s::text IS NULL OR lower(r.locale) = %(locale)s OR lower(r.locale) LIKE %(locale)s || '-%%')
+AND (%(tags_any)s::varchar[] IS NULL OR r.tags && %(tags_any)s::varchar[])
+AND (%(tags_all)s::varchar[] IS NULL OR r.tags @> %(tags_all)s::varchar[])
+AND (%(ids)s::varchar[] IS NULL OR r.external_id = ANY(%(ids)s::varchar[]))
+"""
+
+
+def _segment_params(app_id: int, segment: dict) -> dict:
+    tags = segment.get("tags") or None
+    match_all = segment.get("tags_match") == "all"
+    return {"app": app_id, "locale": (segment.get("locale") or "").lower() or None,
+            "tags_any": None if match_all else tags, "tags_all": tags if match_all else None,
+            "ids": segment.get("external_ids") or None}
+
+
+def segment_locales(app_id: int, segment: dict) -> dict[str, int]:
+    """The recipients of an app's ``segment`` (notify.broadcast's shape) counted per their
+    ``locale`` (as stored): ``{locale: count}``, empty when the segment has none."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT r.locale, count(*) FROM notify_recipient r WHERE {_SEGMENT_SQL} GROUP BY 1",
+                       _segment_params(app_id, segment))
+        return dict(cursor.fetchall())
+
+
+_BROADCAST_LOCK_SQL = "SELECT status, cursor FROM notify_broadcast WHERE id = %(b)s FOR UPDATE"
+# The variant is notify.rendering.assign_variant's, in SQL: the first 64 bits of
+# sha256(experiment NUL app:external_id), scaled exactly into [0, total weight).
+_VARIANT_SQL = """
+COALESCE((SELECT v.name FROM unnest(%(v_name)s::varchar[], %(v_upto)s::numeric[]) AS v(name, upto)
+          WHERE v.upto > floor(((('x' || encode(substr(sha256(convert_to(%(experiment)s, 'UTF8') || '\\x00'::bytea
+                || convert_to(%(app)s::text || ':' || r.external_id, 'UTF8')), 1, 8), 'hex'))::bit(64)::bigint::numeric
+                + 18446744073709551616) %% 18446744073709551616 * %(v_total)s / 18446744073709551616))
+          ORDER BY v.upto LIMIT 1), '')
+"""
+_BROADCAST_BATCH_SQL = f"""
+WITH picked AS (
+    SELECT r.id, r.external_id, r.email, r.phone, r.muted, r.muted_until,
+           COALESCE(%(locales)s::jsonb ->> r.locale, %(default_locale)s) AS tlocale, {_VARIANT_SQL} AS variant
+    FROM notify_recipient r
+    WHERE {_SEGMENT_SQL} AND r.id > %(cursor)s
+    ORDER BY r.id LIMIT %(limit)s
+), n AS (
+    INSERT INTO notify_notification (id, app_id, api_key_id, recipient_id, idempotency_key, request_hash, category,
+        template_id, template_version, locale, data, content, priority, ttl, expires_at, response, send_at,
+        fallback, created_at, broadcast_id)
+    SELECT gen_random_uuid(), %(app)s, NULL, p.id, 'broadcast:' || %(b)s::text || ':' || p.id::text, '', %(category)s,
+           %(template)s, %(version)s, p.tlocale, %(data)s::jsonb,
+           COALESCE(%(parts)s::jsonb -> (p.variant || '|' || p.tlocale), '{{}}'::jsonb), %(priority)s, %(ttl)s,
+           now() + make_interval(secs => %(ttl)s), jsonb_build_object('broadcast', %(b)s::bigint), NULL, '[]'::jsonb,
+           now(), %(b)s
+    FROM picked p
+    ON CONFLICT (app_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, recipient_id, content
+), d AS (
+    INSERT INTO notify_delivery (id, notification_id, channel, provider, variant, step, device_id, address, status,
+        reason, attempts, provider_message_id, created_at, updated_at, next_attempt_at, unknown_outcome)
+    SELECT gen_random_uuid(), n.id, c.channel, '', p.variant, 0, dv.id,
+           CASE c.kind WHEN 'phone' THEN p.phone WHEN 'email' THEN p.email ELSE dv.token END,
+           CASE WHEN refusal.reason IS NULL THEN 'queued' ELSE 'suppressed' END, COALESCE(refusal.reason, ''),
+           0, '', now(), now(), now(), false
+    FROM n JOIN picked p ON p.id = n.recipient_id
+    CROSS JOIN unnest(%(c_channel)s::varchar[], %(c_kind)s::varchar[], %(c_platform)s::varchar[], %(c_group)s::varchar[])
+         AS c(channel, kind, platform, grp)
+    LEFT JOIN notify_device dv ON c.kind = 'device' AND dv.recipient_id = p.id AND dv.active AND dv.platform = c.platform
+    -- What is known now and cheap: an explicit opt-out (the category's row over the channel-wide
+    -- one) and a global mute; everything else is decided at send (notify.policy.at_send).
+    CROSS JOIN LATERAL (SELECT CASE
+        WHEN %(required)s THEN NULL
+        WHEN (SELECT pf.enabled FROM notify_preference pf WHERE pf.recipient_id = p.id AND pf.channel = c.channel
+              AND pf.category IN (%(category)s, '') ORDER BY pf.category DESC LIMIT 1) IS FALSE THEN 'opted_out'
+        WHEN p.muted AND (p.muted_until IS NULL OR p.muted_until > now()) THEN 'muted'
+    END AS reason) refusal
+    WHERE n.content ? c.grp
+      AND CASE c.kind WHEN 'phone' THEN p.phone <> '' WHEN 'email' THEN p.email <> '' ELSE dv.id IS NOT NULL END
+    RETURNING status
+), advanced AS (
+    UPDATE notify_broadcast SET
+        cursor = COALESCE((SELECT max(id) FROM picked), cursor),
+        written = written + (SELECT count(*) FROM n),
+        queued = queued + (SELECT count(*) FROM d WHERE status = 'queued'),
+        suppressed_at_fanout = suppressed_at_fanout + (SELECT count(*) FROM d WHERE status = 'suppressed'),
+        status = CASE WHEN (SELECT count(*) FROM picked) < %(limit)s THEN 'done' ELSE status END,
+        finished_at = CASE WHEN (SELECT count(*) FROM picked) < %(limit)s THEN now() END,
+        progressed_at = now(), updated_at = now()
+    WHERE id = %(b)s
+    RETURNING status
+)
+SELECT (SELECT count(*) FROM picked), (SELECT status FROM advanced),
+       (SELECT count(*) FROM (SELECT pg_notify(%(event)s::text, '') FROM d WHERE status = 'queued' LIMIT 1) w)
+"""
+
+
+def fan_out_batch(broadcast: Any, channels: Sequence[tuple[str, str, str, str]], required: bool,
+                  limit: int) -> tuple[int, str]:
+    """Fan out the next ``limit`` recipients of ``broadcast`` (a notify.models.Broadcast) after its
+    cursor, in the caller's transaction: lock the broadcast's row, write one notification per
+    recipient (idempotency key ``broadcast:<id>:<recipient id>``, ON CONFLICT DO NOTHING) and a
+    delivery per channel address (``queued``, or ``suppressed`` for an explicit opt-out or a mute
+    unless ``required``), advance the cursor and counters, and wake the relay at commit.
+
+    Args:
+        channels: ``(channel, kind, platform, content group)``, kind ``phone``/``email``/``device``.
+    Returns:
+        ``(recipients taken, status after)``; ``(0, status)`` without fanning out when the
+        broadcast is not ``running`` (cancelled, done).
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_BROADCAST_LOCK_SQL, {"b": broadcast.id})
+        status, position = cursor.fetchone()
+        if status != "running":
+            return 0, status
+        content = broadcast.content
+        variants = content.get("variants") or []
+        upto, total = [], 0
+        for variant in variants:
+            total += int(variant["weight"])
+            upto.append(total)
+        params = {**_segment_params(broadcast.app_id, broadcast.segment), "b": broadcast.id, "cursor": position,
+                  "limit": limit, "event": OUTBOX_EVENT, "locales": Jsonb(content.get("locales") or {}),
+                  "default_locale": content.get("default_locale") or "", "parts": Jsonb(content.get("parts") or {}),
+                  "experiment": content.get("experiment") or "", "v_name": [v["name"] for v in variants],
+                  "v_upto": upto, "v_total": total, "category": broadcast.category,
+                  "template": broadcast.template_id, "version": broadcast.template_version,
+                  "data": Jsonb(broadcast.data), "priority": broadcast.priority, "ttl": broadcast.ttl,
+                  "required": required,
+                  "c_channel": [c[0] for c in channels], "c_kind": [c[1] for c in channels],
+                  "c_platform": [c[2] for c in channels], "c_group": [c[3] for c in channels]}
+        cursor.execute(_BROADCAST_BATCH_SQL, params)
+        taken, after, _ = cursor.fetchone()
+    return taken, after
+
+
+_BROADCAST_PROGRESS_SQL = """
+SELECT d.status, count(*) FROM notify_delivery d JOIN notify_notification n ON n.id = d.notification_id
+WHERE n.broadcast_id = %(b)s GROUP BY d.status
+"""
+
+
+def broadcast_statuses(broadcast_id: int) -> dict[str, int]:
+    """How many deliveries of a broadcast stand in each status: ``{status: count}``."""
+    with connection.cursor() as cursor:
+        cursor.execute(_BROADCAST_PROGRESS_SQL, {"b": broadcast_id})
+        return dict(cursor.fetchall())
+
+
+_CANCEL_BROADCAST_SQL = f"""
+WITH target AS (
+    UPDATE notify_broadcast SET status = 'cancelled', cancelled_at = now(), updated_at = now()
+    WHERE id = %(b)s AND app_id = %(app)s AND status IN ('created', 'running')
+    RETURNING id
+), chosen AS (
+    SELECT d.id, d.status AS old_status FROM notify_delivery d JOIN notify_notification n ON n.id = d.notification_id
+    WHERE n.broadcast_id IN (SELECT id FROM target) AND d.status = ANY(%(cancellable)s::varchar[])
+    FOR UPDATE OF d SKIP LOCKED
+), cancelled AS (
+    UPDATE notify_delivery d SET status = 'cancelled', reason = 'cancelled', updated_at = now(), lease_until = NULL
+    FROM chosen WHERE d.id = chosen.id
+    RETURNING d.id, d.attempts, d.notification_id, chosen.old_status
+), marked AS (
+    UPDATE notify_notification SET cancelled_at = now() WHERE id IN (SELECT notification_id FROM cancelled)
+    RETURNING 1
+), logged AS (
+    {_log_rows('''(SELECT id AS delivery_id, old_status AS from_status, 'cancelled' AS to_status,
+                          attempts AS attempt, 'cancelled' AS reason, NULL::int AS provider_status,
+                          NULL::jsonb AS provider_answer, NULL::float8 AS duration_ms FROM cancelled) c''')}
+)
+SELECT (SELECT count(*) FROM target), (SELECT count(*) FROM cancelled), (SELECT count(*) FROM marked)
+"""
+
+
+def cancel_broadcast(app_id: int, broadcast_id: int) -> int | None:
+    """Cancel broadcast ``broadcast_id`` of app ``app_id`` if ``created`` or ``running``: its
+    status → ``cancelled`` (a fan-out batch waiting on its row then writes nothing), and every
+    delivery it wrote in :data:`CANCELLABLE` → ``cancelled`` (logged), as :func:`cancel` does
+    for one notification. Returns how many deliveries it cancelled, or None when it was not
+    cancellable (unknown, or already done or cancelled)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_CANCEL_BROADCAST_SQL, {"b": broadcast_id, "app": app_id, "cancellable": list(CANCELLABLE)})
+        found, cancelled, _ = cursor.fetchone()
+    return cancelled if found else None
+
+
+_STALLED_BROADCASTS_SQL = """
+UPDATE notify_broadcast SET progressed_at = now()
+WHERE id IN (SELECT id FROM notify_broadcast WHERE status = 'running'
+             AND COALESCE(progressed_at, created_at) < now() - make_interval(secs => %(after)s)
+             FOR UPDATE SKIP LOCKED)
+RETURNING id
+"""
+
+
+def stalled_broadcasts(after: float) -> list[int]:
+    """Ids of ``running`` broadcasts with no batch committed for ``after`` seconds (their fan-out
+    task was lost), their clock reset so the next call does not take them again at once."""
+    with connection.cursor() as cursor:
+        cursor.execute(_STALLED_BROADCASTS_SQL, {"after": after})
+        return [row[0] for row in cursor.fetchall()]

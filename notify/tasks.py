@@ -24,7 +24,7 @@ def _deliver_task(channel: str):
         # A bare id is a message published by a version that sent one delivery per task.
         ids = [delivery_ids] if isinstance(delivery_ids, str) else delivery_ids
         try:
-            return send.send_batch(ids)
+            return send.send_batch(ids, channel)
         except (OperationalError, InterfaceError) as exc:
             # The database stayed away longer than the send waits: put the message back rather
             # than acknowledge deliveries nobody has claimed or recorded.
@@ -61,6 +61,15 @@ def forget_expired_tokens() -> int:
 def rollup_analytics() -> int:
     """Count what was recorded since the last rollup into the analytics (notify.analytics)."""
     return maintenance.rollup_analytics()
+
+
+@app.task(name="notify.maintenance.fan_out_broadcast", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def fan_out_broadcast(broadcast_id: int) -> int:
+    """Write batches of a broadcast for a few seconds, then queue the next task
+    (notify.broadcast.run); returns how many recipients it took."""
+    from . import broadcast
+
+    return broadcast.run(broadcast_id)
 
 
 @worker_init.connect

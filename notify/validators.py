@@ -73,6 +73,25 @@ def timezone_name(value: str) -> str:
     return value
 
 
+#: A recipient tag (notify.models.Recipient.tags): a short slug.
+TAG_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+#: How many tags a recipient or a broadcast segment may carry.
+MAX_TAGS = 32
+
+
+def tags(value: list) -> list[str]:
+    """A list of recipient tags, each matching :data:`TAG_RE` (1-32 characters, lower-case),
+    at most :data:`MAX_TAGS`, duplicates dropped (first kept)."""
+    bad = [t for t in value if not isinstance(t, str) or not TAG_RE.fullmatch(t)]
+    if bad:
+        raise serializers.ValidationError(f"not a tag (lower-case letters, digits, - and _; 1-32 characters): "
+                                          f"{', '.join(map(str, bad[:5]))}", code="invalid_tag")
+    value = list(dict.fromkeys(value))
+    if len(value) > MAX_TAGS:
+        raise serializers.ValidationError(f"at most {MAX_TAGS} tags", code="too_many_tags")
+    return value
+
+
 # NUL cannot be stored in PostgreSQL text or jsonb, and a lone surrogate cannot be encoded as
 # UTF-8 at all (psycopg, json.dumps(ensure_ascii=False).encode() and the providers all fail on it).
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")

@@ -170,12 +170,30 @@ _BATCH_BODY_BOUND = 8 * 1024 * 1024
 if NOTIFY_BATCH_MAX_BODY_BYTES > _BATCH_BODY_BOUND:
     raise ValueError(f"NOTIFY_MAX_BODY_BYTES and NOTIFY_BATCH_ITEM_BYTES x {NOTIFY_BATCH_MAX_ITEMS} must stay within "
                      f"{_BATCH_BODY_BOUND} bytes, got {NOTIFY_BATCH_MAX_BODY_BYTES}")
+#: Most recipients one call to the bulk endpoint (POST /api/v1/notifications/bulk) takes.
+NOTIFY_BULK_MAX_RECIPIENTS = 10_000
+#: Body bytes the bulk endpoint allows per recipient: an item is only ``{"recipient", "data",
+#: "event_id"}`` (the template and shared fields are given once), typically 100-200 bytes.
+NOTIFY_BULK_ITEM_BYTES = env_int("NOTIFY_BULK_ITEM_BYTES", 512)
+#: The bulk endpoint's body limit: a full call at the per-item allowance, within the same bound
+#: as the batch endpoint's (the body and its parsed JSON are held in memory).
+NOTIFY_BULK_MAX_BODY_BYTES = max(NOTIFY_MAX_BODY_BYTES, NOTIFY_BULK_MAX_RECIPIENTS * NOTIFY_BULK_ITEM_BYTES)
+if NOTIFY_BULK_MAX_BODY_BYTES > _BATCH_BODY_BOUND:
+    raise ValueError(f"NOTIFY_BULK_ITEM_BYTES x {NOTIFY_BULK_MAX_RECIPIENTS} must stay within {_BATCH_BODY_BOUND} "
+                     f"bytes, got {NOTIFY_BULK_MAX_BODY_BYTES}")
+#: Recipients one broadcast fan-out task writes in one transaction (notify.broadcast).
+NOTIFY_BROADCAST_BATCH = env_int("NOTIFY_BROADCAST_BATCH", 5000)
+#: Seconds a running broadcast may go without a committed batch before the dispatcher starts its
+#: fan-out again (its task was lost with a worker); the cursor and idempotency keys make that safe.
+NOTIFY_BROADCAST_STALL_AFTER = env_int("NOTIFY_BROADCAST_STALL_AFTER", 30)
+#: Most ``external_ids`` one broadcast segment lists (a segment of more is better tagged: the body stays within NOTIFY_MAX_BODY_BYTES).
+NOTIFY_BROADCAST_MAX_IDS = env_int("NOTIFY_BROADCAST_MAX_IDS", 1000)
 #: Amazon SNS's webhook body limit: an SNS message is up to 256 KiB (SES puts the mail's headers in
 #: it when asked), JSON-escaped inside the envelope (quotes and backslashes double), plus the
 #: envelope's own fields (https://docs.aws.amazon.com/sns/latest/api/API_Publish.html).
 NOTIFY_SNS_MAX_BODY_BYTES = 1024 * 1024
 # Django's own cap is the largest any endpoint takes; the middleware applies each endpoint's.
-DATA_UPLOAD_MAX_MEMORY_SIZE = max(NOTIFY_BATCH_MAX_BODY_BYTES, NOTIFY_SNS_MAX_BODY_BYTES)
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(NOTIFY_BATCH_MAX_BODY_BYTES, NOTIFY_BULK_MAX_BODY_BYTES, NOTIFY_SNS_MAX_BODY_BYTES)
 
 REST_FRAMEWORK = {
     # An API key, or an OAuth2 access token (``Bearer``): each class takes its own header keyword.

@@ -84,6 +84,23 @@ NOTIFY_TASK_BATCH = env_int("NOTIFY_TASK_BATCH", 20)
 #: A worker stops taking new deliveries of its batch after this long (seconds) and hands the
 #: rest back to the relay, so a slow provider cannot push a batch past the task's time limit.
 NOTIFY_TASK_BUDGET = env_int("NOTIFY_TASK_BUDGET", 30)
+
+
+def _send_concurrency(value: str) -> dict[str, int]:
+    limits = {provider: cls.send_concurrency for provider, cls in registry.providers().items()}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        provider, _, number = item.partition("=")
+        provider = provider.strip()
+        if provider not in limits or not number.strip().isdigit() or int(number) < 1:
+            raise ValueError(f"NOTIFY_SEND_CONCURRENCY: {item!r} is not provider=N (N >= 1) for a provider "
+                             f"of {sorted(limits)}")
+        limits[provider] = int(number)
+    return limits
+
+
+#: provider → how many of its sends one worker process runs at once (notify.send): the adapter's
+#: ``send_concurrency``, overridden by ``NOTIFY_SEND_CONCURRENCY`` ("twilio=8,smtp=1").
+NOTIFY_SEND_CONCURRENCY = _send_concurrency(env("NOTIFY_SEND_CONCURRENCY", ""))
 #: After a publishing round of at least NOTIFY_RELAY_BUSY_ROWS deliveries, the outbox relay waits
 #: until this long (milliseconds) after it before the next, so that under load one round (and
 #: one task per channel) carries what the interval gathered; lighter traffic goes out at once.

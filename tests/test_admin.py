@@ -30,7 +30,8 @@ def sent(api):
     return body
 
 
-@pytest.mark.parametrize("model", ["app", "appapikey", "recipient", "preference", "template", "notification", "delivery"])
+@pytest.mark.parametrize("model", ["app", "appapikey", "recipient", "preference", "template", "notification", "delivery",
+                                   "broadcast"])
 def test_every_changelist_renders(admin_client, sent, model):
     assert admin_client.get(f"/admin/notify/{model}/").status_code == 200
 

@@ -74,6 +74,7 @@ def test_the_batch_limit_is_the_item_cap_times_the_allowance():
     assert settings.NOTIFY_BATCH_MAX_BODY_BYTES == settings.NOTIFY_BATCH_MAX_ITEMS * settings.NOTIFY_BATCH_ITEM_BYTES
     # Django's own cap sits at the largest body any route takes (a batch, or an SES event via SNS).
     assert settings.DATA_UPLOAD_MAX_MEMORY_SIZE == max(settings.NOTIFY_BATCH_MAX_BODY_BYTES,
+                                                       settings.NOTIFY_BULK_MAX_BODY_BYTES,
                                                        settings.NOTIFY_SNS_MAX_BODY_BYTES)
 
 

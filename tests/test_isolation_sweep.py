@@ -115,6 +115,8 @@ def world(_fresh_cache, _queues_declared):
                       format="json", HTTP_IDEMPOTENCY_KEY=SHARED_KEY), 202)
     batch = _ok(b.post(f"{API}/notifications/batch", {"notifications": [
         {"recipient": "b-user", "template": B_TEMPLATE, "data": DATA, "event_id": "b-batch-1"}]}, format="json"), 202)
+    b_broadcast = _ok(b.post(f"{API}/broadcasts", {"template": B_TEMPLATE, "data": DATA, "segment": {"all": True}},
+                             format="json"), 202)
     b_delivery = sent["deliveries"][0]["id"]
     b_email = next(d["id"] for d in sent["deliveries"] if d["channel"] == "email")
     Delivery.objects.filter(id__in=[b_delivery, b_email]).update(status="sent", sent_at=timezone.now())
@@ -149,7 +151,7 @@ def world(_fresh_cache, _queues_declared):
         "b_user": "b-user", "b_recipient_pk": b_recipient.pk, "b_device": b_device["id"],
         "b_device_token": b_device["token"], "b_notification": sent["id"], "b_batch_notification":
             batch["notifications"][0]["id"], "b_delivery": b_delivery, "b_email_delivery": b_email,
-        "b_template": B_TEMPLATE, "b_category": B_CATEGORY,
+        "b_template": B_TEMPLATE, "b_category": B_CATEGORY, "b_broadcast": b_broadcast["id"],
         # Links of A's own delivery and recipient, their payload swapped for B's (see _swapped);
         # and a preference token naming A's app with B's recipient (signed with the service's
         # key: the page must still check that the recipient is the app's).
@@ -379,6 +381,14 @@ CALLS = [
     Call("put", "/api/v1/recipients/{b_user}/preferences", {"preferences": [
         {"channel": "sms", "category": "", "enabled": False}]}),
     Call("get", "/api/v1/recipients/{b_user}/preference-link"),
+    # broadcasts: B's is unknown; B's template and recipients are no segment of A's
+    Call("get", "/api/v1/broadcasts", status=200, check=lambda w, r: r.json() == [] or pytest.fail(r.json())),
+    Call("get", "/api/v1/broadcasts/{b_broadcast}"),
+    Call("post", "/api/v1/broadcasts/{b_broadcast}/cancel"),
+    Call("post", "/api/v1/broadcasts", {"template": "{b_template}", "data": DATA, "segment": {"all": True}},
+         code="template_not_found"),
+    Call("post", "/api/v1/broadcasts", {"template": "order-shipped", "data": DATA,
+                                        "segment": {"external_ids": ["{b_user}"]}}, status=422, code="empty_segment"),
     # categories
     Call("get", "/api/v1/categories", status=200, check=_no_b_rows("name")),
     Call("get", "/api/v1/categories/{b_category}", code="category_not_found"),
@@ -550,7 +560,7 @@ def test_every_endpoint_has_its_rows():
     NO_TENANT_DATA with their reason. A new endpoint fails here, named, until it has its rows."""
     sample = {"b_notification": "0d6c5c5e-4f0e-4d3b-9a51-2f3c9f1b7a10", "b_batch_notification":
               "0d6c5c5e-4f0e-4d3b-9a51-2f3c9f1b7a12", "b_delivery": "0d6c5c5e-4f0e-4d3b-9a51-2f3c9f1b7a11",
-              "b_device": 1, "b_recipient_pk": 1}
+              "b_device": 1, "b_recipient_pk": 1, "b_broadcast": 1}
     covered: dict[str, set[str]] = {}
     for call in CALLS:
         path = re.sub(r"\{(\w+)\}", lambda m: str(sample.get(m.group(1), "x")), call.path)

@@ -57,7 +57,8 @@ ERROR_SCHEMA = {
                        "description": "messages by field path (`content.en.sms.body`)"},
             "reasons": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}},
                         "description": "`invalid_request` only: each message's code (`required`, `too_short`, …)"},
-            "items": {"type": "object", "description": "`batch_rejected` only: each refused item's error by index"},
+            "items": {"type": "object", "description": "`batch_rejected` and `bulk_rejected` only: each refused item's error "
+                                                        "(`code`, `message`, `fields`) by index"},
             "scope": {"type": "string", "enum": list(scopes.SCOPES),
                       "description": "`missing_scope` only: the scope the API key lacks"},
         }}},
@@ -129,10 +130,21 @@ def request_examples() -> dict[tuple[str, str], dict[str, dict]]:
         ("/api/v1/notifications/batch", "post"): {"batch": {"summary": "two sends, all or none", "value": {
             "notifications": [by_template, {**by_template, "recipient": "user-43", "event_id": "order-A-1043-shipped",
                                             "data": {"name": "Jae", "order": "A-1043"}}]}}},
+        ("/api/v1/notifications/bulk", "post"): {
+            "bulk": {"summary": "one template, each recipient with its own data; all or none", "value": {
+                "template": "order-shipped", "category": "orders", "priority": "high", "recipients": [
+                    {"recipient": "user-42", "data": {"name": "Minji", "order": "A-1042"},
+                     "event_id": "order-A-1042-shipped"},
+                    {"recipient": "user-43", "data": {"name": "Jae", "order": "A-1043"},
+                     "event_id": "order-A-1043-shipped"}]}},
+            "skip": {"summary": "accept the valid recipients, list the refused ones", "value": {
+                "template": "order-shipped", "on_invalid": "skip", "recipients": [
+                    {"recipient": "user-42", "data": {"name": "Minji", "order": "A-1042"}},
+                    {"recipient": "user-404", "data": {"name": "Kim", "order": "A-1044"}}]}}},
         ("/api/v1/recipients/{external_id}", "put"): {
             "recipient": {"summary": "create or update", "value": {
                 "name": "Minji Kim", "locale": "ko-KR", "timezone": "Asia/Seoul", "email": "minji@example.com",
-                "phone": PHONE}},
+                "phone": PHONE, "tags": ["vip", "beta"]}},
             "pause": {"summary": "pause every notification but required categories (`muted_until`: until "
                                "then; `muted: false` ends it)", "value": {"muted": True}},
         },
@@ -172,6 +184,18 @@ def request_examples() -> dict[tuple[str, str], dict[str, dict]]:
                 "data": {"name": "Minji", "order": "A-1042"}, "version": 2, "locale": "ko"}},
             "as a recipient": {"summary": "the latest published version as user-42 would get it", "value": {
                 "data": {"name": "Minji", "order": "A-1042"}, "recipient": "user-42"}},
+        },
+        ("/api/v1/broadcasts", "post"): {
+            "tagged": {"summary": "Korean-speaking recipients tagged `vip` or `beta`, by push and email only", "value": {
+                "template": "order-shipped", "data": {"name": "고객", "order": "SALE-7"}, "category": "marketing",
+                "channels": [c for c in channels if c not in ("sms",)][:2],
+                "segment": {"locale": "ko", "tags": ["vip", "beta"], "tags_match": "any"}}},
+            "everyone": {"summary": "every recipient of the app, template version 2 pinned", "value": {
+                "template": "order-shipped", "template_version": 2, "data": {"name": "customer", "order": "ALL-1"},
+                "segment": {"all": True}}},
+            "listed": {"summary": "a list of recipients (at most NOTIFY_BROADCAST_MAX_IDS)", "value": {
+                "template": "order-shipped", "data": {"name": "customer", "order": "A-7"},
+                "segment": {"external_ids": ["user-42", "user-43"]}}},
         },
         ("/api/v1/credentials/{provider}", "put"): {"own account": {
             "summary": "the app's own account and sender (the rest stays the deployment's)",
@@ -248,6 +272,15 @@ def response_examples() -> dict[tuple[str, str, str], dict[str, dict]]:
     from .serializers import PREFERENCE_CHOICES
 
     roles = _roles()
+    broadcast_running = {
+        "id": 17, "status": "running", "template": "order-shipped", "template_version": 2, "category": "marketing",
+        "segment": {"locale": "ko", "tags": ["vip", "beta"], "tags_match": "any"}, "total": 48210, "written": 30000,
+        "queued": 41877, "sent": 31240, "failed": 112, "suppressed": 1420, "cancelled": 0, "pending": 9105,
+        "created_at": ACCEPTED_AT, "finished_at": None, "cancelled_at": None}
+    broadcast_done = {
+        **broadcast_running, "id": 18, "status": "done", "segment": {"all": True}, "total": 2, "written": 2,
+        "queued": 3, "sent": 3, "failed": 0, "suppressed": 0, "pending": 0,
+        "finished_at": "2026-03-02T01:15:31.020Z"}
 
     def queued(role: str, status: str = "queued", reason: str | None = None, addressed: bool = True,
                **extra) -> dict | None:
@@ -356,7 +389,7 @@ def response_examples() -> dict[tuple[str, str, str], dict[str, dict]]:
 
     # --- recipients, devices, preferences
     recipient = {"external_id": "user-42", "name": "Minji Kim", "locale": "ko-KR", "timezone": "Asia/Seoul",
-                 "email": EMAIL, "phone": PHONE, "muted": False, "muted_until": None, "quiet_hours": "",
+                 "email": EMAIL, "phone": PHONE, "muted": False, "muted_until": None, "quiet_hours": "", "tags": ["vip", "beta"],
                  "created_at": "2026-02-27T08:12:40.118Z", "updated_at": "2026-03-01T13:44:09.502Z"}
     paused = {**recipient, "muted": True, "muted_until": "2026-03-09T00:00:00Z",
               "updated_at": "2026-03-02T03:20:11.047Z"}
@@ -448,6 +481,16 @@ def response_examples() -> dict[tuple[str, str, str], dict[str, dict]]:
         ("/api/v1/notifications/batch", "post", "202"): {"batch": _ok(
             "every item accepted, in the request's order", {"notifications": [accepted["template"]["value"],
                                                                              batch_second]})},
+        ("/api/v1/notifications/bulk", "post", "202"): {
+            "bulk": _ok("every recipient accepted, in the request's order", {"accepted": [
+                {"index": 0, "id": accepted["template"]["value"]["id"], "event_id": "order-A-1042-shipped",
+                 "replayed": False},
+                {"index": 1, "id": batch_second["id"], "event_id": "order-A-1043-shipped", "replayed": False}],
+                "refused": {}}),
+            "skip": _ok("`on_invalid: skip`: the unknown recipient refused, the other accepted", {"accepted": [
+                {"index": 0, "id": accepted["template"]["value"]["id"], "event_id": None, "replayed": False}],
+                "refused": {"1": {"code": "recipient_not_found", "message": "no recipient 'user-404'",
+                                  "fields": {"recipient": ["not found"]}}}})},
         ("/api/v1/notifications/{notification_id}", "get", "200"): shown,
         ("/api/v1/notifications/{notification_id}", "delete", "200"): {"cancelled": _ok(
             "the scheduled deliveries cancelled; the opted-out SMS was never going out", cancelled)},
@@ -498,6 +541,17 @@ def response_examples() -> dict[tuple[str, str, str], dict[str, dict]]:
             "refused": _ok("long data: the SMS would be refused (its provider's rule as the code)",
                            {**preview, "channels": too_long}),
         },
+        ("/api/v1/broadcasts", "post", "202"): {"started": _ok("fanning out in the background",
+                                                              {"id": 17, "status": "running", "total": 48210})},
+        ("/api/v1/broadcasts", "get", "200"): {"broadcasts": _ok("newest first (the last 100)",
+                                                                 [broadcast_done, broadcast_running])},
+        ("/api/v1/broadcasts/{broadcast_id}", "get", "200"): {
+            "running": _ok("midway: 30,000 recipients written, their deliveries going out", broadcast_running),
+            "done": _ok("every recipient written, every delivery final", broadcast_done)},
+        ("/api/v1/broadcasts/{broadcast_id}/cancel", "post", "200"): {"cancelled": _ok(
+            "stopped midway: what was not sent yet is cancelled", {
+                **broadcast_running, "status": "cancelled", "cancelled": 9105, "pending": 0,
+                "cancelled_at": "2026-03-02T01:16:02.004Z"})},
         ("/api/v1/credentials", "get", "200"): {"credentials": _ok("the providers with settings of the app's own",
                                                                    [credentials_v2])},
         ("/api/v1/credentials/{provider}", "get", "200"): {"credentials": _ok(

@@ -21,6 +21,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from .. import metrics
 from ..errors import SendRejected
 from ..accept import BatchRejected
+from ..bulk import BulkRejected
 from .auth import InvalidToken
 from .permissions import MissingScope
 
@@ -69,7 +70,7 @@ def exception_handler(exc, context):
 
 def _error_response(exc, context):
     """The error response of ``exc``; SendRejected carries its own status."""
-    if isinstance(exc, BatchRejected):
+    if isinstance(exc, (BatchRejected, BulkRejected)):
         body = error_body(exc.code, str(exc))
         body["error"]["items"] = {str(index): item for index, item in exc.items.items()}
         return Response(body, status=exc.status)

@@ -22,7 +22,8 @@ class BodySizeLimitMiddleware:
     and 411 ``length_required`` for a POST/PUT/PATCH sent with ``Transfer-Encoding: chunked``.
 
     The limit is ``NOTIFY_MAX_BODY_BYTES``, except for the batch endpoint, which carries up to
-    ``NOTIFY_BATCH_MAX_ITEMS`` send bodies: ``NOTIFY_BATCH_MAX_BODY_BYTES``, and the webhooks a
+    ``NOTIFY_BATCH_MAX_ITEMS`` send bodies: ``NOTIFY_BATCH_MAX_BODY_BYTES``, the bulk endpoint:
+    ``NOTIFY_BULK_MAX_BODY_BYTES``, and the webhooks a
     provider publishes through Amazon SNS, whose messages may be up to 256 KiB:
     ``NOTIFY_SNS_MAX_BODY_BYTES`` (settings.base).
 
@@ -35,6 +36,7 @@ class BodySizeLimitMiddleware:
         self.get_response = get_response
         self.limit = settings.NOTIFY_MAX_BODY_BYTES
         self.batch_limit = settings.NOTIFY_BATCH_MAX_BODY_BYTES
+        self.bulk_limit = settings.NOTIFY_BULK_MAX_BODY_BYTES
         self.sns_limit = settings.NOTIFY_SNS_MAX_BODY_BYTES
 
     def limit_for(self, request) -> int:
@@ -42,6 +44,8 @@ class BodySizeLimitMiddleware:
         prefix of this request, as ``request.path`` does)."""
         if request.path == reverse("notifications-batch"):
             return self.batch_limit
+        if request.path == reverse("notifications-bulk"):
+            return self.bulk_limit
         from notify.webhooks.sns import carries_sns  # the webhooks import the models
 
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 
 from django.conf import settings
@@ -157,6 +158,49 @@ class BatchSerializer(StrictSerializer):
     notifications = SendSerializer(many=True, allow_empty=False, max_length=settings.NOTIFY_BATCH_MAX_ITEMS)
 
 
+class BulkItemSerializer(StrictSerializer):
+    """One item of a bulk call: the recipient, its data and its idempotency key, by the same
+    field rules as a single send's (SendSerializer)."""
+
+    recipient = copy.deepcopy(SendSerializer._declared_fields["recipient"])
+    data = copy.deepcopy(SendSerializer._declared_fields["data"])
+    event_id = copy.deepcopy(SendSerializer._declared_fields["event_id"])
+
+
+class BulkSerializer(SendSerializer):
+    """``POST /api/v1/notifications/bulk``: one template to up to NOTIFY_BULK_MAX_RECIPIENTS
+    recipients, with a single send's shared fields (SendSerializer's rules). ``recipients`` is
+    checked item by item by :func:`bulk_item`, so that one bad item is named by its index and,
+    with ``on_invalid: skip``, does not refuse the others."""
+
+    recipient = None
+    data = None
+    content = None
+    event_id = None
+    template = serializers.SlugField(max_length=100)
+    recipients = serializers.ListField(
+        child=serializers.JSONField(), allow_empty=False, max_length=settings.NOTIFY_BULK_MAX_RECIPIENTS,
+        help_text=f"up to {settings.NOTIFY_BULK_MAX_RECIPIENTS} items `{{\"recipient\": external id, \"data\": "
+                  "{...}, \"event_id\": idempotency key}` (data and event_id optional)")
+    on_invalid = serializers.ChoiceField(
+        ["reject_all", "skip"], default="reject_all",
+        help_text="`reject_all`: one refused item refuses the call (400 `bulk_rejected`, nothing written); "
+                  "`skip`: the valid items are accepted and the refused ones listed by index")
+
+
+_BULK_ITEM = BulkItemSerializer()
+
+
+def bulk_item(raw) -> dict:
+    """Validate one item of a bulk call (one serializer instance for all items: building one
+    per item would cost more than the checks).
+
+    Raises:
+        ValidationError: the item's errors by field.
+    """
+    return _BULK_ITEM.run_validation(raw)
+
+
 class RecipientSerializer(serializers.ModelSerializer):
     email = serializers.CharField(required=False, allow_blank=True, max_length=320)
     phone = serializers.CharField(required=False, allow_blank=True, max_length=16)
@@ -165,11 +209,14 @@ class RecipientSerializer(serializers.ModelSerializer):
     muted_until = AwareDateTimeField(required=False, allow_null=True,
                                      help_text="RFC 3339 with offset, in the future: the pause ends then "
                                                "(null: until `muted` is false); implies `muted: true`")
+    tags = serializers.ListField(child=serializers.CharField(), required=False,
+                                 help_text="labels for broadcast segments: at most 32 slugs (lower-case letters, "
+                                           "digits, `-`, `_`; 1-32 characters each); replaces the list")
 
     class Meta:
         model = Recipient
         fields = ["external_id", "name", "locale", "timezone", "email", "phone", "muted", "muted_until",
-                  "quiet_hours", "created_at", "updated_at"]
+                  "quiet_hours", "tags", "created_at", "updated_at"]
         read_only_fields = ["external_id", "created_at", "updated_at"]
 
     def validate_email(self, value):
@@ -180,6 +227,9 @@ class RecipientSerializer(serializers.ModelSerializer):
 
     def validate_timezone(self, value):
         return validators.timezone_name(value)
+
+    def validate_tags(self, value):
+        return validators.tags(value)
 
     def validate_quiet_hours(self, value):
         """``"HH:MM-HH:MM"`` on the recipient's clock, ``"none"`` (never, whatever the category's or

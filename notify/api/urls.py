@@ -1,11 +1,15 @@
 from django.urls import path
 
-from . import analytics, categories, credentials, deliveries, root, templates, views
+from . import analytics, broadcasts, categories, credentials, deliveries, root, templates, views
 
 urlpatterns = [
     path("notifications", views.NotificationListView.as_view(), name="notifications"),
     path("notifications/batch", views.NotificationBatchView.as_view(), name="notifications-batch"),
+    path("notifications/bulk", views.NotificationBulkView.as_view(), name="notifications-bulk"),
     path("notifications/<uuid:notification_id>", views.NotificationDetailView.as_view(), name="notification"),
+    path("broadcasts", broadcasts.BroadcastListView.as_view(), name="broadcasts"),
+    path("broadcasts/<int:broadcast_id>", broadcasts.BroadcastDetailView.as_view(), name="broadcast"),
+    path("broadcasts/<int:broadcast_id>/cancel", broadcasts.BroadcastCancelView.as_view(), name="broadcast-cancel"),
     path("deliveries/<uuid:delivery_id>/opened", deliveries.DeliveryOpenedView.as_view(), name="delivery-opened"),
     path("recipients/<str:external_id>", views.RecipientView.as_view(), name="recipient"),
     path("recipients/<str:external_id>/erase", views.RecipientEraseView.as_view(), name="recipient-erase"),

@@ -17,11 +17,11 @@ from rest_framework.views import APIView
 
 from channels import registry
 
-from .. import accept, preferences, privacy, scopes, store, validators
+from .. import accept, bulk, preferences, privacy, scopes, store, validators
 from ..errors import SendRejected
 from ..models import Category, DeliveryEvent, Device, Notification, Recipient
 from . import serializers as s
-from .errors import error_body
+from .errors import error_body, flatten
 
 
 def _api_key_group(group, request):
@@ -137,6 +137,70 @@ class NotificationBatchView(APIView):
             items.append((item, key))
         accepted = accept.submit_batch(request.user.app_id, request.user.api_key_id, items)
         return Response({"notifications": [a.body for a in accepted]}, status=status.HTTP_202_ACCEPTED)
+
+
+class BulkAcceptedItem(drf_serializers.Serializer):
+    index = drf_serializers.IntegerField(help_text="the item's place in `recipients` (0 first)")
+    id = drf_serializers.UUIDField(help_text="its notification (GET /api/v1/notifications/{id} for its deliveries)")
+    event_id = drf_serializers.CharField(allow_null=True)
+    replayed = drf_serializers.BooleanField(help_text="true: its event_id was accepted before; `id` is that "
+                                                      "notification's and nothing new was written")
+
+
+class BulkError(drf_serializers.Serializer):
+    code = drf_serializers.CharField()
+    message = drf_serializers.CharField()
+    fields = drf_serializers.DictField(child=drf_serializers.ListField(child=drf_serializers.CharField()))
+
+
+class AcceptedBulk(drf_serializers.Serializer):
+    accepted = BulkAcceptedItem(many=True)
+    refused = drf_serializers.DictField(child=BulkError(), help_text="`on_invalid: skip` only: each refused "
+                                                                      "item's error by its index")
+
+
+class NotificationBulkView(APIView):
+    """``POST /api/v1/notifications/bulk``: one template to up to NOTIFY_BULK_MAX_RECIPIENTS
+    recipients, each with its own data and event_id (notify.bulk); 202 with each item's
+    notification id, or 400 ``bulk_rejected`` with the refused items by index."""
+
+    required_scope = scopes.SEND
+    counts_as_send = True  # its refusals count in notify_notifications_refused (notify.metrics)
+
+    @extend_schema(request=s.BulkSerializer, responses={
+        202: AcceptedBulk,
+        400: OpenApiResponse(description="`bulk_rejected` (refused items by index in `error.items`), "
+                                         "`too_many_recipients`, or an Idempotency-Key header"),
+        404: OpenApiResponse(description="unknown template")})
+    @method_decorator(ratelimit(key=_api_key_group, rate=settings.NOTIFY_API_RATE_LIMIT, block=True))
+    def post(self, request):
+        if "Idempotency-Key" in request.headers:
+            return Response(error_body(
+                "idempotency_key_not_supported",
+                "the bulk endpoint does not take an Idempotency-Key header: give each recipient its own event_id",
+                {"Idempotency-Key": ["not supported here; set event_id on each recipient"]}), status=400)
+        raw = request.data.get("recipients") if isinstance(request.data, dict) else None
+        limit = settings.NOTIFY_BULK_MAX_RECIPIENTS
+        if isinstance(raw, list) and len(raw) > limit:
+            raise SendRejected("too_many_recipients", f"{len(raw)} recipients: at most {limit} per call",
+                               status=400, fields={"recipients": [f"at most {limit} items"]})
+        serializer = s.BulkSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        shared = dict(serializer.validated_data)
+        items_in, on_invalid = shared.pop("recipients"), shared.pop("on_invalid")
+        items, refused = [], {}
+        for index, item in enumerate(items_in):
+            try:
+                item = s.bulk_item(item)
+            except drf_serializers.ValidationError as exc:
+                refused[index] = {"code": "invalid_request", "message": "the item has invalid fields",
+                                  "fields": flatten(exc.detail)}
+                continue
+            key = item.pop("event_id", None)
+            items.append(bulk.BulkItem(index, {**shared, **item}, key))
+        result = bulk.submit_bulk(request.user.app_id, request.user.api_key_id, items, on_invalid, refused)
+        return Response({"accepted": result.accepted, "refused": {str(i): e for i, e in result.refused.items()}},
+                        status=status.HTTP_202_ACCEPTED)
 
 
 class CancelledNotification(s.NotificationOut):

@@ -3,6 +3,7 @@ templates, notifications with their deliveries and the delivery log, and the ana
 
 from .analytics import EVENT_METRICS, AnalyticsWatermark, DailyStat, Metric
 from .apps import App, AppAPIKey
+from .broadcasts import Broadcast, BroadcastStatus
 from .categories import Category
 from .credentials import ProviderCredential
 from .oauth import OAuthClient
@@ -13,7 +14,7 @@ from .notifications import (FINAL_STATUSES, OUTCOME_UNKNOWN, REACHED_PROVIDER, R
                             DeliveryLog, DeliveryStatus, EventKind, Notification, cannot_deliver)
 
 __all__ = [
-    "AddressSuppression", "SuppressionReason", "AnalyticsWatermark", "DailyStat", "EVENT_METRICS", "Metric", "App", "AppAPIKey", "Category", "Device", "OAuthClient", "ProviderCredential", "Preference", "Recipient", "Template", "TemplateVersion",
+    "AddressSuppression", "Broadcast", "BroadcastStatus", "SuppressionReason", "AnalyticsWatermark", "DailyStat", "EVENT_METRICS", "Metric", "App", "AppAPIKey", "Category", "Device", "OAuthClient", "ProviderCredential", "Preference", "Recipient", "Template", "TemplateVersion",
     "Delivery", "DeliveryEvent", "DeliveryLog", "DeliveryStatus", "EventKind", "FINAL_STATUSES", "Notification",
     "OUTCOME_UNKNOWN", "REACHED_PROVIDER", "RECEIPT_RANK", "cannot_deliver",
 ]

@@ -116,6 +116,9 @@ class Notification(models.Model):
     #: empty without a fallback. Delivery.step is the index.
     fallback = models.JSONField(default=list, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
+    #: The broadcast that wrote it (notify.broadcast), if any.
+    broadcast = models.ForeignKey("notify.Broadcast", on_delete=models.SET_NULL, null=True, blank=True,
+                                  related_name="notifications", db_index=True)
     response = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True)
 

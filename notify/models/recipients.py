@@ -1,3 +1,5 @@
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 
 
@@ -16,11 +18,14 @@ class Recipient(models.Model):
     quiet_hours = models.CharField(max_length=16, blank=True)
     muted = models.BooleanField(default=False)
     muted_until = models.DateTimeField(null=True, blank=True)
+    #: Short slugs the product labels the recipient with, for broadcast segments (notify.validators.TAG_RE).
+    tags = ArrayField(models.CharField(max_length=32), default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["app", "external_id"], name="recipient_unique_per_app")]
+        indexes = [GinIndex(fields=["tags"], name="recipient_tags")]
 
     def __str__(self) -> str:
         return f"{self.app_id}:{self.external_id}"

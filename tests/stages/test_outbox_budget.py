@@ -2,8 +2,9 @@
 (``NOTIFY_TASK_BUDGET``, notify.tasks), end to end on the real stack.
 
 A module of its own because STACK_ENV applies to every test of a module: here the budget is 0,
-so every task sends its first delivery and hands the rest back to the outbox, and the relay
-publishes them again; a batch of N deliveries takes N tasks, one after the other.
+so every task sends its first wave (one delivery: the concurrency is 1 here) and hands the rest
+back to the outbox, and the relay publishes them again; a batch of N deliveries takes N tasks,
+one after the other.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ STACK_ENV = {
     # hand_back logs nothing itself; the task's result ({"sent": 1, "handed_back": n}) is in the
     # worker log once Celery's per-task lines are on (notify.celery keeps them at WARNING).
     "NOTIFY_TASK_LOG_LEVEL": "INFO",
+    # The budget is checked between a batch's waves (notify.send.send_batch), and a wave is as
+    # large as the channel's send concurrency: one send per wave keeps the chain below.
+    "NOTIFY_SEND_CONCURRENCY": "twilio=1,ses=1",
 }
 
 N = 4

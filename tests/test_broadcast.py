@@ -1,0 +1,370 @@
+"""Broadcasts (issue 14, notify.broadcast): a template sent to a segment of an app's recipients,
+fanned out in batches that each write their rows and advance the cursor in one transaction.
+
+The tests run the fan-out batches in the test process (notify.broadcast.fan_out, what the
+maintenance worker's task runs) so each step can be observed; the last one runs the whole stack
+(API, maintenance worker, relay, channel workers, provider sandbox)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from devtools import demo
+from notify import broadcast, store
+from notify.models import Broadcast, Delivery, Device, Notification, Preference, Recipient, Template, TemplateVersion
+from notify.rendering import assign_variant
+from tests.conftest import wait_until
+from tests.helpers import queued_tasks
+
+URL = "/api/v1/broadcasts"
+DATA = {"name": "고객", "order": "B-1"}
+
+
+def make(app, external_id: str, **fields) -> Recipient:
+    fields.setdefault("email", f"{external_id}@example.com")
+    return Recipient.objects.create(app=app, external_id=external_id, **fields)
+
+
+def start(api, segment: dict, **extra):
+    return api.post(URL, {"template": "order-shipped", "data": DATA, "segment": segment, **extra}, format="json")
+
+
+def run_all(broadcast_id: int, limit: int = 1000) -> int:
+    """Run fan-out batches until the broadcast is no longer running; returns how many ran."""
+    batches = 0
+    while True:
+        _, status = broadcast.fan_out(broadcast_id, limit)
+        batches += 1
+        if status != "running":
+            return batches
+
+
+def recipients_of(broadcast_id: int) -> list[str]:
+    return sorted(Notification.objects.filter(broadcast_id=broadcast_id).values_list("recipient__external_id", flat=True))
+
+
+@pytest.fixture
+def people(app_key):
+    app = app_key[0]
+    return {
+        "ko": make(app, "ko", locale="ko-KR", tags=["vip", "beta"]),
+        "ko2": make(app, "ko2", locale="ko", tags=["beta"]),
+        "en": make(app, "en", locale="en-US", tags=["vip"]),
+        "fr": make(app, "fr", locale="fr", tags=[]),
+        "other": make(demo.create_app("other-app")[0], "ko-elsewhere", locale="ko", tags=["vip", "beta"]),
+    }
+
+
+@pytest.mark.parametrize("segment, expected", [
+    ({"all": True}, ["en", "fr", "ko", "ko2"]),
+    ({"locale": "ko"}, ["ko", "ko2"]),
+    ({"locale": "KO-kr"}, ["ko"]),
+    ({"tags": ["vip"]}, ["en", "ko"]),
+    ({"tags": ["vip", "beta"]}, ["en", "ko", "ko2"]),
+    ({"tags": ["vip", "beta"], "tags_match": "all"}, ["ko"]),
+    ({"external_ids": ["fr", "en", "nobody"]}, ["en", "fr"]),
+    ({"locale": "ko", "tags": ["vip"]}, ["ko"]),
+])
+def test_each_segment_filter_picks_exactly_its_recipients(api, people, segment, expected):
+    response = start(api, segment)
+    assert response.status_code == 202, response.json()
+    body = response.json()
+    assert body["total"] == len(expected) and body["status"] == "running"
+    run_all(body["id"])
+    assert recipients_of(body["id"]) == expected
+    progress = api.get(f"{URL}/{body['id']}").json()
+    assert progress["status"] == "done"
+    assert progress["written"] == progress["queued"] == len(expected)  # one email each
+
+
+def test_recipient_tags_are_set_validated_and_read_through_the_api(api):
+    response = api.put("/api/v1/recipients/t1", {"tags": ["vip", "beta-2", "vip"]}, format="json")
+    assert response.status_code == 201 and response.json()["tags"] == ["vip", "beta-2"]
+    response = api.put("/api/v1/recipients/t1", {"tags": ["Not A Slug"]}, format="json")
+    assert response.status_code == 400 and response.json()["error"]["fields"]["tags"]
+    response = api.put("/api/v1/recipients/t1", {"tags": [f"t{i}" for i in range(33)]}, format="json")
+    assert response.status_code == 400
+    assert Recipient.objects.get(external_id="t1").tags == ["vip", "beta-2"]
+
+
+def test_two_thousand_recipients_in_several_batches_each_get_exactly_one_notification(api, app_key):
+    app = app_key[0]
+    Recipient.objects.bulk_create([Recipient(app=app, external_id=f"m{i}", email=f"m{i}@example.com",
+                                             phone=f"+8210{20000000 + i}" if i % 2 else "")
+                                   for i in range(2000)])
+    body = start(api, {"all": True}).json()
+    assert run_all(body["id"], limit=300) == 7
+    notifications = Notification.objects.filter(broadcast_id=body["id"])
+    assert notifications.count() == 2000
+    assert notifications.values("recipient_id").distinct().count() == 2000
+    deliveries = Delivery.objects.filter(notification__broadcast_id=body["id"])
+    assert deliveries.filter(channel="email", status="queued", published_at__isnull=True).count() == 2000
+    assert deliveries.filter(channel="sms", status="queued").count() == 1000
+    row = Broadcast.objects.get(pk=body["id"])
+    assert (row.total, row.written, row.queued, row.status) == (2000, 2000, 3000, "done")
+    assert row.cursor == Recipient.objects.filter(app=app).order_by("-id").first().id
+    # Rendered once, for the template's only locale, with the broadcast's data.
+    note = notifications.first()
+    assert note.locale == "ko" and "B-1" in note.content["email"]["subject"] and note.template_version == 1
+
+
+def test_push_goes_to_every_active_device_of_its_platform(api, app_key):
+    app = app_key[0]
+    person = make(app, "dev", email="")
+    Device.objects.create(app=app, recipient=person, platform="ios", token="a" * 64)
+    Device.objects.create(app=app, recipient=person, platform="android", token=demo.fcm_token())
+    Device.objects.create(app=app, recipient=person, platform="ios", token="b" * 64, active=False)
+    body = start(api, {"external_ids": ["dev"]}).json()
+    run_all(body["id"])
+    rows = Delivery.objects.filter(notification__broadcast_id=body["id"])
+    assert sorted((d.channel, d.address) for d in rows) == sorted([("apns", "a" * 64), ("fcm", rows.get(channel="fcm").address)])
+
+
+def test_opted_out_and_muted_recipients_are_suppressed_and_counted(api, app_key):
+    app = app_key[0]
+    make(app, "fine")
+    out = make(app, "out")
+    Preference.objects.create(recipient=out, channel="email", category="", enabled=False)
+    back_in = make(app, "back-in")
+    Preference.objects.create(recipient=back_in, channel="email", category="", enabled=False)
+    Preference.objects.create(recipient=back_in, channel="email", category="orders", enabled=True)
+    make(app, "muted", muted=True)
+    make(app, "was-muted", muted=True, muted_until=timezone.now() - dt.timedelta(minutes=1))
+    body = start(api, {"all": True}).json()
+    run_all(body["id"])
+    rows = {d.notification.recipient.external_id: d for d in
+            Delivery.objects.filter(notification__broadcast_id=body["id"]).select_related("notification__recipient")}
+    assert {k: (d.status, d.reason) for k, d in rows.items()} == {
+        "fine": ("queued", ""), "out": ("suppressed", "opted_out"), "back-in": ("queued", ""),
+        "muted": ("suppressed", "muted"), "was-muted": ("queued", "")}
+    progress = api.get(f"{URL}/{body['id']}").json()
+    assert (progress["written"], progress["queued"], progress["suppressed"]) == (5, 3, 2)
+
+
+def test_progress_counts_deliveries_by_outcome(api, app_key):
+    app = app_key[0]
+    for i in range(6):
+        make(app, f"p{i}")
+    body = start(api, {"all": True}).json()
+    run_all(body["id"])
+    rows = list(Delivery.objects.filter(notification__broadcast_id=body["id"]).order_by("id"))
+    for delivery, status in zip(rows, ["sent", "delivered", "failed", "expired", "suppressed"]):
+        Delivery.objects.filter(pk=delivery.pk).update(status=status)
+    progress = api.get(f"{URL}/{body['id']}").json()
+    assert {k: progress[k] for k in ("total", "written", "queued", "sent", "failed", "suppressed", "pending",
+                                      "status")} == {"total": 6, "written": 6, "queued": 6, "sent": 2, "failed": 2,
+                                                     "suppressed": 1, "pending": 1, "status": "done"}
+    listed = api.get(URL).json()
+    assert [b["id"] for b in listed] == [body["id"]] and listed[0]["sent"] == 2
+
+
+def test_cancel_midway_stops_the_fan_out_and_cancels_unsent_deliveries(api, app_key):
+    app = app_key[0]
+    for i in range(50):
+        make(app, f"c{i:02}")
+    body = start(api, {"all": True}).json()
+    assert broadcast.fan_out(body["id"], 20) == (20, "running")
+    first = Delivery.objects.filter(notification__broadcast_id=body["id"]).order_by("id").first()
+    Delivery.objects.filter(pk=first.pk).update(status="sent")
+    response = api.post(f"{URL}/{body['id']}/cancel")
+    assert response.status_code == 200, response.json()
+    assert response.json()["status"] == "cancelled" and response.json()["cancelled"] == 19
+    assert broadcast.fan_out(body["id"], 20) == (0, "cancelled")
+    assert Notification.objects.filter(broadcast_id=body["id"]).count() == 20
+    assert Delivery.objects.get(pk=first.pk).status == "sent"
+    assert api.post(f"{URL}/{body['id']}/cancel").json()["error"]["code"] == "not_cancellable"
+
+
+def test_a_batch_killed_before_commit_or_run_twice_neither_loses_nor_doubles(api, app_key):
+    app = app_key[0]
+    for i in range(30):
+        make(app, f"k{i:02}")
+    body = start(api, {"all": True}).json()
+    row = Broadcast.objects.get(pk=body["id"])
+
+    class Killed(Exception):
+        pass
+
+    # The worker dies after the batch's statement, before its commit: nothing of it stays.
+    with pytest.raises(Killed), transaction.atomic():
+        store.fan_out_batch(row, broadcast._channels(None), False, 10)
+        raise Killed
+    assert Notification.objects.filter(broadcast_id=body["id"]).count() == 0
+    assert Broadcast.objects.get(pk=body["id"]).cursor == 0
+    broadcast.fan_out(body["id"], 10)
+    # A duplicate task running with a stale view (the cursor rewound) writes nothing twice.
+    Broadcast.objects.filter(pk=body["id"]).update(cursor=0)
+    broadcast.fan_out(body["id"], 10)
+    run_all(body["id"], 10)
+    assert recipients_of(body["id"]) == [f"k{i:02}" for i in range(30)]
+    assert Delivery.objects.filter(notification__broadcast_id=body["id"]).count() == 30
+    assert Broadcast.objects.get(pk=body["id"]).written == 30
+
+
+def test_the_dispatcher_restarts_a_stalled_fan_out(api, app_key, empty_queues):
+    from notify.maintenance import dispatch_due
+
+    make(app_key[0], "s1")
+    body = start(api, {"all": True}).json()
+    Broadcast.objects.filter(pk=body["id"]).update(progressed_at=timezone.now() - dt.timedelta(minutes=5))
+    fresh = start(api, {"all": True}).json()  # progressing: left alone
+    dispatch_due()
+    tasks = [t for t in queued_tasks("maintenance") if t["task"] == "notify.maintenance.fan_out_broadcast"]
+    assert [t["args"] for t in tasks] == [[body["id"]]]
+    assert fresh["id"] != body["id"]
+
+
+def test_a_task_writes_batches_for_its_time_then_hands_over_to_the_next(api, app_key, settings, empty_queues):
+    settings.NOTIFY_BROADCAST_BATCH = 10
+    for i in range(25):
+        make(app_key[0], f"r{i:02}")
+    body = start(api, {"all": True}).json()
+    assert broadcast.run(body["id"], seconds=0) == 10  # out of time after one batch: the next task queued
+    tasks = [t for t in queued_tasks("maintenance") if t["task"] == "notify.maintenance.fan_out_broadcast"]
+    assert [t["args"] for t in tasks] == [[body["id"]]]
+    assert broadcast.run(body["id"], seconds=60) == 15  # the rest, in two batches and a last empty one
+    assert Broadcast.objects.get(pk=body["id"]).status == "done"
+    assert queued_tasks("maintenance") == tasks  # the first run's only: done, nothing queued after it
+    assert len(recipients_of(body["id"])) == 25
+
+
+def test_variants_are_assigned_per_recipient_as_a_single_send_assigns_them(api, app_key):
+    app = app_key[0]
+    template = Template.objects.create(app=app, name="ab", default_locale="en")
+    content = {"en": {"email": {"subject": "S {{ order }}", "text": "T"}}}
+    TemplateVersion.objects.create(template=template, number=1, content=content, published_at=timezone.now(),
+                                   variants=[{"name": "a", "weight": 30, "content": content},
+                                             {"name": "b", "weight": 70, "content": {"en": {"email": {
+                                                 "subject": "B {{ order }}", "text": "T"}}}}])
+    for i in range(60):
+        make(app, f"v{i}")
+    response = api.post(URL, {"template": "ab", "data": {"order": "1"}, "segment": {"all": True}}, format="json")
+    run_all(response.json()["id"])
+    rows = Delivery.objects.filter(notification__broadcast_id=response.json()["id"]).select_related(
+        "notification__recipient")
+    assert len(rows) == 60
+    for d in rows:
+        expected = assign_variant(TemplateVersion.objects.get(template=template).variants,
+                                  f"{app.id}:{d.notification.recipient.external_id}", f"{template.id}:1")
+        assert d.variant == expected["name"]
+        assert d.notification.content["email"]["subject"] == ("S 1" if d.variant == "a" else "B 1")
+    assert {d.variant for d in rows} == {"a", "b"}
+
+
+@pytest.mark.parametrize("body, status, code", [
+    ({"template": "nope", "data": DATA, "segment": {"all": True}}, 404, "template_not_found"),
+    ({"template": "order-shipped", "template_version": 9, "data": DATA, "segment": {"all": True}}, 404,
+     "template_version_not_found"),
+    ({"template": "order-shipped", "data": {"name": "x"}, "segment": {"all": True}}, 400, "missing_variables"),
+    ({"template": "order-shipped", "data": DATA, "segment": {"locale": "de"}}, 422, "empty_segment"),
+    ({"template": "order-shipped", "data": DATA, "segment": {}}, 400, "invalid_request"),
+    ({"template": "order-shipped", "data": DATA, "segment": {"all": True, "tags": ["vip"]}}, 400, "invalid_request"),
+    ({"template": "order-shipped", "data": DATA, "segment": {"tags": ["No!"]}}, 400, "invalid_request"),
+    ({"template": "order-shipped", "data": DATA, "segment": {"planet": "mars"}}, 400, "invalid_request"),
+    ({"template": "order-shipped", "data": DATA, "segment": {"external_ids": ["x"] * 1001}}, 400, "invalid_request"),
+])
+def test_bad_input_is_refused_with_a_code_and_nothing_written(api, people, body, status, code):
+    response = api.post(URL, body, format="json")
+    assert response.status_code == status, response.json()
+    assert response.json()["error"]["code"] == code
+    assert Broadcast.objects.count() == 0 and Notification.objects.count() == 0
+
+
+def test_another_apps_broadcast_is_unknown(api, people):
+    other_app, other_key = demo.create_app("other-app")
+    from rest_framework.test import APIClient
+
+    other = APIClient()
+    other.credentials(HTTP_AUTHORIZATION=f"Api-Key {other_key}")
+    theirs = other.post(URL, {"template": "order-shipped", "data": DATA, "segment": {"all": True}}, format="json")
+    assert theirs.status_code == 202
+    assert api.get(f"{URL}/{theirs.json()['id']}").status_code == 404
+    assert api.post(f"{URL}/{theirs.json()['id']}/cancel").status_code == 404
+    assert api.get(URL).json() == []
+
+
+# --- the admin, in a real browser ------------------------------------------------------------------
+
+@pytest.fixture
+def browser(tmp_path_factory):
+    from tests.browser import start_chromium
+
+    driver = start_chromium(tmp_path_factory.mktemp("chromium-profile"), "chromedriver-broadcast.log")
+    yield driver
+    driver.quit()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_shows_progress_and_cancels_in_the_browser(browser, live_server, api, app_key):
+    from django.contrib.auth.models import User
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from tests.browser import click_to_load
+
+    app = app_key[0]
+    for i in range(12):
+        make(app, f"a{i:02}")
+    body = start(api, {"all": True}).json()
+    broadcast.fan_out(body["id"], 5)  # 5 written; the rest never will be once cancelled
+    sent = Delivery.objects.filter(notification__broadcast_id=body["id"]).order_by("id").first()
+    Delivery.objects.filter(pk=sent.pk).update(status="sent")
+    User.objects.create_superuser("ops", "ops@example.com", "pw-for-tests-only")
+    browser.get(f"{live_server.url}/admin/login/?next=/admin/notify/broadcast/")
+    browser.find_element(By.ID, "id_username").send_keys("ops")
+    browser.find_element(By.ID, "id_password").send_keys("pw-for-tests-only")
+    click_to_load(browser, "#login-form input[type=submit]")
+
+    def cells() -> dict[str, str]:
+        row = browser.find_element(By.CSS_SELECTOR, "#result_list tbody tr")
+        return {name: row.find_element(By.CSS_SELECTOR, f"td.field-{name}").text
+                for name in ("status", "progress_total", "progress_written", "progress_queued", "progress_sent",
+                             "progress_pending")}
+
+    assert cells() == {"status": "Running", "progress_total": "12", "progress_written": "5", "progress_queued": "5",
+                       "progress_sent": "1", "progress_pending": "4"}
+    browser.find_element(By.CSS_SELECTOR, "#result_list tbody input.action-select").click()
+    Select(browser.find_element(By.NAME, "action")).select_by_value("cancel_broadcasts")
+    click_to_load(browser, "button[name=index]")
+    assert "1 broadcasts cancelled, 4 deliveries cancelled" in browser.find_element(By.CSS_SELECTOR, ".messagelist").text
+    assert cells()["status"] == "Cancelled" and cells()["progress_pending"] == "0"
+    assert broadcast.fan_out(body["id"], 5) == (0, "cancelled")
+    assert Notification.objects.filter(broadcast_id=body["id"]).count() == 5
+
+
+# --- end to end (last: its stack's maintenance worker would run the fan-out tests' tasks) --------
+
+@pytest.mark.stack
+@pytest.mark.django_db(transaction=True)
+def test_a_small_broadcast_is_delivered_end_to_end_through_the_sandbox(stack, control):
+    key = demo.create_app("broadcast-e2e")[1]
+    people = {"ana": {"email": "ana@example.com", "phone": "+821011112222", "tags": ["vip"]},
+              "bo": {"email": "bo@example.com", "tags": ["vip"]},
+              "cy": {"phone": "+821033334444", "tags": ["vip"]},
+              "dee": {"email": "dee@example.com", "tags": ["other"]}}
+    for user, fields in people.items():
+        status, body = demo.call(stack.api_url, key, "PUT", f"/api/v1/recipients/{user}", fields)
+        assert status == 201, body
+    status, body = demo.call(stack.api_url, key, "PUT", "/api/v1/recipients/bo/preferences",
+                             {"preferences": [{"channel": "email", "enabled": False}]})
+    assert status == 200, body
+    status, started = demo.call(stack.api_url, key, "POST", "/api/v1/broadcasts", {
+        "template": "order-shipped", "data": {"name": "회원", "order": "VIP-9"}, "segment": {"tags": ["vip"]}})
+    assert status == 202 and started["total"] == 3, started
+
+    def finished():
+        _, progress = demo.call(stack.api_url, key, "GET", f"/api/v1/broadcasts/{started['id']}")
+        return progress if progress["status"] == "done" and progress["pending"] == 0 else None
+
+    progress = wait_until(finished, timeout=60, message="the broadcast's deliveries to finish")
+    assert {k: progress[k] for k in ("total", "written", "queued", "sent", "failed", "suppressed")} == {
+        "total": 3, "written": 3, "queued": 3, "sent": 3, "failed": 0, "suppressed": 1}
+    emails = [r for r in control.records("ses") if r.get("accepted")]
+    assert [r["to"] for r in emails] == ["ana@example.com"]
+    assert "VIP-9" in emails[0]["body"]["Content"]["Simple"]["Subject"]["Data"]
+    texts = sorted((r["body"]["To"], r["body"]["Body"]) for r in control.records("twilio") if r.get("accepted"))
+    assert texts == [(phone, "[notify] 회원님, 주문 VIP-9 발송 완료 📦") for phone in ("+821011112222", "+821033334444")]
