@@ -25,6 +25,7 @@ and the OAuth endpoints did). Likewise :func:`test_every_model_is_owned_by_an_ap
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ from rest_framework.views import APIView
 from twilio.request_validator import RequestValidator
 
 from devtools import demo
+from sandbox.credentials import ensure_credentials, write_sandbox_files
+from sandbox.ports import Ports
 from notify import analytics, oauth, preferences, providers, scopes, tracking
 from notify import unsubscribe as unsubscribe_module
 from notify import urls as root_urls
@@ -58,7 +61,7 @@ DATA = {"name": "Ana", "order": "7"}
 #: auth token signs the webhook calls A forges below; B has its own Twilio and SMTP settings.
 A_TWILIO = {"account_sid": "AC" + "a" * 32, "auth_token": "a" * 32, "from_number": "+14155550100"}
 B_TWILIO = {"account_sid": "AC" + "b" * 32, "auth_token": "b" * 32, "from_number": "+14155550199"}
-B_SMTP = {"host": "smtp.b.example", "from_address": "b@b.example", "password": "b-secret-password"}
+B_SMTP = {"host": "smtp.b.example", "from_address": "b@b.example", "username": "b-smtp-user", "password": "b-secret-password"}
 DEMO = demo.DEMO_TEMPLATE
 CONTENT = {"en": {"sms": {"body": "B only: {{ name }}"}, "email": {"subject": "B", "text": "B {{ order }}"}}}
 
@@ -93,8 +96,18 @@ def _swapped(own: str, other: str) -> str:
     return other.rsplit(":", 1)[0] + ":" + own.rsplit(":", 1)[1]
 
 
+@pytest.fixture(scope="module")
+def _sandbox_files():
+    """The deployment's own provider settings (the sandbox's sandbox.json, as a started sandbox
+    writes it), so that the webhooks' rows do not depend on an earlier module having started one."""
+    creds = ensure_credentials(settings.NOTIFY_SANDBOX_DIR, Ports(int(os.environ["NOTIFY_TEST_SANDBOX_PORT_BASE"])))
+    if not (creds.directory / "sandbox.json").exists():
+        write_sandbox_files(creds)
+    providers.reset()
+
+
 @pytest.fixture
-def world(_fresh_cache, _queues_declared):
+def world(_fresh_cache, _queues_declared, _sandbox_files):
     """App B with one of everything, made through its own API; app A with a recipient and a
     sent notification of its own, and A's admin-scoped client. Returns the names and ids the
     table's paths and bodies use (``b_*``: B's; ``a_*``: A's)."""
@@ -275,6 +288,12 @@ def _new_notification_of_a(w, r):
     assert r.get("Idempotent-Replayed") is None
 
 
+def _bulk_of_a(w, r):
+    accepted = r.json()["accepted"]
+    assert len(accepted) == 1 and not accepted[0]["replayed"], accepted
+    assert accepted[0]["id"] not in (w["b_notification"], w["b_batch_notification"])
+
+
 def _recipient_of_a(w, r):
     assert r.json()["external_id"] == w["b_user"] and r.json()["phone"] == ""  # not B's
     assert Recipient.objects.filter(external_id=w["b_user"], app=w["app_a"]).exists()
@@ -363,6 +382,14 @@ CALLS = [
     Call("post", "/api/v1/notifications/batch", {"notifications": [
         {"recipient": "{a_user}", "channels": ["email"], "content": {"email": {"subject": "A", "text": "A"}},
          "event_id": "b-batch-1"}]}, status=202, check=_new_notification_of_a),
+    # bulk: B's recipients and B's template are unknown; a key B used is a fresh one for A
+    Call("post", "/api/v1/notifications/bulk", {"template": "order-shipped", "recipients": [
+        {"recipient": "{b_user}", "data": DATA}, {"recipient": "{a_user}", "data": DATA}]},
+         status=400, code="bulk_rejected", check=_batch_items("recipient_not_found")),
+    Call("post", "/api/v1/notifications/bulk", {"template": "{b_template}", "recipients": [
+        {"recipient": "{a_user}", "data": DATA}]}, code="template_not_found"),
+    Call("post", "/api/v1/notifications/bulk", {"template": "order-shipped", "recipients": [
+        {"recipient": "{a_user}", "data": DATA, "event_id": "b-batch-1"}]}, status=202, check=_bulk_of_a),
     Call("get", "/api/v1/notifications/{b_notification}"),
     Call("delete", "/api/v1/notifications/{b_notification}"),
     Call("delete", "/api/v1/notifications/{b_batch_notification}"),
