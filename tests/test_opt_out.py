@@ -73,6 +73,12 @@ def hold_back(stack, key, control, user: str, email: str) -> str:
 def assert_suppressed_and_never_sent(stack, key, control, user: str, delivery_id: str) -> None:
     """Lift the fault; the waiting delivery ends suppressed (opted out) and SES never took it;
     the next send is suppressed at the API; a required category still goes out."""
+    # A retry claimed just before the opt-out was decided under the old preference and is in
+    # flight; the decision holds from the next claim. Keep the fault until that claim is made
+    # (the row passes its attempt, or ends), so the in-flight one meets the 503, not the provider.
+    attempts = Delivery.objects.get(id=delivery_id).attempts
+    wait_until(lambda: (d := Delivery.objects.get(id=delivery_id)).attempts > attempts or d.status in FINAL,
+               timeout=20, message="a claim after the opt-out")
     control.clear_faults()
     row = wait_until(lambda: (d := Delivery.objects.get(id=delivery_id)).status in FINAL and d, timeout=20,
                      message="the held delivery to end")
