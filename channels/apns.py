@@ -3,9 +3,11 @@
 Provider documentation: "Sending notification requests to APNs", "Establishing a token-based
 connection to APNs" and "Handling notification responses from APNs" (developer.apple.com).
 
-One :class:`httpx.Client` (HTTP/2 only, as Apple requires) lives for the whole worker process;
-every send is a new stream on the same kept-open TLS connection (sends from several threads of
-one process are serialised: httpx's sync HTTP/2 is not thread-safe). The provider token is signed
+One :class:`httpx.AsyncClient` (HTTP/2 only, as Apple requires) lives for the whole worker
+process on an event loop of its own thread; every send is a new stream on the same kept-open TLS
+connection, and sends from several threads of the process are concurrent streams on it (Apple:
+"you can send multiple notifications concurrently over one connection"). httpx's sync HTTP/2
+client is not thread-safe (encode/httpx#3324); its async one multiplexes. The provider token is signed
 once per key and reused by every worker process through the shared token store
 (channels.tokens): Apple rejects tokens older than one hour and answers
 ``TooManyProviderTokenUpdates`` when a key's token changes more often than every 20 minutes.
@@ -13,6 +15,7 @@ once per key and reused by every worker process through the shared token store
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
@@ -28,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from .base import AddressKind, Channel, InvalidAddress, Message, Result, RetryDefaults, Setting, \
     common_settings
 from .errors import ChannelConfigurationError, InvalidMessage
-from .http import config_timeout, http_result, json_bytes, response_json, ssl_context
+from .http import DEFAULT_POOL_SIZE, config_timeout, http_result, json_bytes, response_json, ssl_context
 from .tokens import SharedToken, SharedTokenStore, TokenEntry, store_from_config
 
 #: APNs refuses payloads above this many UTF-8 bytes (regular, non-VoIP notifications).
@@ -181,8 +184,8 @@ class APNsChannel(Channel):
     timeout_errors = (httpx.TimeoutException,)
     unsent_errors = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
     collapses_resends = True
-    # Sends are serialised on one instance (_send_lock, below): more threads would only queue.
-    send_concurrency = 1
+    # Concurrent streams on the one connection (see the module's docstring).
+    send_concurrency = DEFAULT_POOL_SIZE
 
     def __init__(self, config: Mapping[str, Any]):
         super().__init__(config)
@@ -194,13 +197,13 @@ class APNsChannel(Channel):
         key, key_name = self.read_file_setting("key_file")
         self.token = ProviderToken(key, config["key_id"], config["team_id"], store=store,
                                    key_name=key_name)
-        # httpx's sync HTTP/2 connection is not thread-safe: concurrent threads on one client
-        # interleave h2 state changes and the server answers GOAWAY PROTOCOL_ERROR (seen against
-        # the sandbox; encode/httpx#3324). Sends are serialised per instance; under Celery's
-        # prefork pool each process is single-threaded, so the lock is never contended there.
-        self._send_lock = threading.Lock()
-        # http1=False: Apple only speaks HTTP/2; ALPN then offers h2 alone.
-        self.client = httpx.Client(
+        # The loop's thread starts with the first send: an adapter built only to check settings
+        # (the credentials API) starts none, and a worker builds its adapters after the fork.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_lock = threading.Lock()
+        # http1=False: Apple only speaks HTTP/2; ALPN then offers h2 alone. One connection
+        # carries every stream; a second opens only past the server's concurrent-stream limit.
+        self.client = httpx.AsyncClient(
             base_url=str(config["url"]).rstrip("/"),
             http1=False,
             http2=True,
@@ -208,6 +211,15 @@ class APNsChannel(Channel):
             timeout=httpx.Timeout(config_timeout(config)),
             limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
         )
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The client's event loop, started (a daemon thread) on first use."""
+        with self._loop_lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="apns-http2", daemon=True).start()
+                self._loop = loop
+            return self._loop
 
     # -- declarations ------------------------------------------------------------------------
     @classmethod
@@ -264,12 +276,13 @@ class APNsChannel(Channel):
         return body, headers
 
     def post(self, message: Message, payload: tuple[bytes, dict[str, str]]) -> _Answer:
-        """One HTTP/2 request (a new stream on the shared connection); any status returns."""
+        """One HTTP/2 request (a new stream on the shared connection), made on the client's loop
+        while this thread waits; any status returns, httpx's errors are raised here."""
         body, headers = payload
         token = self.token.get()
-        with self._send_lock:
-            response = self.client.post(f"/3/device/{message.to}", content=body,
-                                        headers={**headers, "authorization": f"bearer {token}"})
+        request = self.client.post(f"/3/device/{message.to}", content=body,
+                                   headers={**headers, "authorization": f"bearer {token}"})
+        response = asyncio.run_coroutine_threadsafe(request, self._running_loop()).result()
         return _Answer(response, token)
 
     def classify(self, answer: _Answer) -> Result:
@@ -289,8 +302,13 @@ class APNsChannel(Channel):
                                 "http_version": response.http_version})
 
     def close(self) -> None:
-        """Close the HTTP/2 connection."""
-        self.client.close()
+        """Close the HTTP/2 connection and stop the loop's thread."""
+        with self._loop_lock:
+            loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self.client.aclose(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
 
 
 def _payload_body(content: Mapping[str, Any], delivery_id: str) -> tuple[bytes, bool]:

@@ -85,9 +85,11 @@ def test_ttl_zero_means_now_or_never(apns, ctl):
 def test_jwt_signed_once_and_one_connection_reused(make_channel, ctl):
     channel = make_channel("apns")
     streams = []
-    channel.client.event_hooks["response"].append(
-        lambda response: streams.append((id(response.extensions["network_stream"]),
-                                         response.extensions.get("stream_id"))))
+
+    async def on_response(response):
+        streams.append((id(response.extensions["network_stream"]), response.extensions.get("stream_id")))
+
+    channel.client.event_hooks["response"].append(on_response)
     client = channel.client
     ids = [new_id() for _ in range(15)]
     for did in ids:
@@ -121,6 +123,36 @@ def test_concurrent_sends_share_the_client(apns, ctl):
     assert not errors
     assert results == [Outcome.SENT] * 30
     assert len(ctl.records("apns", accepted=True)) == 30
+
+
+def test_concurrent_sends_are_streams_in_flight_together_on_one_connection(make_channel, ctl):
+    """Ten threads, each send held 300 ms by the sandbox: together they take about one send's
+    time, not ten (serialised sends would take 3 s), and all rode one HTTP/2 connection."""
+    channel = make_channel("apns")
+    assert channel.send_concurrency >= 10
+    ctl.add_fault(provider="apns", status=None, latency_ms=300, rate=1.0, count=10)
+    connections = set()
+
+    async def on_response(response):
+        connections.add(id(response.extensions["network_stream"]))
+
+    channel.client.event_hooks["response"].append(on_response)
+    channel.deliver(alert(apns_token()))  # the connection and the token made once, first
+    ctl.clear_faults()
+    ctl.add_fault(provider="apns", status=None, latency_ms=300, rate=1.0, count=10)
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(channel.deliver(alert(apns_token())).outcome))
+               for _ in range(10)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    assert results == [Outcome.SENT] * 10
+    assert elapsed < 1.5, f"10 sends of 300 ms took {elapsed:.2f} s: not concurrent"
+    assert len(connections) == 1
+    channel.close()
 
 
 def test_jwt_refreshed_after_max_age(make_channel, ctl):
