@@ -102,6 +102,9 @@ beat_schedule = {
     "forget-idempotency-keys": {"task": "notify.maintenance.forget_idempotency_keys", "schedule": 3600.0, "options": {"expires": 600}},
     "forget-expired-oauth-tokens": {"task": "notify.maintenance.forget_expired_tokens", "schedule": 3600.0,
                                     "options": {"expires": 600}},
+    # Hourly, though a day needs one run: a run that could not get a lock leaves it to the next.
+    "maintain-history-partitions": {"task": "notify.maintenance.maintain_history", "schedule": 3600.0,
+                                    "options": {"expires": 600}},
     # A missed run costs nothing: the next one counts what it left.
     "rollup-analytics": {"task": "notify.maintenance.rollup_analytics", "schedule": settings.NOTIFY_ANALYTICS_INTERVAL,
                          "options": {"expires": settings.NOTIFY_ANALYTICS_INTERVAL}},

@@ -2,13 +2,14 @@
 """Broadcast fan-out: recipients/s from ``POST /api/v1/broadcasts`` until every delivery is
 written and queued (target ≥ 20,000/s).
 
-    python bench/broadcast.py [--recipients 100000] [--batch 5000] [--port PORT]
+    python bench/broadcast.py [--recipients 100000] [--batch 5000] [--lanes 2] [--port PORT]
 
 Each recipient has an email address, a phone number and an iPhone (three deliveries each),
 created with INSERT … SELECT generate_series. The real API (gunicorn), the maintenance worker
-(the fan-out tasks, one at a time, and beat) and the outbox relay run; no channel worker does, so
-the figure is the fan-out's alone. Two instants are reported: every recipient's notification and
-deliveries written (the broadcast ``done``), and every delivery published to RabbitMQ by the relay.
+(the fan-out tasks, one at a time, each batch in ``--lanes`` id ranges written at once, and beat)
+and the outbox relay run; no channel worker does, so the figure is the fan-out's alone. Two
+instants are reported: every recipient's notification and deliveries written (the broadcast
+``done``), and every delivery published to RabbitMQ by the relay.
 
 It runs on its own database, ``NOTIFY_DB_NAME`` (default ``notify_bench_broadcast``, created if
 missing), vhost and Redis database (bench/_setup.py).
@@ -80,6 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipients", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=5000, help="NOTIFY_BROADCAST_BATCH for the worker")
+    parser.add_argument("--lanes", type=int, default=2, help="NOTIFY_BROADCAST_LANES for the worker")
     parser.add_argument("--port", type=int, default=None,
                         help="the API's port (default NOTIFY_TEST_API_PORT, else 18100)")
     args = parser.parse_args()
@@ -95,6 +97,7 @@ def main() -> None:
     if args.port is not None:
         config.api_port = args.port
     config.env["NOTIFY_BROADCAST_BATCH"] = str(args.batch)
+    config.env["NOTIFY_BROADCAST_LANES"] = str(args.lanes)
     stack = Stack(config)
     try:
         stack.start_api()
@@ -123,7 +126,7 @@ def main() -> None:
         stack.stop()
 
     print(f"broadcast fan-out: {args.recipients} recipients, {deliveries} deliveries (email, sms, apns each), "
-          f"batch {args.batch}")
+          f"batch {args.batch}, {args.lanes} lanes")
     print(f"  202 answered after     {accepted:8.2f} s")
     print(f"  all written + queued   {written:8.2f} s  {args.recipients / written:>10,.0f} recipients/s")
     print(f"  all published (relay)  {published:8.2f} s  {args.recipients / published:>10,.0f} recipients/s")

@@ -27,7 +27,7 @@ from channels import registry
 from channels.base import AddressKind
 from channels.errors import InvalidMessage
 
-from . import breaker, cache, metrics, policy, providers, store
+from . import breaker, cache, ids, metrics, policy, providers, store
 from .errors import SendRejected
 from .models import DeliveryStatus
 from .rendering import MissingVariables, RenderError, assign_variant, render_parts, select_locale
@@ -275,11 +275,11 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
     deliveries: list[PlannedDelivery] = []
     summary: list[dict] = []
     checked: dict[str, dict] = {}
-    notification_id = uuid.uuid4()
+    notification_id = ids.new_id()
 
     def add(channel: str, device_id: int | None, address: str, status: str, reason: str = "",
             wait: float = 0.0) -> None:
-        delivery = PlannedDelivery(uuid.uuid4(), notification_id, channel, device_id, address, status, reason, wait,
+        delivery = PlannedDelivery(ids.new_id(), notification_id, channel, device_id, address, status, reason, wait,
                                    rendered.variant, step_of.get(channel, 0))
         deliveries.append(delivery)
         entry = {"id": str(delivery.id), "channel": channel, "to": address or None,

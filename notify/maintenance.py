@@ -3,7 +3,9 @@
 The dispatcher (:func:`dispatch_due`, every second) puts back into the outbox what is due and
 not on a queue, and is the outbox relay's backstop. Retention (:func:`forget_idempotency_keys`,
 hourly) releases idempotency keys past ``NOTIFY_IDEMPOTENCY_RETENTION`` and
-(:func:`forget_expired_tokens`, hourly) deletes expired OAuth2 access tokens. The analytics rollup
+(:func:`forget_expired_tokens`, hourly) deletes expired OAuth2 access tokens;
+(:func:`maintain_history`, hourly) creates the day partitions of deliveries and their log ahead
+and drops those past ``NOTIFY_HISTORY_RETENTION_DAYS`` (notify.partitions). The analytics rollup
 (:func:`rollup_analytics`, every ``NOTIFY_ANALYTICS_INTERVAL`` seconds) counts what was recorded
 since its last run.
 """
@@ -17,7 +19,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import analytics, breaker, broadcast, outbox, providers, store
+from . import analytics, breaker, broadcast, outbox, partitions, providers, store
 
 log = logging.getLogger(__name__)
 
@@ -88,3 +90,21 @@ def rollup_analytics() -> int:
     """Count into the analytics what was recorded since the last rollup (notify.analytics.rollup,
     with ``NOTIFY_ANALYTICS_LAG``); returns how many rows it counted."""
     return analytics.rollup().rows
+
+
+def maintain_history(day: dt.date | None = None) -> int:
+    """Create the day partitions of deliveries and their log ``NOTIFY_HISTORY_PARTITIONS_AHEAD``
+    days ahead and drop those older than ``NOTIFY_HISTORY_RETENTION_DAYS`` (never one holding an
+    unfinished delivery), with their deliveries' events and the notifications left without a
+    delivery (notify.partitions.maintain); returns how many partitions it created or dropped.
+
+    ``day`` stands for today (UTC); None is the database's.
+    """
+    done = partitions.maintain(ahead=settings.NOTIFY_HISTORY_PARTITIONS_AHEAD,
+                               retention_days=settings.NOTIFY_HISTORY_RETENTION_DAYS, day=day)
+    if done.created or done.dropped:
+        log.info("history partitions: created %s, dropped %s (%d events, %d notifications deleted)",
+                 done.created, done.dropped, done.events, done.notifications)
+    if done.kept:
+        log.warning("history partitions past retention kept for unfinished deliveries: %s", done.kept)
+    return len(done.created) + len(done.dropped)

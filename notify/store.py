@@ -15,6 +15,12 @@ settings.DATABASES). Behind a transaction-pooling PgBouncer older than 1.21, set
 ``NOTIFY_DB_PREPARE=0``.
 
 Timestamps come from the database's clock everywhere, so API, relay and workers agree.
+
+``notify_delivery`` is partitioned by day of ``created_at`` (notify.partitions). A statement that
+picks rows and then updates them names the picked rows' partitions too: the hot ones by the span
+of their ``created_at`` (:data:`_IN_SPAN`), the others by joining on ``(id, created_at)``, not
+``id`` alone (a hash join over every partition was what PostgreSQL chose otherwise: 0.7 s
+instead of 20 ms for the relay's 1000 rows).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from psycopg.types.json import Jsonb
 
-from . import cache
+from . import cache, ids
 from .models import FINAL_STATUSES, REACHED_PROVIDER, RECEIPT_RANK
 
 #: The PostgreSQL LISTEN/NOTIFY channel the outbox relay waits on.
@@ -176,14 +182,20 @@ def insert_notifications(notifications: Sequence[Any], deliveries: Sequence[Any]
 
 
 # -- outbox ------------------------------------------------------------------------------------
-_TAKE_OUTBOX_SQL = """
+#: The partitions a statement's update may touch: those of the rows ``rows`` (a CTE with ``id,
+#: created_at``) picked. Its bounds are InitPlans, so PostgreSQL prunes the other partitions when
+#: the statement starts; joined on the rows instead, it planned a hash join over every partition.
+_IN_SPAN = ("d.created_at BETWEEN (SELECT min(created_at) FROM {rows}) AND (SELECT max(created_at) FROM {rows})")
+
+_TAKE_OUTBOX_SQL = f"""
 WITH batch AS (
-    SELECT id FROM notify_delivery
+    SELECT id, created_at FROM notify_delivery
     WHERE status = 'queued' AND published_at IS NULL
       AND updated_at <= now() - make_interval(secs => %(older_than)s::float8)
     ORDER BY created_at LIMIT %(limit)s::int FOR UPDATE SKIP LOCKED
 )
-UPDATE notify_delivery d SET published_at = now() FROM batch WHERE d.id = batch.id
+UPDATE notify_delivery d SET published_at = now()
+WHERE d.id = ANY(ARRAY(SELECT id FROM batch)) AND {_IN_SPAN.format(rows='batch')}
 RETURNING d.id, d.channel
 """
 #: The relay holds its rows' locks while it publishes, and a worker that got a message first
@@ -236,9 +248,12 @@ WITH claimed AS (
     RETURNING d.id, d.channel, d.address, d.attempts, d.unknown_outcome, d.device_id, d.step,
               d.reason AS prior_reason,  -- the claim leaves it: why the last attempt ended
               -- How many deliveries of the notification share the channel (its devices): the
-              -- rate limit counts them once (notify.ratelimit).
+              -- rate limit counts them once (notify.ratelimit). A notification's deliveries are
+              -- all written by one statement (insert_notifications, the broadcast fan-out), so
+              -- they share created_at: the look-up stays in d's day partition.
               (SELECT count(*) FROM notify_delivery s
-               WHERE s.notification_id = d.notification_id AND s.channel = d.channel) AS channel_deliveries,
+               WHERE s.notification_id = d.notification_id AND s.channel = d.channel
+                 AND s.created_at = d.created_at) AS channel_deliveries,
               (SELECT subscription FROM notify_device WHERE id = d.device_id) AS subscription,
               (SELECT active FROM notify_device WHERE id = d.device_id) AS device_active,
               n.id AS notification_id, n.app_id, n.content, n.priority, n.category, n.fallback, n.expires_at,
@@ -311,18 +326,43 @@ def claim(delivery_id: str) -> dict[str, Any] | None:
 #: wait for each other instead of deadlocking; the outer ``status = 'queued'`` is re-checked on
 #: the row as the lock found it (READ COMMITTED's re-check), so each delivery is claimed once.
 _CLAIM_BATCH_SQL = _CLAIM_SQL.replace(
+    "WITH claimed AS (",
+    "WITH locked AS (SELECT id, created_at FROM notify_delivery WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE),\n"
+    "claimed AS (").replace(
     "WHERE d.id = %s::uuid AND",
-    "WHERE d.id IN (SELECT id FROM notify_delivery WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE) AND")
+    f"WHERE d.id = ANY(ARRAY(SELECT id FROM locked)) AND {_IN_SPAN.format(rows='locked')} AND")
 assert _CLAIM_BATCH_SQL != _CLAIM_SQL
+#: The same, looking only in the day partitions the ids' times may be in (notify.ids.span):
+#: PostgreSQL prunes the others when the statement starts, instead of probing each one's index.
+_CLAIM_SPAN_SQL = _CLAIM_BATCH_SQL.replace(
+    "WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE",
+    "WHERE id = ANY(%s::uuid[]) AND created_at BETWEEN %s AND %s ORDER BY id FOR UPDATE")
+assert _CLAIM_SPAN_SQL != _CLAIM_BATCH_SQL
 
 
 def claim_batch(delivery_ids: Sequence[str]) -> list[dict[str, Any]]:
     """:func:`claim` for every id of ``delivery_ids`` in one autocommit statement: the rows of
     those still ``queued`` (now ``sending``, each with its lease and log row), in the order of
-    ``delivery_ids``; ids not queued are left out."""
+    ``delivery_ids``; ids not queued are left out.
+
+    When every id is a UUIDv7 the claim looks only in the partitions of their span
+    (:func:`notify.ids.span`); the ids it did not claim (done already, or a row whose clock
+    strayed past the margin) are looked up once more everywhere, so the span can only save
+    work, never miss a row."""
+    delivery_ids = list(delivery_ids)
+    bounds = ids.span(delivery_ids)
     with prepared_cursor() as cursor:
-        cursor.execute(_CLAIM_BATCH_SQL, [settings.NOTIFY_SEND_LEASE, list(delivery_ids)])
-        rows = cursor.fetchall()
+        if bounds is None:
+            cursor.execute(_CLAIM_BATCH_SQL, [delivery_ids, settings.NOTIFY_SEND_LEASE])
+            rows = cursor.fetchall()
+        else:
+            cursor.execute(_CLAIM_SPAN_SQL, [delivery_ids, *bounds, settings.NOTIFY_SEND_LEASE])
+            rows = cursor.fetchall()
+            found = {str(row[0]) for row in rows}
+            rest = [d for d in delivery_ids if str(d) not in found]
+            if rest:
+                cursor.execute(_CLAIM_BATCH_SQL, [rest, settings.NOTIFY_SEND_LEASE])
+                rows += cursor.fetchall()
         names = _column_names(cursor, _CLAIM_BATCH_SQL) if rows else ()
     order = {str(delivery_id): index for index, delivery_id in enumerate(delivery_ids)}
     claimed = []
@@ -735,14 +775,15 @@ def record_delivery_event(delivery_id: Any, kind: str, occurred_at: datetime.dat
 # -- maintenance ---------------------------------------------------------------------------------
 _MOVE_DUE_SQL = """
 WITH due AS (
-    SELECT id, status AS old_status FROM notify_delivery
+    SELECT id, created_at, status AS old_status FROM notify_delivery
     WHERE {where}
     ORDER BY next_attempt_at NULLS FIRST
     LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 ), moved AS (
     UPDATE notify_delivery d SET status = 'queued', published_at = NULL, updated_at = now(),
            lease_until = NULL, unknown_outcome = d.unknown_outcome OR due.old_status = 'sending'
-    FROM due WHERE d.id = due.id
+    FROM due WHERE d.id = due.id AND d.created_at = due.created_at AND d.id = ANY(ARRAY(SELECT id FROM due))
+      AND {span}
     RETURNING d.id, d.attempts, due.old_status
 ), logged AS (
     {log}
@@ -761,21 +802,23 @@ _MOVE_WAKE = _wake_relay_sql("EXISTS (SELECT 1 FROM moved)")
 #: timestamps stay the database's.
 _DUE_CLOCK = "COALESCE(%(now)s::timestamptz, now())"
 #: Due retries of channels that are not held, due scheduled deliveries, and sends whose worker died.
-_DUE_SQL = _MOVE_DUE_SQL.format(where=f"""
+_DUE_SQL = _MOVE_DUE_SQL.format(span=_IN_SPAN.format(rows="due"), where=f"""
     (status = 'retrying' AND next_attempt_at <= {_DUE_CLOCK} AND NOT channel = ANY(%(held)s))
     OR (status = 'scheduled' AND next_attempt_at <= {_DUE_CLOCK})
     OR (status = 'sending' AND lease_until < {_DUE_CLOCK})""", log=_MOVED_LOG, wake=_MOVE_WAKE)
 #: One due retry of a held channel: the dispatcher's probe.
-_PROBE_SQL = _MOVE_DUE_SQL.format(
+_PROBE_SQL = _MOVE_DUE_SQL.format(span=_IN_SPAN.format(rows="due"),
     where=f"status = 'retrying' AND next_attempt_at <= {_DUE_CLOCK} AND channel = %(channel)s",
     log=_MOVED_LOG, wake=_MOVE_WAKE)
 #: Published long ago and never claimed: the broker lost the message.
 _STALE_SQL = f"""
-WITH stale AS (
-    UPDATE notify_delivery SET published_at = NULL WHERE id IN (
-        SELECT id FROM notify_delivery
-        WHERE status = 'queued' AND published_at < now() - make_interval(secs => %(after)s::float8)
-        LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+WITH picked AS (
+    SELECT id, created_at FROM notify_delivery
+    WHERE status = 'queued' AND published_at < now() - make_interval(secs => %(after)s::float8)
+    LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+), stale AS (
+    UPDATE notify_delivery d SET published_at = NULL
+    WHERE d.id = ANY(ARRAY(SELECT id FROM picked)) AND {_IN_SPAN.format(rows='picked')}
     RETURNING 1
 )
 SELECT count(*), (SELECT count(*) FROM ({_wake_relay_sql("EXISTS (SELECT 1 FROM stale)")}) w) FROM stale
@@ -814,14 +857,14 @@ def unpublish_stale(after: float, limit: int) -> int:
 
 _REPLAY_SQL = f"""
 WITH chosen AS (
-    SELECT id FROM notify_delivery
+    SELECT id, created_at FROM notify_delivery
     WHERE status = 'dead_lettered' AND (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))
       AND (%(channel)s::varchar IS NULL OR channel = %(channel)s::varchar)
     FOR UPDATE SKIP LOCKED
 ), replayed AS (
     UPDATE notify_delivery d SET status = 'queued', attempts = 0, published_at = NULL, updated_at = now(),
            reason = 'replayed', unknown_outcome = false
-    FROM chosen WHERE d.id = chosen.id
+    FROM chosen WHERE d.id = chosen.id AND d.created_at = chosen.created_at
     RETURNING d.id
 ), logged AS (
     {_log_rows('''(SELECT id AS delivery_id, 'dead_lettered' AS from_status, 'queued' AS to_status, 0 AS attempt,
@@ -850,13 +893,13 @@ WITH target AS (
     -- The notification first, as advance_fallback locks it: the same order, so the two cannot deadlock.
     SELECT id FROM notify_notification WHERE id = %(id)s::uuid AND app_id = %(app)s::bigint FOR UPDATE
 ), chosen AS (
-    SELECT d.id, d.status AS old_status FROM notify_delivery d
+    SELECT d.id, d.created_at, d.status AS old_status FROM notify_delivery d
     WHERE d.notification_id IN (SELECT id FROM target) AND d.status = ANY(%(cancellable)s::varchar[])
     FOR UPDATE
 ), cancelled AS (
     UPDATE notify_delivery d SET status = 'cancelled', reason = 'cancelled', updated_at = now(),
            lease_until = NULL
-    FROM chosen WHERE d.id = chosen.id
+    FROM chosen WHERE d.id = chosen.id AND d.created_at = chosen.created_at
     RETURNING d.id, d.attempts, chosen.old_status
 ), marked AS (
     UPDATE notify_notification SET cancelled_at = now()
@@ -1150,6 +1193,10 @@ def segment_locales(app_id: int, segment: dict) -> dict[str, int]:
         return dict(cursor.fetchall())
 
 
+# Every batch of a broadcast takes its batch lock first (held to commit), so two tasks of one
+# broadcast (a task run twice, or restarted by the dispatcher while the first still runs) write
+# their batches one after the other, whichever way each writes them.
+_BATCH_LOCK_SQL = "SELECT pg_advisory_xact_lock(1852793449, (%(b)s::bigint %% 2147483647)::int)"
 _BROADCAST_LOCK_SQL = "SELECT status, cursor FROM notify_broadcast WHERE id = %(b)s FOR UPDATE"
 # The variant is notify.rendering.assign_variant's, in SQL: the first 64 bits of
 # sha256(experiment NUL app:external_id), scaled exactly into [0, total weight).
@@ -1160,29 +1207,47 @@ COALESCE((SELECT v.name FROM unnest(%(v_name)s::varchar[], %(v_upto)s::numeric[]
                 + 18446744073709551616) %% 18446744073709551616 * %(v_total)s / 18446744073709551616))
           ORDER BY v.upto LIMIT 1), '')
 """
-_BROADCAST_BATCH_SQL = f"""
+# A fan-out row's id: a UUIDv7 (RFC 9562: 48 bits of Unix milliseconds, version 7, then 74 of
+# gen_random_uuid's random bits with its variant). Rows written in id order land on the right
+# edge of the primary keys and of notify_delivery's notification_id index instead of on random
+# pages: 8-17% less time per batch than gen_random_uuid() on 100,000 recipients (shared 2-core
+# machine), and more on tables larger than the buffer cache. Ids are no secret (tracking links
+# are signed).
+_ORDERED_UUID_SQL = ("(lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0') || '7' "
+                     "|| substr(replace(gen_random_uuid()::text, '-', ''), 14))::uuid")
+
+
+def _fan_out_sql(picked_range: str, tail: str) -> str:
+    """The fan-out of the recipients ``picked_range`` selects (SQL after the segment's filter, on
+    ``notify_recipient r``): CTE ``picked`` (the recipients, their template locale, variant and
+    rendered content), ``n`` (their notifications, idempotency key ``broadcast:<id>:<recipient
+    id>``, ON CONFLICT DO NOTHING, so a recipient already written is skipped with its
+    deliveries) and ``d`` (one delivery per channel address); ``tail`` adds CTEs and the final
+    SELECT."""
+    return f"""
 WITH picked AS (
-    SELECT r.id, r.external_id, r.email, r.phone, r.muted, r.muted_until,
-           COALESCE(%(locales)s::jsonb ->> r.locale, %(default_locale)s) AS tlocale, {_VARIANT_SQL} AS variant
-    FROM notify_recipient r
-    WHERE {_SEGMENT_SQL} AND r.id > %(cursor)s
-    ORDER BY r.id LIMIT %(limit)s
+    -- The subquery is not flattened (OFFSET 0): the variant is computed once per recipient.
+    SELECT s.*, %(parts)s::jsonb -> (s.variant || '|' || s.tlocale) AS content FROM (
+        SELECT r.id, r.email, r.phone, r.muted AND (r.muted_until IS NULL OR r.muted_until > now()) AS muted,
+               COALESCE(%(locales)s::jsonb ->> r.locale, %(default_locale)s) AS tlocale, {_VARIANT_SQL} AS variant
+        FROM notify_recipient r
+        WHERE {_SEGMENT_SQL} {picked_range} OFFSET 0
+    ) s
 ), n AS (
     INSERT INTO notify_notification (id, app_id, api_key_id, recipient_id, idempotency_key, request_hash, category,
         template_id, template_version, locale, data, content, priority, ttl, expires_at, response, send_at,
         fallback, created_at, broadcast_id)
-    SELECT gen_random_uuid(), %(app)s, NULL, p.id, 'broadcast:' || %(b)s::text || ':' || p.id::text, '', %(category)s,
-           %(template)s, %(version)s, p.tlocale, %(data)s::jsonb,
-           COALESCE(%(parts)s::jsonb -> (p.variant || '|' || p.tlocale), '{{}}'::jsonb), %(priority)s, %(ttl)s,
-           now() + make_interval(secs => %(ttl)s), jsonb_build_object('broadcast', %(b)s::bigint), NULL, '[]'::jsonb,
-           now(), %(b)s
+    SELECT {_ORDERED_UUID_SQL}, %(app)s, NULL, p.id, 'broadcast:' || %(b)s::text || ':' || p.id::text, '',
+           %(category)s, %(template)s, %(version)s, p.tlocale, %(data)s::jsonb, COALESCE(p.content, '{{}}'::jsonb),
+           %(priority)s, %(ttl)s, now() + make_interval(secs => %(ttl)s),
+           jsonb_build_object('broadcast', %(b)s::bigint), NULL, '[]'::jsonb, now(), %(b)s
     FROM picked p
     ON CONFLICT (app_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id, recipient_id, content
+    RETURNING id, recipient_id
 ), d AS (
     INSERT INTO notify_delivery (id, notification_id, channel, provider, variant, step, device_id, address, status,
         reason, attempts, provider_message_id, created_at, updated_at, next_attempt_at, unknown_outcome)
-    SELECT gen_random_uuid(), n.id, c.channel, '', p.variant, 0, dv.id,
+    SELECT {_ORDERED_UUID_SQL}, n.id, c.channel, '', p.variant, 0, dv.id,
            CASE c.kind WHEN 'phone' THEN p.phone WHEN 'email' THEN p.email ELSE dv.token END,
            CASE WHEN refusal.reason IS NULL THEN 'queued' ELSE 'suppressed' END, COALESCE(refusal.reason, ''),
            0, '', now(), now(), now(), false
@@ -1191,17 +1256,27 @@ WITH picked AS (
          AS c(channel, kind, platform, grp)
     LEFT JOIN notify_device dv ON c.kind = 'device' AND dv.recipient_id = p.id AND dv.active AND dv.platform = c.platform
     -- What is known now and cheap: an explicit opt-out (the category's row over the channel-wide
-    -- one) and a global mute; everything else is decided at send (notify.policy.at_send).
+    -- one) and a global mute; everything else is decided at send (notify.policy.at_send). The
+    -- preference is looked up once per delivery (a LIMIT keeps the lateral join unflattened).
+    LEFT JOIN LATERAL (SELECT pf.enabled FROM notify_preference pf
+                       WHERE NOT %(required)s AND pf.recipient_id = p.id AND pf.channel = c.channel
+                         AND pf.category IN (%(category)s, '') ORDER BY pf.category DESC LIMIT 1) pref ON true
     CROSS JOIN LATERAL (SELECT CASE
         WHEN %(required)s THEN NULL
-        WHEN (SELECT pf.enabled FROM notify_preference pf WHERE pf.recipient_id = p.id AND pf.channel = c.channel
-              AND pf.category IN (%(category)s, '') ORDER BY pf.category DESC LIMIT 1) IS FALSE THEN 'opted_out'
-        WHEN p.muted AND (p.muted_until IS NULL OR p.muted_until > now()) THEN 'muted'
+        WHEN pref.enabled IS FALSE THEN 'opted_out'
+        WHEN p.muted THEN 'muted'
     END AS reason) refusal
-    WHERE n.content ? c.grp
+    WHERE p.content ? c.grp
       AND CASE c.kind WHEN 'phone' THEN p.phone <> '' WHEN 'email' THEN p.email <> '' ELSE dv.id IS NOT NULL END
     RETURNING status
-), advanced AS (
+){tail}"""
+
+
+_COUNTS = """(SELECT count(*) FROM n) AS written, (SELECT count(*) FROM d WHERE status = 'queued') AS queued,
+       (SELECT count(*) FROM d WHERE status = 'suppressed') AS suppressed"""
+_WAKE = "(SELECT count(*) FROM (SELECT pg_notify(%(event)s::text, '') FROM d WHERE status = 'queued' LIMIT 1) w)"
+# One transaction for a whole batch, the broadcast's row locked first (_BROADCAST_LOCK_SQL).
+_BROADCAST_BATCH_SQL = _fan_out_sql("AND r.id > %(cursor)s ORDER BY r.id LIMIT %(limit)s", f""", advanced AS (
     UPDATE notify_broadcast SET
         cursor = COALESCE((SELECT max(id) FROM picked), cursor),
         written = written + (SELECT count(*) FROM n),
@@ -1213,18 +1288,89 @@ WITH picked AS (
     WHERE id = %(b)s
     RETURNING status
 )
-SELECT (SELECT count(*) FROM picked), (SELECT status FROM advanced),
-       (SELECT count(*) FROM (SELECT pg_notify(%(event)s::text, '') FROM d WHERE status = 'queued' LIMIT 1) w)
+SELECT (SELECT count(*) FROM picked), (SELECT status FROM advanced), {_WAKE}
+""")
+# A batch in lanes (fan_out_lanes): the batch lock, then where the next batch's lanes end, and
+# the status and cursor read without the row's lock (each lane re-checks the status under it).
+_BROADCAST_LANES_SQL = f"""
+SELECT b.status, b.cursor, ids.taken, ids.bounds FROM notify_broadcast b
+CROSS JOIN LATERAL (
+    SELECT count(*) AS taken, percentile_disc(%(fractions)s::float8[]) WITHIN GROUP (ORDER BY picked.id) AS bounds
+    FROM (SELECT r.id FROM notify_recipient r WHERE {_SEGMENT_SQL} AND r.id > b.cursor
+          ORDER BY r.id LIMIT %(limit)s) picked
+) ids
+WHERE b.id = %(b)s
 """
+# An upper lane: its rows and its counters in its own transaction, the row's lock taken at the
+# very end (so lanes overlap); no row back when the broadcast is no longer running (cancelled).
+_BROADCAST_LANE_SQL = _fan_out_sql("AND r.id > %(cursor)s AND r.id <= %(upto)s", f""", counted AS (
+    UPDATE notify_broadcast SET
+        written = written + (SELECT count(*) FROM n),
+        queued = queued + (SELECT count(*) FROM d WHERE status = 'queued'),
+        suppressed_at_fanout = suppressed_at_fanout + (SELECT count(*) FROM d WHERE status = 'suppressed'),
+        progressed_at = now(), updated_at = now()
+    WHERE id = %(b)s AND status = 'running'
+    RETURNING status
+)
+SELECT (SELECT count(*) FROM picked), (SELECT status FROM counted), {_WAKE}
+""")
+# The first lane: its rows, counted but the broadcast's row untouched until the upper lanes have
+# committed (_BROADCAST_CLOSE_SQL), so no lane waits for a lock another one holds.
+_BROADCAST_FIRST_LANE_SQL = _fan_out_sql("AND r.id > %(cursor)s AND r.id <= %(upto)s",
+                                         f"\nSELECT {_COUNTS}, {_WAKE}\n")
+# The first lane's counters, and the cursor moved over the whole batch, once every upper lane
+# has committed; only from where the batch started (a concurrent task's cursor is left alone).
+_BROADCAST_CLOSE_SQL = """
+UPDATE notify_broadcast SET
+    written = written + %(written)s, queued = queued + %(queued)s,
+    suppressed_at_fanout = suppressed_at_fanout + %(suppressed)s,
+    cursor = CASE WHEN cursor = %(cursor)s THEN %(upto)s ELSE cursor END,
+    status = CASE WHEN cursor = %(cursor)s AND %(last)s THEN 'done' ELSE status END,
+    finished_at = CASE WHEN cursor = %(cursor)s AND %(last)s THEN now() ELSE finished_at END,
+    progressed_at = now(), updated_at = now()
+WHERE id = %(b)s AND status = 'running'
+RETURNING status
+"""
+
+
+def _fan_out_params(broadcast: Any, channels: Sequence[tuple[str, str, str, str]], required: bool) -> dict:
+    """The parameters every fan-out statement shares: segment, content, channels, rules."""
+    content = broadcast.content
+    variants = content.get("variants") or []
+    upto, total = [], 0
+    for variant in variants:
+        total += int(variant["weight"])
+        upto.append(total)
+    return {**_segment_params(broadcast.app_id, broadcast.segment), "b": broadcast.id,
+            "event": OUTBOX_EVENT, "locales": Jsonb(content.get("locales") or {}),
+            "default_locale": content.get("default_locale") or "", "parts": Jsonb(content.get("parts") or {}),
+            "experiment": content.get("experiment") or "", "v_name": [v["name"] for v in variants],
+            "v_upto": upto, "v_total": total, "category": broadcast.category,
+            "template": broadcast.template_id, "version": broadcast.template_version,
+            "data": Jsonb(broadcast.data), "priority": broadcast.priority, "ttl": broadcast.ttl,
+            "required": required,
+            "c_channel": [c[0] for c in channels], "c_kind": [c[1] for c in channels],
+            "c_platform": [c[2] for c in channels], "c_group": [c[3] for c in channels]}
+
+
+def _fast_commit(cursor) -> None:
+    # A fan-out transaction's commit does not wait for its WAL to reach disk. A crash can lose
+    # the last such commits, but each loses its rows together with its cursor move and counters
+    # (one WAL record stream), and the next task writes those recipients again; anything that
+    # acted on the rows (the relay marking them published, a worker's claim) commits
+    # synchronously later in the WAL, which makes the batch durable first. Nothing acknowledged
+    # depends on it: the broadcast itself was committed durably by the API's call.
+    cursor.execute("SET LOCAL synchronous_commit = off")
 
 
 def fan_out_batch(broadcast: Any, channels: Sequence[tuple[str, str, str, str]], required: bool,
                   limit: int) -> tuple[int, str]:
     """Fan out the next ``limit`` recipients of ``broadcast`` (a notify.models.Broadcast) after its
-    cursor, in the caller's transaction: lock the broadcast's row, write one notification per
-    recipient (idempotency key ``broadcast:<id>:<recipient id>``, ON CONFLICT DO NOTHING) and a
-    delivery per channel address (``queued``, or ``suppressed`` for an explicit opt-out or a mute
-    unless ``required``), advance the cursor and counters, and wake the relay at commit.
+    cursor, in the caller's transaction: take the broadcast's batch lock and lock its row, write
+    one notification per recipient (idempotency key ``broadcast:<id>:<recipient id>``, ON
+    CONFLICT DO NOTHING) and a delivery per channel address (``queued``, or ``suppressed`` for
+    an explicit opt-out or a mute unless ``required``), advance the cursor and counters, and
+    wake the relay at commit.
 
     Args:
         channels: ``(channel, kind, platform, content group)``, kind ``phone``/``email``/``device``.
@@ -1233,29 +1379,72 @@ def fan_out_batch(broadcast: Any, channels: Sequence[tuple[str, str, str, str]],
         broadcast is not ``running`` (cancelled, done).
     """
     with connection.cursor() as cursor:
+        cursor.execute(_BATCH_LOCK_SQL, {"b": broadcast.id})
         cursor.execute(_BROADCAST_LOCK_SQL, {"b": broadcast.id})
         status, position = cursor.fetchone()
         if status != "running":
             return 0, status
-        content = broadcast.content
-        variants = content.get("variants") or []
-        upto, total = [], 0
-        for variant in variants:
-            total += int(variant["weight"])
-            upto.append(total)
-        params = {**_segment_params(broadcast.app_id, broadcast.segment), "b": broadcast.id, "cursor": position,
-                  "limit": limit, "event": OUTBOX_EVENT, "locales": Jsonb(content.get("locales") or {}),
-                  "default_locale": content.get("default_locale") or "", "parts": Jsonb(content.get("parts") or {}),
-                  "experiment": content.get("experiment") or "", "v_name": [v["name"] for v in variants],
-                  "v_upto": upto, "v_total": total, "category": broadcast.category,
-                  "template": broadcast.template_id, "version": broadcast.template_version,
-                  "data": Jsonb(broadcast.data), "priority": broadcast.priority, "ttl": broadcast.ttl,
-                  "required": required,
-                  "c_channel": [c[0] for c in channels], "c_kind": [c[1] for c in channels],
-                  "c_platform": [c[2] for c in channels], "c_group": [c[3] for c in channels]}
-        cursor.execute(_BROADCAST_BATCH_SQL, params)
+        _fast_commit(cursor)
+        cursor.execute(_BROADCAST_BATCH_SQL, {**_fan_out_params(broadcast, channels, required),
+                                              "cursor": position, "limit": limit})
         taken, after, _ = cursor.fetchone()
     return taken, after
+
+
+def fan_out_lanes(broadcast_id: int, limit: int, lanes: int, app_id: int,
+                  segment: dict) -> tuple[str, int, int, list[int]]:
+    """In the caller's transaction: take the broadcast's batch lock, and read where the next
+    batch of ``limit`` recipients after the cursor splits into ``lanes`` equal id ranges:
+    ``(status, cursor, recipients in the batch, [last id of each lane])`` (no lanes when the
+    broadcast is unknown or the batch empty). The broadcast's row itself is not locked."""
+    fractions = [(lane + 1) / lanes for lane in range(lanes)]
+    with connection.cursor() as cursor:
+        cursor.execute(_BATCH_LOCK_SQL, {"b": broadcast_id})
+        cursor.execute(_BROADCAST_LANES_SQL, {**_segment_params(app_id, segment), "b": broadcast_id,
+                                              "limit": limit, "fractions": fractions})
+        row = cursor.fetchone()
+    if row is None:
+        return "", 0, 0, []
+    status, position, taken, bounds = row
+    return status, position, taken, list(dict.fromkeys(bounds or []))
+
+
+def fan_out_lane(broadcast: Any, channels: Sequence[tuple[str, str, str, str]], required: bool,
+                 after: int, upto: int, first: bool) -> tuple[int, int, int] | None:
+    """Write the recipients of ``broadcast`` with ids in ``(after, upto]`` in the caller's
+    transaction (one lane of a batch, notify.broadcast.fan_out): notifications and deliveries
+    as :func:`fan_out_batch` writes them, and the relay woken at commit. An upper lane
+    (``first`` false) adds its counts to the broadcast's counters at the end of its statement
+    and returns None when the broadcast is no longer ``running`` (roll back then). The first
+    lane leaves the broadcast's row alone (:func:`close_lanes` does it) and returns its counts
+    ``(notifications written, deliveries queued, deliveries suppressed)``."""
+    params = {**_fan_out_params(broadcast, channels, required), "cursor": after, "upto": upto}
+    with connection.cursor() as cursor:
+        _fast_commit(cursor)
+        if first:
+            # Its foreign keys checked at the end of its statement, not at commit: while the
+            # upper lanes still run, rather than after the wait for them.
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            cursor.execute(_BROADCAST_FIRST_LANE_SQL, params)
+            written, queued, suppressed, _ = cursor.fetchone()
+            return written, queued, suppressed
+        cursor.execute(_BROADCAST_LANE_SQL, params)
+        _, status, _ = cursor.fetchone()
+    return (0, 0, 0) if status == "running" else None
+
+
+def close_lanes(broadcast_id: int, counts: tuple[int, int, int], after: int, upto: int, last: bool) -> str | None:
+    """In the first lane's transaction, once every upper lane of the batch has committed: add
+    the first lane's ``counts`` to the counters and move the cursor from ``after`` to ``upto``
+    (``done`` when ``last``). Returns the status after, None when the broadcast is no longer
+    ``running`` (roll back then)."""
+    written, queued, suppressed = counts
+    with connection.cursor() as cursor:
+        cursor.execute(_BROADCAST_CLOSE_SQL, {"b": broadcast_id, "written": written, "queued": queued,
+                                              "suppressed": suppressed, "cursor": after, "upto": upto,
+                                              "last": last})
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
 _BROADCAST_PROGRESS_SQL = """
@@ -1277,12 +1466,12 @@ WITH target AS (
     WHERE id = %(b)s AND app_id = %(app)s AND status IN ('created', 'running')
     RETURNING id
 ), chosen AS (
-    SELECT d.id, d.status AS old_status FROM notify_delivery d JOIN notify_notification n ON n.id = d.notification_id
+    SELECT d.id, d.created_at, d.status AS old_status FROM notify_delivery d JOIN notify_notification n ON n.id = d.notification_id
     WHERE n.broadcast_id IN (SELECT id FROM target) AND d.status = ANY(%(cancellable)s::varchar[])
     FOR UPDATE OF d SKIP LOCKED
 ), cancelled AS (
     UPDATE notify_delivery d SET status = 'cancelled', reason = 'cancelled', updated_at = now(), lease_until = NULL
-    FROM chosen WHERE d.id = chosen.id
+    FROM chosen WHERE d.id = chosen.id AND d.created_at = chosen.created_at
     RETURNING d.id, d.attempts, d.notification_id, chosen.old_status
 ), marked AS (
     UPDATE notify_notification SET cancelled_at = now() WHERE id IN (SELECT notification_id FROM cancelled)

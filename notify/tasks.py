@@ -63,6 +63,13 @@ def rollup_analytics() -> int:
     return maintenance.rollup_analytics()
 
 
+@app.task(name="notify.maintenance.maintain_history", ignore_result=True)
+def maintain_history() -> int:
+    """Create the history's day partitions ahead and drop those past retention
+    (notify.maintenance.maintain_history); returns how many partitions it created or dropped."""
+    return maintenance.maintain_history()
+
+
 @app.task(name="notify.maintenance.fan_out_broadcast", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def fan_out_broadcast(broadcast_id: int) -> int:
     """Write batches of a broadcast for a few seconds, then queue the next task

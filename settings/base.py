@@ -183,6 +183,9 @@ if NOTIFY_BULK_MAX_BODY_BYTES > _BATCH_BODY_BOUND:
                      f"bytes, got {NOTIFY_BULK_MAX_BODY_BYTES}")
 #: Recipients one broadcast fan-out task writes in one transaction (notify.broadcast).
 NOTIFY_BROADCAST_BATCH = env_int("NOTIFY_BROADCAST_BATCH", 5000)
+#: Id ranges a fan-out batch is split into, each written at once in its own transaction on its
+#: own connection (notify.broadcast.fan_out): about one per database core the fan-out may use.
+NOTIFY_BROADCAST_LANES = max(1, env_int("NOTIFY_BROADCAST_LANES", 2))
 #: Seconds a running broadcast may go without a committed batch before the dispatcher starts its
 #: fan-out again (its task was lost with a worker); the cursor and idempotency keys make that safe.
 NOTIFY_BROADCAST_STALL_AFTER = env_int("NOTIFY_BROADCAST_STALL_AFTER", 30)
@@ -297,6 +300,16 @@ NOTIFY_SNS_CA_FILE = env("NOTIFY_SNS_CA_FILE")
 NOTIFY_ANALYTICS_LAG = env_float("NOTIFY_ANALYTICS_LAG", 60.0)
 #: Seconds between two rollups run by the maintenance worker's beat.
 NOTIFY_ANALYTICS_INTERVAL = env_float("NOTIFY_ANALYTICS_INTERVAL", 60.0)
+
+# --- Partitioned history (notify.partitions) ---------------------------------------------------
+#: Days ahead of today (UTC) for which the deliveries' and the log's day partitions are kept
+#: created (the maintenance worker's beat, hourly); a row no partition covers goes to DEFAULT.
+NOTIFY_HISTORY_PARTITIONS_AHEAD = env_int("NOTIFY_HISTORY_PARTITIONS_AHEAD", 7)
+#: Days of deliveries and their log kept: older day partitions are dropped (never one still
+#: holding an unfinished delivery), with their events and notifications. 0: keep forever.
+NOTIFY_HISTORY_RETENTION_DAYS = env_int("NOTIFY_HISTORY_RETENTION_DAYS", 90)
+if NOTIFY_HISTORY_PARTITIONS_AHEAD < 1 or NOTIFY_HISTORY_RETENTION_DAYS < 0:
+    raise ValueError("NOTIFY_HISTORY_PARTITIONS_AHEAD must be 1 or more, NOTIFY_HISTORY_RETENTION_DAYS 0 or more")
 
 # --- Monitoring (notify.metrics, notify.logmask) ---------------------------------------------
 #: Where every process of this host writes its Prometheus samples (prometheus-client's

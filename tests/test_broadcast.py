@@ -1,5 +1,6 @@
 """Broadcasts (issue 14, notify.broadcast): a template sent to a segment of an app's recipients,
-fanned out in batches that each write their rows and advance the cursor in one transaction.
+fanned out in batches that each write their rows and advance the cursor in one transaction, or
+in lanes (id ranges written at once) whose cursor moves once every lane has committed.
 
 The tests run the fan-out batches in the test process (notify.broadcast.fan_out, what the
 maintenance worker's task runs) so each step can be observed; the last one runs the whole stack
@@ -8,9 +9,10 @@ maintenance worker's task runs) so each step can be observed; the last one runs 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from devtools import demo
@@ -203,6 +205,83 @@ def test_a_batch_killed_before_commit_or_run_twice_neither_loses_nor_doubles(api
     assert recipients_of(body["id"]) == [f"k{i:02}" for i in range(30)]
     assert Delivery.objects.filter(notification__broadcast_id=body["id"]).count() == 30
     assert Broadcast.objects.get(pk=body["id"]).written == 30
+
+
+@pytest.fixture
+def lanes(monkeypatch):
+    """Lanes from 5 recipients each; their threads' connections closed after the test."""
+    monkeypatch.setattr(broadcast, "LANE_MIN", 5)
+    yield
+    broadcast.stop_lanes()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lanes_write_a_batch_at_once_and_a_lane_lost_before_the_cursor_moved_is_skipped_after(
+        api, app_key, lanes, monkeypatch):
+    # Lanes run on their own connections, so this test commits (transaction=True).
+    app = app_key[0]
+    Recipient.objects.bulk_create([Recipient(app=app, external_id=f"l{i:02}", email=f"l{i}@example.com",
+                                             phone="+821055550000" if i % 3 == 0 else "") for i in range(53)])
+    body = start(api, {"all": True}).json()
+    assert broadcast.fan_out(body["id"], 20, lanes=2) == (20, "running")
+    row = Broadcast.objects.get(pk=body["id"])
+    ids = list(Recipient.objects.filter(app=app).order_by("id").values_list("id", flat=True))
+    assert (row.cursor, row.written) == (ids[19], 20)
+
+    # The first lane dies after the upper lane committed: the upper lane's rows stay, counted,
+    # above the cursor; the next batch takes them again and their idempotency keys skip them.
+    real = store.fan_out_lane
+
+    def first_lane_dies(*args, first, **kwargs):
+        if first:
+            raise RuntimeError("worker killed")
+        return real(*args, first=first, **kwargs)
+
+    monkeypatch.setattr(store, "fan_out_lane", first_lane_dies)
+    with pytest.raises(RuntimeError):
+        broadcast.fan_out(body["id"], 20, lanes=2)
+    monkeypatch.setattr(store, "fan_out_lane", real)
+    row = Broadcast.objects.get(pk=body["id"])
+    assert (row.cursor, row.written) == (ids[19], 30)  # ids[30:40] written by the upper lane
+    assert Notification.objects.filter(broadcast_id=body["id"]).count() == 30
+    while broadcast.fan_out(body["id"], 20, lanes=2)[1] == "running":
+        pass
+    assert recipients_of(body["id"]) == [f"l{i:02}" for i in range(53)]
+    deliveries = Delivery.objects.filter(notification__broadcast_id=body["id"])
+    assert deliveries.count() == 53 + 18
+    row = Broadcast.objects.get(pk=body["id"])
+    assert (row.status, row.cursor, row.written, row.queued) == ("done", ids[-1], 53, 71)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cancelled_broadcast_stops_its_lanes(api, app_key, lanes, monkeypatch):
+    for i in range(30):
+        make(app_key[0], f"x{i:02}")
+    body = start(api, {"all": True}).json()
+    assert broadcast.fan_out(body["id"], 10, lanes=2) == (10, "running")
+    # Cancelled (on another connection) once the batch has read the status, before its lanes
+    # write: every lane finds it cancelled and rolls back.
+    real = store.fan_out_lanes
+    cancelled = []
+
+    def cancel():
+        cancelled.append(store.cancel_broadcast(app_key[0].id, body["id"]))
+        connection.close()
+
+    def cancel_after_reading(*args, **kwargs):
+        found = real(*args, **kwargs)
+        thread = threading.Thread(target=cancel)
+        thread.start()
+        thread.join()
+        return found
+
+    monkeypatch.setattr(store, "fan_out_lanes", cancel_after_reading)
+    assert broadcast.fan_out(body["id"], 10, lanes=2) == (0, "cancelled")
+    assert cancelled == [10]
+    monkeypatch.setattr(store, "fan_out_lanes", real)
+    assert broadcast.fan_out(body["id"], 10, lanes=2) == (0, "cancelled")
+    assert Notification.objects.filter(broadcast_id=body["id"]).count() == 10
+    assert Broadcast.objects.get(pk=body["id"]).written == 10
 
 
 def test_the_dispatcher_restarts_a_stalled_fan_out(api, app_key, empty_queues):

@@ -94,8 +94,9 @@ def _rows_holding(values) -> list[str]:
     holds one of ``values``: ``"table: value"``."""
     found = []
     with connection.cursor() as cursor:
-        cursor.execute("SELECT table_name FROM information_schema.tables "
-                       "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'")
+        # Tables and partitioned tables; a partition's rows are read through its parent.
+        cursor.execute("SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace "
+                       "AND relkind IN ('r', 'p') AND NOT relispartition")
         for (table,) in cursor.fetchall():
             cursor.execute(f'SELECT t::text FROM "{table}" t')
             for (text,) in cursor.fetchall():

@@ -134,7 +134,10 @@ class Notification(models.Model):
 
 
 class Delivery(models.Model):
-    """One notification on one channel to one device or address."""
+    """One notification on one channel to one device or address.
+
+    The table is partitioned by UTC day of ``created_at`` (notify.partitions); its database
+    primary key is ``(id, created_at)``, Django's is ``id``."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="deliveries")
@@ -172,9 +175,15 @@ class Delivery(models.Model):
 
 
 class DeliveryLog(models.Model):
-    """One state transition of a delivery, with the provider's answer when there was one."""
+    """One state transition of a delivery, with the provider's answer when there was one.
 
-    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="log")
+    The table is partitioned by UTC day of ``at`` (notify.partitions); its database primary key
+    is ``(id, at)``, Django's is ``id``."""
+
+    # No foreign key in the database: notify_delivery is partitioned (notify.partitions), its id
+    # unique only with created_at. No index on delivery alone: (delivery, at) below serves.
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="log", db_constraint=False,
+                                 db_index=False)
     at = models.DateTimeField(auto_now_add=True)
     from_status = models.CharField(max_length=16)
     to_status = models.CharField(max_length=16)
@@ -208,7 +217,8 @@ class DeliveryEvent(models.Model):
     (``21614``, ``Permanent:General``); ``data`` the event as received, personal data masked.
     """
 
-    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="events")
+    # No foreign key in the database: notify_delivery is partitioned (notify.partitions).
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="events", db_constraint=False)
     kind = models.CharField(max_length=16, choices=EventKind.choices)
     occurred_at = models.DateTimeField()
     received_at = models.DateTimeField(auto_now_add=True)

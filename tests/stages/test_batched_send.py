@@ -5,11 +5,14 @@ its outcomes are written in one statement, against a real provider sandbox."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import json
 import secrets
 import threading
 import time
 
 import pytest
+from django.utils import timezone
 
 from channels.fcm import FCMChannel
 from channels.twilio_sms import TwilioSMSChannel
@@ -74,7 +77,7 @@ def in_flight(monkeypatch, cls):
 
 
 def claims_and_outcomes(ran: list[str]) -> tuple[int, int]:
-    return (sum(q in (store._CLAIM_SQL, store._CLAIM_BATCH_SQL) for q in ran),
+    return (sum(q in (store._CLAIM_SQL, store._CLAIM_BATCH_SQL, store._CLAIM_SPAN_SQL) for q in ran),
             sum(q in (store._RECORD_SQL, store._RECORD_BATCH_SQL) for q in ran))
 
 
@@ -91,10 +94,10 @@ def test_a_batch_of_plain_sends_is_one_claim_and_one_outcome_statement(api, ctl,
         log = list(DeliveryLog.objects.filter(delivery_id=delivery.id).order_by("id")
                    .values_list("from_status", "to_status", "attempt"))
         assert log[-2:] == [("queued", "sending", 1), ("sending", "sent", 1)]
-    # A duplicate task finds nothing to claim, and writes nothing.
+    # A duplicate task finds nothing to claim (in the ids' span, then anywhere), and writes nothing.
     with statements(monkeypatch) as ran:
         assert send.send_batch(ids, "sms") == {}
-    assert claims_and_outcomes(ran) == (1, 0)
+    assert claims_and_outcomes(ran) == (2, 0)
 
 
 def test_the_sends_of_a_batch_overlap(api, ctl, settings):
@@ -225,3 +228,51 @@ def test_the_limits_are_declared_by_the_adapters_and_overridable():
     for bad in ("twilio=0", "twilio", "nope=3", "twilio=x"):
         with pytest.raises(ValueError, match="NOTIFY_SEND_CONCURRENCY"):
             _send_concurrency(bad)
+
+
+class _RolledBack(Exception):
+    pass
+
+
+def test_a_claim_looks_in_the_partitions_of_its_ids_span_only(api, ctl):
+    """Accepted ids are UUIDv7: the claim names the day partitions their times may be in, and
+    PostgreSQL's plan leaves the others out (notify.ids.span, notify.store._CLAIM_SPAN_SQL)."""
+    from django.db import connection, transaction
+
+    from notify import ids as ids_module
+
+    delivery_ids = sms_batch(api, "span-", 3)
+    assert all(ids_module.written_at(d) is not None for d in delivery_ids)
+    bounds = ids_module.span(delivery_ids)
+
+    def partitions_scanned(sql, params):
+        """The delivery partitions the claim's plan ran a scan of (EXPLAIN ANALYZE, rolled back)."""
+        scanned: set[str] = set()
+
+        def walk(node):
+            if node.get("Relation Name", "").startswith("notify_delivery_") and node.get("Actual Loops", 0) > 0:
+                scanned.add(node["Relation Name"])
+            for child in node.get("Plans", ()):
+                walk(child)
+
+        with contextlib.suppress(_RolledBack), transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
+            plan = cursor.fetchone()[0]
+            walk((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"])
+            raise _RolledBack
+        return scanned
+
+    spanned = partitions_scanned(store._CLAIM_SPAN_SQL, [delivery_ids, *bounds, 60])
+    everywhere = partitions_scanned(store._CLAIM_BATCH_SQL, [delivery_ids, 60])
+    assert 1 <= len(spanned) <= 2 < len(everywhere), (spanned, everywhere)
+
+
+def test_a_row_outside_its_ids_span_is_still_claimed_and_sent_once(api, ctl, monkeypatch):
+    """A row whose created_at strayed from its id's time (a clock off by days) is not in the
+    span's partitions: the claim's second look-up everywhere finds it."""
+    delivery_ids = sms_batch(api, "stray-", 2)
+    Delivery.objects.filter(id=delivery_ids[0]).update(created_at=timezone.now() - dt.timedelta(days=3))
+    with statements(monkeypatch) as ran:
+        assert send.send_batch(delivery_ids, "sms") == {"sent": 2}
+    assert claims_and_outcomes(ran) == (2, 1)
+    assert sorted(r["delivery_id"] for r in ctl.records("twilio", accepted=True)) == sorted(delivery_ids)
