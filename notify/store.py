@@ -1460,14 +1460,19 @@ def broadcast_statuses(broadcast_id: int) -> dict[str, int]:
         return dict(cursor.fetchall())
 
 
+#: The broadcast's own row first, in a statement of its own: it waits for a fan-out batch holding
+#: the row, and the deliveries are then read by the next statement, whose snapshot includes that
+#: batch's rows (one statement would read them with a snapshot taken before its wait).
+_CANCEL_BROADCAST_ROW_SQL = """
+UPDATE notify_broadcast SET status = 'cancelled', cancelled_at = now(), updated_at = now()
+WHERE id = %(b)s AND app_id = %(app)s AND status IN ('created', 'running')
+RETURNING id
+"""
+
 _CANCEL_BROADCAST_SQL = f"""
-WITH target AS (
-    UPDATE notify_broadcast SET status = 'cancelled', cancelled_at = now(), updated_at = now()
-    WHERE id = %(b)s AND app_id = %(app)s AND status IN ('created', 'running')
-    RETURNING id
-), chosen AS (
+WITH chosen AS (
     SELECT d.id, d.created_at, d.status AS old_status FROM notify_delivery d JOIN notify_notification n ON n.id = d.notification_id
-    WHERE n.broadcast_id IN (SELECT id FROM target) AND d.status = ANY(%(cancellable)s::varchar[])
+    WHERE n.broadcast_id = %(b)s AND d.status = ANY(%(cancellable)s::varchar[])
     FOR UPDATE OF d SKIP LOCKED
 ), cancelled AS (
     UPDATE notify_delivery d SET status = 'cancelled', reason = 'cancelled', updated_at = now(), lease_until = NULL
@@ -1481,7 +1486,7 @@ WITH target AS (
                           attempts AS attempt, 'cancelled' AS reason, NULL::int AS provider_status,
                           NULL::jsonb AS provider_answer, NULL::float8 AS duration_ms FROM cancelled) c''')}
 )
-SELECT (SELECT count(*) FROM target), (SELECT count(*) FROM cancelled), (SELECT count(*) FROM marked)
+SELECT (SELECT count(*) FROM cancelled), (SELECT count(*) FROM marked)
 """
 
 
@@ -1491,10 +1496,14 @@ def cancel_broadcast(app_id: int, broadcast_id: int) -> int | None:
     delivery it wrote in :data:`CANCELLABLE` → ``cancelled`` (logged), as :func:`cancel` does
     for one notification. Returns how many deliveries it cancelled, or None when it was not
     cancellable (unknown, or already done or cancelled)."""
-    with connection.cursor() as cursor:
-        cursor.execute(_CANCEL_BROADCAST_SQL, {"b": broadcast_id, "app": app_id, "cancellable": list(CANCELLABLE)})
-        found, cancelled, _ = cursor.fetchone()
-    return cancelled if found else None
+    params = {"b": broadcast_id, "app": app_id, "cancellable": list(CANCELLABLE)}
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_CANCEL_BROADCAST_ROW_SQL, params)
+        if cursor.fetchone() is None:
+            return None
+        cursor.execute(_CANCEL_BROADCAST_SQL, params)
+        cancelled, _ = cursor.fetchone()
+    return cancelled
 
 
 _STALLED_BROADCASTS_SQL = """

@@ -284,6 +284,49 @@ def test_a_cancelled_broadcast_stops_its_lanes(api, app_key, lanes, monkeypatch)
     assert Broadcast.objects.get(pk=body["id"]).written == 10
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_cancel_waiting_for_a_batch_also_cancels_what_that_batch_wrote(api, app_key):
+    """A cancel that waits for the broadcast's row while a batch holds it cancels the batch's
+    deliveries once it commits: the deliveries are read after the wait, not before."""
+    for i in range(10):
+        make(app_key[0], f"w{i:02}")
+    body = start(api, {"all": True}).json()
+    wrote, cancelled = threading.Event(), []
+
+    def batch_committing_late():
+        with transaction.atomic():
+            # The batch's lock on the broadcast row, then its rows, held until the cancel waits.
+            Broadcast.objects.select_for_update().get(pk=body["id"])
+            assert broadcast.fan_out(body["id"], 10) == (10, "running")
+            wrote.set()
+            wait_until(lambda: _waiting_for_a_lock(), timeout=10, message="the cancel to wait")
+        connection.close()
+
+    def cancel():
+        wrote.wait(10)
+        cancelled.append(store.cancel_broadcast(app_key[0].id, body["id"]))
+        connection.close()
+
+    threads = [threading.Thread(target=batch_committing_late), threading.Thread(target=cancel)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert cancelled == [10]
+    assert set(Delivery.objects.filter(notification__broadcast_id=body["id"]).values_list("status", flat=True)) \
+        == {"cancelled"}
+
+
+def _waiting_for_a_lock() -> bool:
+    """Whether a session of the test database waits for a row lock (the statistics snapshot of
+    this transaction dropped first: it would otherwise show the sessions as they were)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND wait_event_type = 'Lock'")
+        return cursor.fetchone()[0] > 0
+
+
 def test_the_dispatcher_restarts_a_stalled_fan_out(api, app_key, empty_queues):
     from notify.maintenance import dispatch_due
 
