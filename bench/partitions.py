@@ -174,7 +174,8 @@ def hot_paths(runs: int) -> dict[str, float]:
                 claimed = store.claim_batch(ids)
                 took["claim 50"] = time.perf_counter() - t
                 assert len(claimed) == 50, len(claimed)
-                outcomes = [store.Outcome(c["id"], c["attempts"], "sent", "", provider="x", provider_message_id="m")
+                outcomes = [store.Outcome(c["id"], c["attempts"], "sent", "", provider="x", provider_message_id="m",
+                                          created_at=c["delivery_created_at"])
                             for c in claimed]
                 t = time.perf_counter()
                 written = store.record_outcomes(outcomes)

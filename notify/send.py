@@ -78,6 +78,7 @@ class Claim:
     subscription: dict | None
     device_active: bool | None
     step: int
+    delivery_created_at: Any  # the delivery row's created_at (its day partition)
     prior_reason: str  # why its previous attempt ended (``circuit_open``: handed back unsent)
     channel_deliveries: int  # deliveries of the notification on this channel (one per device)
     notification_id: Any
@@ -520,7 +521,7 @@ def _write(done: list[_Done]) -> None:
             provider_message_id=d.result.provider_message_id if d.result else None,
             provider_status=d.result.status if d.result else None,
             answer=d.result.raw if d.result else None, delay=d.delay, duration_ms=d.duration,
-            refund=d.refund) for d in plain]
+            refund=d.refund, created_at=d.c.delivery_created_at) for d in plain]
         written = through_outage(f"recording {len(rows)} deliveries", RECORD_PATIENCE,
                                  lambda: store.record_outcomes(rows))
         for d in plain:

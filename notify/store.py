@@ -246,6 +246,7 @@ WITH claimed AS (
     JOIN notify_app a ON a.id = n.app_id
     WHERE d.id = %s::uuid AND d.status = 'queued' AND n.id = d.notification_id
     RETURNING d.id, d.channel, d.address, d.attempts, d.unknown_outcome, d.device_id, d.step,
+              d.created_at AS delivery_created_at,  -- its partition, for the outcome's write
               d.reason AS prior_reason,  -- the claim leaves it: why the last attempt ended
               -- How many deliveries of the notification share the channel (its devices): the
               -- rate limit counts them once (notify.ratelimit). A notification's deliveries are
@@ -460,7 +461,7 @@ WITH o AS (
         sent_at = CASE WHEN o.status = 'sent' THEN now() ELSE notify_delivery.sent_at END
     FROM o
     WHERE notify_delivery.id = o.id AND notify_delivery.attempts = o.attempt
-      AND notify_delivery.status IN ('sending', 'queued')
+      AND notify_delivery.status IN ('sending', 'queued') {{span}}
     RETURNING o.id, o.status, o.attempt, o.reason, o.provider_status, o.answer, o.duration
 ), logged AS (
     {_log_rows('''(SELECT id AS delivery_id, 'sending' AS from_status, status AS to_status,
@@ -469,6 +470,10 @@ WITH o AS (
 )
 SELECT id FROM updated
 """
+#: Outcomes of claimed rows whose ``created_at`` the claim returned: the update names their
+#: partitions (InitPlan bounds, pruned when the statement starts) instead of probing each one.
+_RECORD_SPAN_SQL = _RECORD_BATCH_SQL.replace("{span}", "AND notify_delivery.created_at BETWEEN %(from)s AND %(to)s")
+_RECORD_BATCH_SQL = _RECORD_BATCH_SQL.replace("{span}", "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -487,6 +492,7 @@ class Outcome:
     delay: float = 0.0
     duration_ms: float | None = None
     refund: bool = False
+    created_at: Any = None  # the row's own, as its claim returned it: names its partition
 
 
 def record_outcomes(outcomes: Sequence[Outcome]) -> set[str]:
@@ -506,8 +512,14 @@ def record_outcomes(outcomes: Sequence[Outcome]) -> set[str]:
         "delay": [float(o.delay) for o in outcomes],
         "duration": [float(o.duration_ms) if o.duration_ms is not None else None for o in outcomes],
     }
+    created = [o.created_at for o in outcomes]
+    sql = _RECORD_BATCH_SQL
+    if all(at is not None for at in created):
+        # Exact, not estimated: each row's created_at as read by its claim (it never changes).
+        sql = _RECORD_SPAN_SQL
+        params.update({"from": min(created), "to": max(created)})
     with prepared_cursor() as cursor:
-        cursor.execute(_RECORD_BATCH_SQL, params)
+        cursor.execute(sql, params)
         return {str(row[0]) for row in cursor.fetchall()}
 
 

@@ -78,7 +78,7 @@ def in_flight(monkeypatch, cls):
 
 def claims_and_outcomes(ran: list[str]) -> tuple[int, int]:
     return (sum(q in (store._CLAIM_SQL, store._CLAIM_BATCH_SQL, store._CLAIM_SPAN_SQL) for q in ran),
-            sum(q in (store._RECORD_SQL, store._RECORD_BATCH_SQL) for q in ran))
+            sum(q in (store._RECORD_SQL, store._RECORD_BATCH_SQL, store._RECORD_SPAN_SQL) for q in ran))
 
 
 def test_a_batch_of_plain_sends_is_one_claim_and_one_outcome_statement(api, ctl, settings, monkeypatch):
@@ -87,6 +87,8 @@ def test_a_batch_of_plain_sends_is_one_claim_and_one_outcome_statement(api, ctl,
     with statements(monkeypatch) as ran:
         assert send.send_batch(ids, "sms") == {"sent": 8}
     assert claims_and_outcomes(ran) == (1, 1)
+    # Both name the rows' partitions: the claim by its ids' span, the outcomes by their rows' own.
+    assert store._CLAIM_SPAN_SQL in ran and store._RECORD_SPAN_SQL in ran
     assert {r["delivery_id"] for r in ctl.records("twilio", accepted=True)} == set(ids)
     for delivery in Delivery.objects.filter(id__in=ids):
         assert (delivery.status, delivery.provider, delivery.attempts) == ("sent", "twilio", 1)
