@@ -3,19 +3,36 @@ benchmark never disturbs `make run` or the tests."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def ensure_database(name: str) -> None:
+    """Create the PostgreSQL database ``name`` if it does not exist (a new machine has none of
+    the benchmarks' databases); the server is ``NOTIFY_DB_HOST`` / ``NOTIFY_DB_USER``'s."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(host=os.environ.get("NOTIFY_DB_HOST", "127.0.0.1"),
+                         user=os.environ.get("NOTIFY_DB_USER", "postgres"), dbname="postgres",
+                         autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
 def setup_django(name: str = "bench") -> None:
-    """Point settings at the benchmark's own services and run migrations."""
+    """Point settings at the benchmark's own services (its database created if missing) and run
+    migrations."""
     sys.path.insert(0, str(ROOT))
     os.chdir(ROOT)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.dev")
-    os.environ.setdefault("NOTIFY_DB_NAME", "notify_bench")
+    ensure_database(os.environ.setdefault("NOTIFY_DB_NAME", "notify_bench"))
     os.environ.setdefault("NOTIFY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/notify_bench")
     os.environ.setdefault("NOTIFY_REDIS_URL", "redis://127.0.0.1:6379/2")
     os.environ.setdefault("NOTIFY_SANDBOX_DIR", str(ROOT / "var" / f"{name}-sandbox"))
@@ -122,3 +139,16 @@ def wait_final(timeout: float, what: str = "deliveries") -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} did not finish in {timeout:.0f} s")
         time.sleep(0.1)
+
+
+def post_json(url: str, key: str, body: bytes | dict, timeout: float = 300) -> tuple[int, dict]:
+    """POST ``body`` (JSON bytes, or a dict to encode) with the app's API key; returns (HTTP
+    status, decoded answer), a 4xx/5xx included."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="POST", headers={
+        "Content-Type": "application/json", "Authorization": f"Api-Key {key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")

@@ -18,22 +18,10 @@ missing), vhost and Redis database (bench/_setup.py).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
-import urllib.request
 
-from _setup import reset_data, setup_django, stack_config
-
-
-def ensure_database() -> None:
-    """Create the bench's database if missing (``NOTIFY_DB_NAME``, default ``notify_bench_broadcast``)."""
-    import psycopg
-
-    name = os.environ.setdefault("NOTIFY_DB_NAME", "notify_bench_broadcast")
-    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+from _setup import post_json, reset_data, setup_django, stack_config
 
 
 def create_recipients(count: int) -> str:
@@ -59,15 +47,6 @@ def create_recipients(count: int) -> str:
     return key
 
 
-def post(url: str, key: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
-        "Content-Type": "application/json", "Authorization": f"Api-Key {key}"})
-    try:
-        with urllib.request.urlopen(request, timeout=300) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
 
 def scalar(sql: str, params: list) -> object:
     from django.db import connection
@@ -86,7 +65,7 @@ def main() -> None:
                         help="the API's port (default NOTIFY_TEST_API_PORT, else 18100)")
     args = parser.parse_args()
 
-    ensure_database()
+    os.environ.setdefault("NOTIFY_DB_NAME", "notify_bench_broadcast")  # its own: a reset there spares the others
     os.environ["NOTIFY_BROADCAST_BATCH"] = str(args.batch)
     setup_django("bench")
     reset_data()
@@ -104,7 +83,7 @@ def main() -> None:
         stack.start_relay()
         stack.start_maintenance()
         started = time.perf_counter()
-        status, answer = post(f"{stack.api_url}/api/v1/broadcasts", key, {
+        status, answer = post_json(f"{stack.api_url}/api/v1/broadcasts", key, {
             "template": "order-shipped", "data": {"name": "고객", "order": "SALE-1"}, "segment": {"all": True}})
         accepted = time.perf_counter() - started
         if status != 202:

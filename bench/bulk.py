@@ -24,19 +24,8 @@ import json
 import os
 import secrets
 import time
-import urllib.request
 
-from _setup import reset_data, setup_django, stack_config
-
-
-def ensure_database() -> None:
-    """Create the bench's database if missing (``NOTIFY_DB_NAME``, default ``notify_bench_bulk``)."""
-    import psycopg
-
-    name = os.environ.setdefault("NOTIFY_DB_NAME", "notify_bench_bulk")
-    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+from _setup import post_json, reset_data, setup_django, stack_config
 
 
 def create_recipients(count: int) -> str:
@@ -54,15 +43,6 @@ def create_recipients(count: int) -> str:
     return key
 
 
-def post(url: str, key: str, body: bytes) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": "application/json", "Authorization": f"Api-Key {key}"})
-    try:
-        with urllib.request.urlopen(request, timeout=300) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -73,7 +53,7 @@ def main() -> None:
                         help="also time the write of one call's rows by the multi-row insert and by COPY")
     args = parser.parse_args()
 
-    ensure_database()
+    os.environ.setdefault("NOTIFY_DB_NAME", "notify_bench_bulk")  # its own: a reset there spares the others
     setup_django("bench")
     reset_data()
     key = create_recipients(args.recipients)
@@ -92,7 +72,7 @@ def main() -> None:
                 {"recipient": f"bulk-{i}", "data": {"name": f"사용자{i}", "order": f"A-{i}"},
                  "event_id": f"{run}-{i}"} for i in range(args.recipients)]}).encode()
             started = time.perf_counter()
-            status, answer = post(url, key, body)
+            status, answer = post_json(url, key, body)
             elapsed = time.perf_counter() - started
             if status != 202 or len(answer["accepted"]) != args.recipients:
                 raise SystemExit(f"call {call}: {status} {str(answer)[:500]}")

@@ -147,6 +147,22 @@ class Content:
     variant: str = ""
 
 
+def require_template(template: dict | None, name: str) -> dict:
+    """``template`` (as notify.cache.load_template gives it) when it can be sent.
+
+    Raises:
+        SendRejected: ``template_not_found`` (404) when there is no template ``name`` or it is
+            archived; ``template_version_not_found`` (404) when it has no such published version.
+    """
+    if template is None or template["archived"]:
+        raise SendRejected("template_not_found", f"no template named {name!r}", status=404,
+                           fields={"template": ["not found"]})
+    if template["version"] is None:
+        raise SendRejected("template_version_not_found", "no such published version of this template", status=404,
+                           fields={"template_version": ["not a published version"]})
+    return template
+
+
 def _content(app_id: int, payload: dict, profile: dict, template: dict | None,
              groups: tuple[str, ...] | None) -> Content:
     """The send's content: its explicit ``content``, or its template (``template``: as
@@ -155,12 +171,7 @@ def _content(app_id: int, payload: dict, profile: dict, template: dict | None,
     the ``groups`` the send can use are rendered (all of the template's when None)."""
     if not payload.get("template"):
         return Content(payload["content"])
-    if template is None or template["archived"]:
-        raise SendRejected("template_not_found", f"no template named {payload['template']!r}", status=404,
-                           fields={"template": ["not found"]})
-    if template["version"] is None:
-        raise SendRejected("template_version_not_found", "no such published version of this template", status=404,
-                           fields={"template_version": ["not a published version"]})
+    require_template(template, payload["template"])
     variant = assign_variant(template["variants"], f"{app_id}:{profile['external_id']}",
                              f"{template['id']}:{template['version']}")
     source = variant["content"] if variant else template["content"]

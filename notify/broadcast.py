@@ -42,7 +42,7 @@ from channels import registry
 from channels.base import AddressKind
 
 from . import cache, policy, store
-from .accept import check_content
+from .accept import check_content, require_template
 from .errors import SendRejected
 from .models import FINAL_STATUSES, REACHED_PROVIDER, Broadcast, BroadcastStatus, DeliveryStatus
 from .rendering import MissingVariables, RenderError, render_parts, select_locale
@@ -112,13 +112,8 @@ def create(app_id: int, payload: dict) -> Broadcast:
             ``empty_segment`` (422: no recipient matches), ``missing_variables`` (400),
             ``template_error`` or a provider's content refusal (422). Nothing is written then.
     """
-    template = cache.load_template(app_id, payload["template"], payload.get("template_version"))
-    if template is None or template["archived"]:
-        raise SendRejected("template_not_found", f"no template named {payload['template']!r}", status=404,
-                           fields={"template": ["not found"]})
-    if template["version"] is None:
-        raise SendRejected("template_version_not_found", "no such published version of this template", status=404,
-                           fields={"template_version": ["not a published version"]})
+    template = require_template(cache.load_template(app_id, payload["template"], payload.get("template_version")),
+                                payload["template"])
     segment = payload["segment"]
     counts = store.segment_locales(app_id, segment)
     if not counts:

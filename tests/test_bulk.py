@@ -176,6 +176,18 @@ def test_body_over_the_bulk_limit_is_413(api, app_key):
     assert str(settings.NOTIFY_BULK_MAX_BODY_BYTES) in r.json()["error"]["message"]
 
 
+def test_an_idempotency_key_header_is_refused_in_favour_of_each_event_id(api, app_key):
+    ids = make_recipients(app_key[0], 2)
+    before_db, before_q = db_counts(), queue_depths()
+    r = api.post(URL, {"template": "order-shipped", "recipients": items(ids)}, format="json",
+                 HTTP_IDEMPOTENCY_KEY="abc")
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["code"] == "idempotency_key_not_supported"
+    assert "each recipient its own event_id" in error["message"] and "Idempotency-Key" in error["fields"]
+    assert (db_counts(), queue_depths()) == (before_db, before_q)
+
+
 def test_unknown_template_refuses_the_call_once(api, app_key):
     ids = make_recipients(app_key[0], 2)
     r = post(api, {"template": "no-such", "recipients": items(ids)})

@@ -81,6 +81,17 @@ def _idempotency_key_header(request) -> str | None:
         raise drf_serializers.ValidationError({"Idempotency-Key": exc.detail}) from None
 
 
+def _idempotency_header_refused(endpoint: str, item: str) -> Response:
+    """400 ``idempotency_key_not_supported`` for an ``Idempotency-Key`` header on a many-item
+    endpoint: silently ignoring it would let a client believe its retries are deduplicated, when
+    each ``item``'s ``event_id`` is that item's idempotency key."""
+    return Response(error_body(
+        "idempotency_key_not_supported",
+        f"the {endpoint} endpoint does not take an Idempotency-Key header: give each {item} its own event_id, "
+        f"which is that {item}'s idempotency key",
+        {"Idempotency-Key": [f"not supported here; set event_id on each {item}"]}), status=400)
+
+
 class NotificationListView(APIView):
     """``POST /api/v1/notifications``: accept one notification for one recipient (202)."""
 
@@ -123,12 +134,7 @@ class NotificationBatchView(APIView):
     @method_decorator(ratelimit(key=_api_key_group, rate=settings.NOTIFY_API_RATE_LIMIT, block=True))
     def post(self, request):
         if "Idempotency-Key" in request.headers:
-            # Silently ignoring it would let a client believe its batch retries are deduplicated.
-            return Response(error_body(
-                "idempotency_key_not_supported",
-                "the batch endpoint does not take an Idempotency-Key header: give each item its own event_id, "
-                "which is that item's idempotency key",
-                {"Idempotency-Key": ["not supported here; set event_id on each item"]}), status=400)
+            return _idempotency_header_refused("batch", "item")
         serializer = s.BatchSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         items = []
@@ -175,10 +181,7 @@ class NotificationBulkView(APIView):
     @method_decorator(ratelimit(key=_api_key_group, rate=settings.NOTIFY_API_RATE_LIMIT, block=True))
     def post(self, request):
         if "Idempotency-Key" in request.headers:
-            return Response(error_body(
-                "idempotency_key_not_supported",
-                "the bulk endpoint does not take an Idempotency-Key header: give each recipient its own event_id",
-                {"Idempotency-Key": ["not supported here; set event_id on each recipient"]}), status=400)
+            return _idempotency_header_refused("bulk", "recipient")
         raw = request.data.get("recipients") if isinstance(request.data, dict) else None
         limit = settings.NOTIFY_BULK_MAX_RECIPIENTS
         if isinstance(raw, list) and len(raw) > limit:
