@@ -3,11 +3,10 @@
 Provider documentation: "Sending notification requests to APNs", "Establishing a token-based
 connection to APNs" and "Handling notification responses from APNs" (developer.apple.com).
 
-One :class:`httpx.AsyncClient` (HTTP/2 only, as Apple requires) lives for the whole worker
-process on an event loop of its own thread; every send is a new stream on the same kept-open TLS
-connection, and sends from several threads of the process are concurrent streams on it (Apple:
-"you can send multiple notifications concurrently over one connection"). httpx's sync HTTP/2
-client is not thread-safe (encode/httpx#3324); its async one multiplexes. The provider token is signed
+One HTTP/2 client (channels.http.Http2Client, HTTP/2 only, as Apple requires) lives for the whole
+worker process; every send is a new stream on the same kept-open TLS connection, and sends from
+several threads of the process are concurrent streams on it (Apple: "you can send multiple
+notifications concurrently over one connection"). The provider token is signed
 once per key and reused by every worker process through the shared token store
 (channels.tokens): Apple rejects tokens older than one hour and answers
 ``TooManyProviderTokenUpdates`` when a key's token changes more often than every 20 minutes.
@@ -15,9 +14,7 @@ once per key and reused by every worker process through the shared token store
 
 from __future__ import annotations
 
-import asyncio
 import re
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -31,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from .base import AddressKind, Channel, InvalidAddress, Message, Result, RetryDefaults, Setting, \
     common_settings
 from .errors import ChannelConfigurationError, InvalidMessage
-from .http import DEFAULT_POOL_SIZE, config_timeout, http_result, json_bytes, response_json, ssl_context
+from .http import DEFAULT_POOL_SIZE, Http2Client, http_result, json_bytes, response_json
 from .tokens import SharedToken, SharedTokenStore, TokenEntry, store_from_config
 
 #: APNs refuses payloads above this many UTF-8 bytes (regular, non-VoIP notifications).
@@ -180,9 +177,9 @@ class APNsChannel(Channel):
                 doc="the app's bundle id (`apns-topic`)"),
         *common_settings("NOTIFY_APNS"),
     )
-    transport_errors = (httpx.TransportError,)
-    timeout_errors = (httpx.TimeoutException,)
-    unsent_errors = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+    transport_errors = Http2Client.transport_errors
+    timeout_errors = Http2Client.timeout_errors
+    unsent_errors = Http2Client.unsent_errors
     collapses_resends = True
     # Concurrent streams on the one connection (see the module's docstring).
     send_concurrency = DEFAULT_POOL_SIZE
@@ -197,29 +194,9 @@ class APNsChannel(Channel):
         key, key_name = self.read_file_setting("key_file")
         self.token = ProviderToken(key, config["key_id"], config["team_id"], store=store,
                                    key_name=key_name)
-        # The loop's thread starts with the first send: an adapter built only to check settings
-        # (the credentials API) starts none, and a worker builds its adapters after the fork.
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_lock = threading.Lock()
-        # http1=False: Apple only speaks HTTP/2; ALPN then offers h2 alone. One connection
-        # carries every stream; a second opens only past the server's concurrent-stream limit.
-        self.client = httpx.AsyncClient(
-            base_url=str(config["url"]).rstrip("/"),
-            http1=False,
-            http2=True,
-            verify=ssl_context(config),
-            timeout=httpx.Timeout(config_timeout(config)),
-            limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
-        )
-
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        """The client's event loop, started (a daemon thread) on first use."""
-        with self._loop_lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="apns-http2", daemon=True).start()
-                self._loop = loop
-            return self._loop
+        # http1=False: Apple only speaks HTTP/2; ALPN then offers h2 alone.
+        self.http = Http2Client(config, "apns-http2", http1=False, base_url=str(config["url"]).rstrip("/"))
+        self.client = self.http.client
 
     # -- declarations ------------------------------------------------------------------------
     @classmethod
@@ -280,9 +257,8 @@ class APNsChannel(Channel):
         while this thread waits; any status returns, httpx's errors are raised here."""
         body, headers = payload
         token = self.token.get()
-        request = self.client.post(f"/3/device/{message.to}", content=body,
-                                   headers={**headers, "authorization": f"bearer {token}"})
-        response = asyncio.run_coroutine_threadsafe(request, self._running_loop()).result()
+        response = self.http.request("POST", f"/3/device/{message.to}", content=body,
+                                     headers={**headers, "authorization": f"bearer {token}"})
         return _Answer(response, token)
 
     def classify(self, answer: _Answer) -> Result:
@@ -303,12 +279,7 @@ class APNsChannel(Channel):
 
     def close(self) -> None:
         """Close the HTTP/2 connection and stop the loop's thread."""
-        with self._loop_lock:
-            loop, self._loop = self._loop, None
-        if loop is None:
-            return
-        asyncio.run_coroutine_threadsafe(self.client.aclose(), loop).result()
-        loop.call_soon_threadsafe(loop.stop)
+        self.http.close()
 
 
 def _payload_body(content: Mapping[str, Any], delivery_id: str) -> tuple[bytes, bool]:

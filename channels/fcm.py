@@ -6,14 +6,20 @@ Provider documentation: "Build app server send requests" and the ``projects.mess
 Why not pyfcm's send path: ``pyfcm`` sleeps inside the worker on ``Retry-After`` and re-POSTs on
 502/503 through a urllib3 ``Retry`` mounted on its session: a second, hidden retry layer behind
 Celery that blocks the worker process, can resend a message the provider already accepted, and
-hides the provider's answer from the delivery-attempt log. Here every send is exactly one POST on
-a session mounted with ``max_retries=0``; Celery owns the retry policy.
+hides the provider's answer from the delivery-attempt log. Here every send is exactly one POST and
+Celery owns the retry policy.
+
+Transport: the sends go over HTTP/2 (channels.http.Http2Client): the sends of a worker process's
+threads are concurrent streams on one kept-open connection, as FCM's HTTP v1 API allows ("Send
+messages" : "the HTTP v1 API supports HTTP/2 multiplexing"); a server that only speaks HTTP/1.1
+gets a few pooled keep-alive connections instead.
 
 Auth: ``google.oauth2.service_account.Credentials`` signs an OAuth2 JWT-bearer grant and caches
-the access token (about an hour); ``AuthorizedSession`` attaches it and refreshes it shortly before
-expiry. Its own "refresh and resend on 401" is switched off (``refresh_status_codes=()``): on a
-401 this adapter drops the cached token and answers RETRY, so the resend is Celery's. (google-auth
-still retries the *token* request itself up to 3 times on 5xx; no message is sent by that request.)
+the access token (about an hour); before each send its ``before_request`` attaches the token,
+fetching a new one shortly before expiry (over a retry-less requests session trusting the same
+CA). There is no "refresh and resend on 401": on a 401 this adapter drops the cached token and
+answers RETRY, so the resend is Celery's. (google-auth still retries the *token* request itself
+up to 3 times on 5xx; no message is sent by that request.)
 The access token of a service account is shared by every worker process through the shared token
 store (channels.tokens): when google-auth wants a refresh, a token another process fetched is
 adopted, and only one process at a time asks the token endpoint (google-auth still makes that
@@ -23,22 +29,21 @@ request); a token Google refused (401) is dropped for all.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import re
 import time
 from typing import Any, Mapping
 
 import google.auth.exceptions
-import requests
-from google.auth.transport.requests import AuthorizedSession
+import httpx
 from google.auth.transport.requests import Request as GoogleAuthRequest
 from google.oauth2 import service_account
 
 from .base import AddressKind, Channel, InvalidAddress, Message, Outcome, Result, RetryDefaults, \
     Setting, common_settings
 from .errors import ChannelConfigurationError, InvalidMessage
-from .http import DEFAULT_POOL_SIZE, RequestsTransport, config_timeout, http_result, json_bytes, response_json, \
-    retryless_session
+from .http import DEFAULT_POOL_SIZE, Http2Client, config_timeout, http_result, json_bytes, response_json, retryless_session
 from .tokens import SharedToken, SharedTokenStore, TokenEntry, store_from_config
 
 SCOPES = ("https://www.googleapis.com/auth/firebase.messaging",)
@@ -117,7 +122,7 @@ class SharedCredentials(service_account.Credentials):
                           max(now, expires_at - ACCESS_TOKEN_REFRESH_MARGIN))
 
 
-class FCMChannel(RequestsTransport, Channel):
+class FCMChannel(Channel):
     """FCM HTTP v1 sender (``POST {url}/v1/projects/{project_id}/messages:send``).
 
     Config keys:
@@ -170,16 +175,17 @@ class FCMChannel(RequestsTransport, Channel):
                 doc="the Firebase project id"),
         *common_settings("NOTIFY_FCM"),
     )
-    # google-auth wraps failures of the token request in its own TransportError
-    transport_errors = RequestsTransport.transport_errors + (
-        google.auth.exceptions.TransportError,)
+    # google-auth wraps failures of the token request in its own TransportError; that request
+    # comes before the message's, so nothing was sent then.
+    transport_errors = Http2Client.transport_errors + (google.auth.exceptions.TransportError,)
+    timeout_errors = Http2Client.timeout_errors
+    unsent_errors = Http2Client.unsent_errors + (google.auth.exceptions.TransportError,)
     collapses_resends = True
-    # requests sessions are shared across threads by design; one pooled connection per send.
+    # Concurrent streams on the one HTTP/2 connection (see the module's docstring).
     send_concurrency = DEFAULT_POOL_SIZE
 
     def __init__(self, config: Mapping[str, Any]):
         super().__init__(config)
-        self.timeout = config_timeout(config)
         account, account_name = self.read_file_setting("service_account_file")
         try:
             info = json.loads(account)
@@ -191,16 +197,14 @@ class FCMChannel(RequestsTransport, Channel):
             # google-auth names missing fields; a JSON error only a position: never the content.
             raise ChannelConfigurationError(f"FCM service account {account_name}: {exc}") from None
         # The lock outlasts a token request (google-auth tries it up to 3 times).
-        self.credentials.share(store, lock_ttl=3 * self.timeout + 5)
+        self.credentials.share(store, lock_ttl=3 * config_timeout(config) + 5)
         # The token endpoint gets its own retry-less session trusting the same CA.
-        token_session = retryless_session(config, pool_size=1)
-        self.session = AuthorizedSession(
-            self.credentials,
-            refresh_status_codes=(),
-            auth_request=GoogleAuthRequest(token_session),
-        )
-        retryless_session(config, session=self.session)
-        self._token_session = token_session
+        self._token_session = retryless_session(config, pool_size=1)
+        # google-auth would wait 120 s for a token request by default: the sends' own timeout.
+        self._auth_request = functools.partial(GoogleAuthRequest(self._token_session),
+                                               timeout=config_timeout(config))
+        # HTTP/1.1 is offered too: then each stream in flight needs a connection of its own.
+        self.http = Http2Client(config, "fcm-http2", max_connections=DEFAULT_POOL_SIZE)
         self.send_url = (f"{str(config['url']).rstrip('/')}/v1/projects/"
                          f"{config['project_id']}/messages:send")
 
@@ -240,12 +244,14 @@ class FCMChannel(RequestsTransport, Channel):
                                 message.collapse_key)
         return json_bytes({"message": body})
 
-    def post(self, message: Message, payload: bytes) -> requests.Response:
-        """One POST through the AuthorizedSession (token attached, refreshed if near expiry)."""
-        return self.session.post(self.send_url, data=payload, timeout=self.timeout,
-                                 headers={"Content-Type": "application/json; charset=UTF-8"})
+    def post(self, message: Message, payload: bytes) -> httpx.Response:
+        """One POST (a stream on the shared connection) with the access token attached, fetched
+        first when missing or near expiry."""
+        headers = {"Content-Type": "application/json; charset=UTF-8"}
+        self.credentials.before_request(self._auth_request, "POST", self.send_url, headers)
+        return self.http.request("POST", self.send_url, content=payload, headers=headers)
 
-    def classify(self, answer: requests.Response) -> Result:
+    def classify(self, answer: httpx.Response) -> Result:
         """Map Google's ``{"error": {"code", "status", "message", "details"}}`` to a Result."""
         status = answer.status_code
         body = response_json(answer.content)
@@ -275,14 +281,9 @@ class FCMChannel(RequestsTransport, Channel):
                           maybe_delivered=False, raw={"error": f"{type(exc).__name__}: {exc}"})
         raise exc
 
-    def request_unsent(self, exc: BaseException) -> bool:
-        """A failed token fetch happens before the message POST: nothing was sent."""
-        return isinstance(exc, google.auth.exceptions.TransportError) or \
-            super().request_unsent(exc)
-
     def close(self) -> None:
-        """Close the API and token sessions."""
-        self.session.close()
+        """Close the HTTP/2 connection and the token endpoint's session."""
+        self.http.close()
         self._token_session.close()
 
     def _drop_access_token(self, authorization: str) -> None:

@@ -9,17 +9,22 @@ Everything a provider module would otherwise repeat lives here once:
 * :func:`http_result`: the one mapping from an HTTP status (plus the provider's reason code) to
   an :class:`~channels.base.Outcome`, used by every adapter whose provider answers over HTTP.
 * :func:`json_bytes`: the exact UTF-8 bytes sent, so size limits are checked on the wire body.
+* :class:`Http2Client`: one HTTP/2 connection per provider and process, on which the sends of
+  every thread are concurrent streams.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import os
 import ssl
+import threading
 import time
 from typing import Any, Collection, Mapping
 
+import httpx
 import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
@@ -87,8 +92,8 @@ def retryless_session(config: Mapping[str, Any], session: requests.Session | Non
 
     Args:
         config: the channel config (``ca_file``).
-        session: an existing session to configure in place (e.g. google-auth's
-            AuthorizedSession); a new ``requests.Session`` when None.
+        session: an existing session to configure in place (e.g. a client library's own); a
+            new ``requests.Session`` when None.
         pool_size: connections kept per host.
     """
     session = session if session is not None else requests.Session()
@@ -128,6 +133,66 @@ class RequestsTransport:
     def request_unsent(self, exc: BaseException) -> bool:
         """See :func:`requests_unsent`."""
         return requests_unsent(exc)
+
+
+class Http2Client:
+    """An :class:`httpx.AsyncClient` speaking HTTP/2, used from any number of threads.
+
+    The sends of a worker process's threads become concurrent streams on one kept-open TLS
+    connection (RFC 9113 §5; a second connection opens only past the server's
+    ``SETTINGS_MAX_CONCURRENT_STREAMS``). httpx's sync client is not thread-safe with HTTP/2
+    (encode/httpx#3324), so the async client runs on an event loop of its own daemon thread,
+    started by the first request (an adapter built only to check settings starts none, and a
+    prefork worker builds its adapters after the fork); a calling thread waits for its answer.
+
+    Args:
+        config: the adapter's settings (``ca_file``, ``timeout``).
+        name: the loop thread's name (seen in thread dumps).
+        http1: also offer HTTP/1.1 in ALPN (False for a provider that speaks HTTP/2 only).
+        max_connections: connections kept at most; each carries many streams over HTTP/2.
+        **client: more :class:`httpx.AsyncClient` arguments (``base_url``, ``auth``, ...).
+    """
+
+    #: What :meth:`request` raises when no answer came: all of them, the timeouts, and those
+    #: raised before the request left this host (a resend then cannot duplicate anything).
+    transport_errors: tuple[type[BaseException], ...] = (httpx.TransportError,)
+    timeout_errors: tuple[type[BaseException], ...] = (httpx.TimeoutException,)
+    unsent_errors: tuple[type[BaseException], ...] = (httpx.ConnectError, httpx.ConnectTimeout,
+                                                      httpx.PoolTimeout)
+
+    def __init__(self, config: Mapping[str, Any], name: str, http1: bool = True,
+                 max_connections: int = 4, **client: Any):
+        self.name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self.client = httpx.AsyncClient(
+            http1=http1, http2=True, verify=ssl_context(config),
+            timeout=httpx.Timeout(config_timeout(config)),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            **client)
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name=self.name, daemon=True).start()
+                self._loop = loop
+            return self._loop
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One request (a new stream on the shared connection), made on the client's loop while
+        this thread waits. Any status returns; httpx's errors (see ``transport_errors``) raise."""
+        return asyncio.run_coroutine_threadsafe(self.client.request(method, url, **kwargs),
+                                                self._running_loop()).result()
+
+    def close(self) -> None:
+        """Close the connections and stop the loop's thread; the client is not used again."""
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self.client.aclose(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
 
 
 def parse_retry_after(value: Any, now: float | None = None) -> float | None:
