@@ -7,7 +7,7 @@ BENCH_ARGS ?=
 # The local targets run on the sandbox's settings; manage.py's own default is settings.production.
 DEV := DJANGO_SETTINGS_MODULE=settings.dev
 
-.PHONY: run test install services browser promtool migrate reset fuzz bench-e2e bench-sandbox bench-faults bench-apns-tokens bench-latency bench-day
+.PHONY: run test install services browser promtool migrate reset fuzz bench-accept bench-e2e bench-sandbox bench-faults bench-apns-tokens bench-latency bench-day
 
 $(VENV)/.installed: requirements.txt sandbox/requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -50,6 +50,11 @@ reset: install services
 bench-e2e: migrate
 	$(PY) bench/e2e.py $(BENCH_ARGS)
 
+## Accept path alone: requests/s and p50/p99 of the send API next to a bare DRF view validating
+## the same body (wrk, the Debian package, installed by scripts/wrk.sh).
+bench-accept: migrate
+	bash scripts/wrk.sh
+	$(PY) bench/accept.py $(BENCH_ARGS)
 ## Accept → provider p50/p99/max at 185 deliveries/s in the daily mix for 60 s, per channel, then
 ## each process's resident memory (bench/memory.py).
 bench-latency: migrate
