@@ -87,8 +87,10 @@ class SESEmailChannel(EmailChannel):
                       botocore.exceptions.ReadTimeoutError)
     unsent_errors = (botocore.exceptions.EndpointConnectionError,
                      botocore.exceptions.ConnectTimeoutError, botocore.exceptions.SSLError)
-    # boto3 clients are thread-safe (boto3 docs, "Multithreading"); a few pooled connections.
-    send_concurrency = 4
+    # boto3 clients are thread-safe (boto3 docs, "Multithreading"): as many sends in flight as
+    # the client's pooled connections. SES enforces the account's maximum send rate itself
+    # (429 Throttling → RETRY); at 4, email waited in its queue at the daily mean (bench/latency.py).
+    send_concurrency = DEFAULT_POOL_SIZE
 
     def __init__(self, config: Mapping[str, Any]):
         super().__init__(config)
