@@ -4,16 +4,4 @@
 # Debian's package `prometheus`, which gives /usr/bin/promtool. Only the tool is used; the
 # package's service is not started by the tests. Idempotent: does nothing when it is there.
 set -euo pipefail
-
-if [ -x /usr/bin/promtool ]; then
-  exit 0
-fi
-
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  SUDO="sudo"
-fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends prometheus
-/usr/bin/promtool --version
+exec bash "$(dirname "$0")/debian_packages.sh" /usr/bin/promtool prometheus

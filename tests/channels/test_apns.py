@@ -14,7 +14,8 @@ from channels.tokens import TokenEntry
 
 from tests.conftest import wait_until
 
-from .channel_support import KOREAN_BODY, KOREAN_TITLE, apns_token, new_id, only_record
+from .channel_support import KOREAN_BODY, KOREAN_TITLE, apns_token, assert_sends_overlap_on_one_connection, new_id, \
+    only_record
 
 
 def alert(token: str, delivery_id: str | None = None, **kw) -> Message:
@@ -126,32 +127,8 @@ def test_concurrent_sends_share_the_client(apns, ctl):
 
 
 def test_concurrent_sends_are_streams_in_flight_together_on_one_connection(make_channel, ctl):
-    """Ten threads, each send held 300 ms by the sandbox: together they take about one send's
-    time, not ten (serialised sends would take 3 s), and all rode one HTTP/2 connection."""
     channel = make_channel("apns")
-    assert channel.send_concurrency >= 10
-    ctl.add_fault(provider="apns", status=None, latency_ms=300, rate=1.0, count=10)
-    connections = set()
-
-    async def on_response(response):
-        connections.add(id(response.extensions["network_stream"]))
-
-    channel.client.event_hooks["response"].append(on_response)
-    channel.deliver(alert(apns_token()))  # the connection and the token made once, first
-    ctl.clear_faults()
-    ctl.add_fault(provider="apns", status=None, latency_ms=300, rate=1.0, count=10)
-    results: list = []
-    threads = [threading.Thread(target=lambda: results.append(channel.deliver(alert(apns_token())).outcome))
-               for _ in range(10)]
-    started = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.monotonic() - started
-    assert results == [Outcome.SENT] * 10
-    assert elapsed < 1.5, f"10 sends of 300 ms took {elapsed:.2f} s: not concurrent"
-    assert len(connections) == 1
+    assert_sends_overlap_on_one_connection(channel, ctl, "apns", lambda: alert(apns_token()))
     channel.close()
 
 

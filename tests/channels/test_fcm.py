@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -13,7 +12,8 @@ from channels.fcm import FCMChannel
 
 from tests.conftest import wait_until
 
-from .channel_support import KOREAN_BODY, KOREAN_TITLE, fcm_token, new_id, only_record
+from .channel_support import KOREAN_BODY, KOREAN_TITLE, assert_sends_overlap_on_one_connection, fcm_token, \
+    http2_answers, new_id, only_record
 
 
 def push(token: str, delivery_id: str | None = None, **kw) -> Message:
@@ -75,21 +75,9 @@ def test_data_only_message(fcm, ctl):
     assert "notification" not in msg and "notification" not in msg["android"]
 
 
-def on_responses(channel) -> list:
-    """``(connection, stream id, HTTP version)`` of each answer the channel's client reads."""
-    seen = []
-
-    async def hook(response):
-        seen.append((id(response.extensions["network_stream"]), response.extensions.get("stream_id"),
-                     response.http_version))
-
-    channel.http.client.event_hooks["response"].append(hook)
-    return seen
-
-
 def test_access_token_fetched_once_and_one_http2_connection_reused(make_channel, ctl):
     channel = make_channel("fcm")
-    seen = on_responses(channel)
+    seen = http2_answers(channel.http.client)
     for _ in range(10):
         assert channel.deliver(push(fcm_token())).outcome is Outcome.SENT
     assert len(token_requests(ctl)) == 1
@@ -101,25 +89,8 @@ def test_access_token_fetched_once_and_one_http2_connection_reused(make_channel,
 
 
 def test_concurrent_sends_are_streams_in_flight_together_on_one_connection(make_channel, ctl):
-    """Ten threads, each send held 300 ms by the sandbox: together they take about one send's
-    time, not ten (serialised sends would take 3 s), and all rode one HTTP/2 connection."""
     channel = make_channel("fcm")
-    assert channel.send_concurrency >= 10
-    assert channel.deliver(push(fcm_token())).outcome is Outcome.SENT  # token and connection first
-    seen = on_responses(channel)
-    ctl.add_fault(provider="fcm", status=None, latency_ms=300, rate=1.0, count=10)
-    results: list = []
-    threads = [threading.Thread(target=lambda: results.append(channel.deliver(push(fcm_token())).outcome))
-               for _ in range(10)]
-    started = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.monotonic() - started
-    assert results == [Outcome.SENT] * 10
-    assert elapsed < 1.5, f"10 sends of 300 ms took {elapsed:.2f} s: not concurrent"
-    assert len({connection for connection, _, _ in seen}) == 1 and {v for _, _, v in seen} == {"HTTP/2"}
+    assert_sends_overlap_on_one_connection(channel, ctl, "fcm", lambda: push(fcm_token()))
 
 
 def test_resend_after_lost_answer_collapses(fcm, ctl):
