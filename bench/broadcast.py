@@ -9,7 +9,8 @@ created with INSERT … SELECT generate_series. The real API (gunicorn), the mai
 (the fan-out tasks, one at a time, each batch in ``--lanes`` id ranges written at once, and beat)
 and the outbox relay run; no channel worker does, so the figure is the fan-out's alone. Two
 instants are reported: every recipient's notification and deliveries written (the broadcast
-``done``), and every delivery published to RabbitMQ by the relay.
+``done``), and every delivery published to RabbitMQ by the relay; then the CPU each part of the
+stack used until the first (bench/cpu.py).
 
 It runs on its own database, ``NOTIFY_DB_NAME`` (default ``notify_bench_broadcast``, created if
 missing), vhost and Redis database (bench/_setup.py).
@@ -21,6 +22,7 @@ import argparse
 import os
 import time
 
+import cpu
 from _setup import post_json, reset_data, setup_django, stack_config
 
 
@@ -82,6 +84,7 @@ def main() -> None:
         stack.start_api()
         stack.start_relay()
         stack.start_maintenance()
+        cpu_before = cpu.snapshot(stack)
         started = time.perf_counter()
         status, answer = post_json(f"{stack.api_url}/api/v1/broadcasts", key, {
             "template": "order-shipped", "data": {"name": "고객", "order": "SALE-1"}, "segment": {"all": True}})
@@ -96,6 +99,7 @@ def main() -> None:
             if written is None and scalar("SELECT status FROM notify_broadcast WHERE id = %s",
                                           [answer["id"]]) == "done":
                 written = now
+                cpu_written = cpu.snapshot(stack)
             if written is not None and not scalar(
                     "SELECT count(*) FROM notify_delivery WHERE status = 'queued' AND published_at IS NULL", []):
                 published = time.perf_counter() - started
@@ -109,6 +113,8 @@ def main() -> None:
     print(f"  202 answered after     {accepted:8.2f} s")
     print(f"  all written + queued   {written:8.2f} s  {args.recipients / written:>10,.0f} recipients/s")
     print(f"  all published (relay)  {published:8.2f} s  {args.recipients / published:>10,.0f} recipients/s")
+    print("CPU until all written (the relay publishing meanwhile):")
+    print(cpu.report(cpu_before, cpu_written, args.recipients, "recipient"))
 
 
 if __name__ == "__main__":

@@ -72,20 +72,26 @@ def queue_depth(queue: str) -> int:
         return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
 
 
+def separate_session():
+    """A psycopg 3 connection (autocommit) of its own to the database the code under test uses
+    (the test database): another process's view, outside the test's transaction."""
+    import psycopg
+    from django.db import connection
+
+    s = connection.settings_dict
+    return psycopg.connect(host=s["HOST"], port=s["PORT"], user=s["USER"], password=s["PASSWORD"] or None,
+                           dbname=s["NAME"], autocommit=True)
+
+
 class OutboxListener:
     """A separate PostgreSQL session (psycopg 3) that LISTENs on the outbox's wake-up channel, as
     the relay does, on the database the code under test uses (the test database)."""
 
     def __init__(self):
-        import psycopg
-        from django.db import connection
-
         from notify.store import OUTBOX_EVENT
 
-        s = connection.settings_dict
         self.event = OUTBOX_EVENT
-        self.conn = psycopg.connect(host=s["HOST"], port=s["PORT"], user=s["USER"], password=s["PASSWORD"] or None,
-                                    dbname=s["NAME"], autocommit=True)
+        self.conn = separate_session()
         self.conn.execute(f"LISTEN {self.event}")
 
     def wait(self, timeout: float = 5) -> list[str]:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
+import psycopg
 import pytest
 from django.db import connection, transaction
+from django.db.models import ProtectedError
 from django.utils import timezone
 
 from devtools import demo
@@ -20,7 +22,7 @@ from notify import broadcast, store
 from notify.models import Broadcast, Delivery, Device, Notification, Preference, Recipient, Template, TemplateVersion
 from notify.rendering import assign_variant
 from tests.conftest import wait_until
-from tests.helpers import queued_tasks
+from tests.helpers import queued_tasks, separate_session
 
 URL = "/api/v1/broadcasts"
 DATA = {"name": "고객", "order": "B-1"}
@@ -205,6 +207,32 @@ def test_a_batch_killed_before_commit_or_run_twice_neither_loses_nor_doubles(api
     assert recipients_of(body["id"]) == [f"k{i:02}" for i in range(30)]
     assert Delivery.objects.filter(notification__broadcast_id=body["id"]).count() == 30
     assert Broadcast.objects.get(pk=body["id"]).written == 30
+
+
+@pytest.mark.django_db(transaction=True)
+def test_writing_notifications_locks_neither_the_app_nor_the_template(api, app_key):
+    """Every notification of an app's sends points at the same app, key and template rows:
+    their checks would lock those rows FOR KEY SHARE in every writing transaction (Django's
+    on_delete guards them instead). A recipient's row is still checked and locked."""
+    app = app_key[0]
+    for i in range(3):
+        make(app, f"h{i}")
+    row = Broadcast.objects.get(pk=start(api, {"all": True}).json()["id"])
+    with transaction.atomic():
+        store.fan_out_batch(row, broadcast._channels(None), False, 10)
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the checks a commit runs, now
+        with separate_session() as other:
+            assert other.execute("SELECT id FROM notify_app WHERE id = %s FOR UPDATE NOWAIT", [app.id]).fetchone()
+            assert other.execute("SELECT id FROM notify_template WHERE id = %s FOR UPDATE NOWAIT",
+                                 [row.template_id]).fetchone()
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                other.execute("SELECT id FROM notify_recipient WHERE app_id = %s AND external_id = 'h0' FOR UPDATE NOWAIT",
+                              [app.id])
+    assert Notification.objects.filter(broadcast_id=row.id, template_id=row.template_id).count() == 3
+    # The ORM's on_delete still holds without the database's constraint.
+    with pytest.raises(ProtectedError, match="Notification.app"):
+        app.delete()
 
 
 @pytest.fixture
