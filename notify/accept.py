@@ -4,8 +4,9 @@ deliveries, which puts them in the outbox (notify.outbox publishes them after co
 limits are counted when a delivery is sent (notify.ratelimit), not here: a refused request uses
 up nothing.
 
-Round trips on a warm cache: one idempotency look-up (only with a key), then one statement that
-inserts everything and wakes the relay (notify.store). Nothing here waits on RabbitMQ.
+Round trips on a warm cache: one statement that inserts everything and wakes the relay
+(notify.store); a replayed idempotency key is found by that insert's refusal, then looked up.
+Nothing here waits on RabbitMQ.
 
 Channel knowledge comes only from the adapters' declarations (channels.registry): which content
 group a channel carries, what kind of address it sends to, and its content limits.
@@ -20,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import IntegrityError
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from channels import registry
@@ -387,9 +388,16 @@ def write(planned: list[Planned]) -> None:
 
     One statement (notify.store.insert_notifications), so all or nothing without a transaction
     around it: outside one it is a single autocommit round trip instead of BEGIN, INSERT and
-    COMMIT; inside a caller's transaction it joins it."""
-    store.insert_notifications([p.notification for p in planned],
-                               [d for p in planned for d in p.deliveries])
+    COMMIT; inside a caller's transaction it joins it, under a savepoint, so that a refused
+    insert (a taken idempotency key, which the caller then looks up) leaves that transaction
+    usable."""
+    notifications = [p.notification for p in planned]
+    deliveries = [d for p in planned for d in p.deliveries]
+    if connection.in_atomic_block:
+        with transaction.atomic():
+            store.insert_notifications(notifications, deliveries)
+    else:
+        store.insert_notifications(notifications, deliveries)
     metrics.record_accept(planned)
 
 
@@ -423,21 +431,34 @@ def submit(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: 
             another body. Nothing is written or queued in that case.
     """
     digest = request_hash(payload)
-    if idempotency_key:
-        earlier = _replay(store.idempotent_responses(app_id, [idempotency_key]).get(idempotency_key), digest)
+    # No look-up of the key first: a new request (nearly all of them) is one statement, and the
+    # key's unique index finds a replay when the insert is refused. A replay pays for a plan.
+    try:
+        planned = plan(app_id, api_key_id, payload, idempotency_key, digest)
+    except SendRejected:
+        # A replay answers as the first time did, even when the request would now be refused
+        # (its recipient erased, its template archived).
+        earlier = _earlier(app_id, idempotency_key, digest)
         if earlier:
             return earlier
-    planned = plan(app_id, api_key_id, payload, idempotency_key, digest)
+        raise
     try:
         write([planned])
     except IntegrityError:
-        # A concurrent request with the same key won the insert: answer with its response.
-        if idempotency_key:
-            earlier = _replay(store.idempotent_responses(app_id, [idempotency_key]).get(idempotency_key), digest)
-            if earlier:
-                return earlier
+        # The key is taken: by an earlier request, or a concurrent one that won the insert.
+        earlier = _earlier(app_id, idempotency_key, digest)
+        if earlier:
+            return earlier
         raise
     return Accepted(planned.body)
+
+
+def _earlier(app_id: int, idempotency_key: str | None, digest: str) -> Accepted | None:
+    """The replayed answer of the earlier request with ``idempotency_key``, None when there was
+    none (or no key). Raises SendRejected 409 when that request had another body."""
+    if not idempotency_key:
+        return None
+    return _replay(store.idempotent_responses(app_id, [idempotency_key]).get(idempotency_key), digest)
 
 
 class BatchRejected(SendRejected):

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 from django.core.cache import cache as django_cache
+from django.db import transaction
 
 from devtools import demo
 from notify import cache, store
-from notify.models import Delivery, DeliveryLog, Preference, Recipient
+from notify.models import Delivery, DeliveryLog, Notification, Preference, Recipient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -86,3 +87,18 @@ def test_idempotent_responses_answer_what_was_answered_then(api, app_key):
                  format="json", HTTP_IDEMPOTENCY_KEY="k-1")
     found = store.idempotent_responses(app_key[0].id, ["k-1", "k-2"])
     assert list(found) == ["k-1"] and found["k-1"][1] == r.json()
+
+
+def test_a_replay_in_a_callers_transaction_is_answered_and_leaves_the_transaction_usable(api, app_key):
+    """A replayed key is found by the insert's refusal, then looked up: inside a transaction the
+    refused insert sits under a savepoint, so the look-up and what follows still run."""
+    api.put("/api/v1/recipients/idem", {"phone": "+14155550101"}, format="json")
+    body = {"recipient": "idem", "content": {"sms": {"body": "x"}}, "event_id": "order-1"}
+    with transaction.atomic():
+        first = api.post("/api/v1/notifications", body, format="json")
+        again = api.post("/api/v1/notifications", body, format="json")
+        other = api.post("/api/v1/notifications", {**body, "content": {"sms": {"body": "y"}}}, format="json")
+        assert Notification.objects.count() == 1
+    assert first.status_code == again.status_code == 202 and again.json() == first.json()
+    assert again["Idempotent-Replayed"] == "true"
+    assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_key_reused"
