@@ -130,7 +130,7 @@ def compare_copy(count: int, rounds: int = 3) -> None:
                for i in range(count)]
     notifications = [p.notification for p in planned]
     deliveries = [d for p in planned for d in p.deliveries]
-    ways = {"multi-row insert (unnest, %b)": lambda: store.insert_notifications(notifications, deliveries),
+    ways = {"multi-row insert (jsonb_to_recordset)": lambda: store.insert_notifications(notifications, deliveries),
             "COPY x2": lambda: _copy_rows(notifications, deliveries)}
     best = dict.fromkeys(ways, float("inf"))
     for _ in range(rounds):

@@ -8,11 +8,12 @@ profile (notify.cache.load_bulk_send_context), one query finds earlier idempoten
 item is planned in memory by notify.accept.plan (the single send's rules), and one statement
 writes every notification and delivery and wakes the relay once (notify.store.insert_notifications).
 
-That insert rather than COPY: COPY wrote 10,000 notifications and 40,000 deliveries 12–40%
-faster (1.75 s instead of 1.98 s, 0.97 s instead of 1.61 s: bench/bulk.py --compare-copy), but the write is about a tenth of a call
-(rendering and checking each item dominate), and COPY would need a transaction, separate
-statements for the parked rows' log and the relay's wake-up, and a second copy of the insert's
-column rules.
+That insert rather than COPY: COPY writes 10,000 notifications and 40,000 deliveries in
+0.57–0.62 s where the insert takes 1.41 s (bench/bulk.py --compare-copy, quiet machine; 1.09 s
+when the insert bound typed arrays, before it bound JSON for the single send's sake), but a
+call takes 5.2–5.8 s (rendering and checking each item dominate), and COPY would need a
+transaction, separate statements for the parked rows' log and the relay's wake-up, and a
+second copy of the insert's column rules.
 """
 
 from __future__ import annotations
