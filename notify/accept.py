@@ -338,6 +338,7 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
     # that can go is sent now; the later steps' rows wait on standby (counted against the rate
     # limit only if they are sent) for notify.store.advance_fallback.
     sending_step = None
+    held_channels = providers.held_channels(channel for channel, _ in allowed)
     for index in range(max(len(steps), 1)):
         members = [(channel, found) for channel, found in allowed if step_of.get(channel, 0) == index]
         if sending_step is not None:
@@ -347,7 +348,7 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
             continue
         before = len(deliveries)
         for channel, found in members:
-            held = providers.held(channel)
+            held = channel in held_channels
             for device_id, address in found:
                 if release:
                     # Not due yet (send_at, quiet hours): the dispatcher queues it at release;

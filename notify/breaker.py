@@ -18,6 +18,7 @@ isolation).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from django.conf import settings
 from django_redis import get_redis_connection
@@ -44,13 +45,25 @@ def tripped_scopes_key() -> str:
 def state(scope: str) -> str:
     """``closed``, ``open`` or ``half_open``; cached per process for half a second, so the send
     path pays at most one Redis read per scope per half second."""
+    return states((scope,))[scope]
+
+
+def states(scopes: Iterable[str]) -> dict[str, str]:
+    """``{scope: "closed" | "open" | "half_open"}`` for ``scopes``, read from Redis in one MGET
+    for those whose cached look is older than half a second (none when every look is fresh).
+
+    One read for all of them is what keeps a send's round trips independent of its number of
+    channels (tests/test_accept_round_trips.py)."""
     now = time.monotonic()
-    checked, current = _local.get(scope, (-1.0, CLOSED))
-    if now - checked > _LOCAL_TTL:
-        is_open, tripped = get_redis_connection("default").mget(_key(scope, "open"), _key(scope, "tripped"))
-        current = OPEN if is_open else HALF_OPEN if tripped else CLOSED
-        _local[scope] = (now, current)
-    return current
+    wanted = dict.fromkeys(scopes)
+    stale = [scope for scope in wanted if scope not in _local or now - _local[scope][0] > _LOCAL_TTL]
+    if stale:
+        keys = [_key(scope, part) for scope in stale for part in ("open", "tripped")]
+        values = get_redis_connection("default").mget(keys)
+        for index, scope in enumerate(stale):
+            is_open, tripped = values[2 * index], values[2 * index + 1]
+            _local[scope] = (now, OPEN if is_open else HALF_OPEN if tripped else CLOSED)
+    return {scope: _local[scope][1] for scope in wanted}
 
 
 def may_call(scope: str) -> bool:

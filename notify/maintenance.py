@@ -49,7 +49,8 @@ def dispatch_due(batch: int = 1000, now: dt.datetime | None = None) -> int:
     """
     moved = 0
     with transaction.atomic():
-        held = [channel for channel in settings.NOTIFY_CHANNELS if providers.held(channel)]
+        tripped = providers.held_channels(settings.NOTIFY_CHANNELS)
+        held = [channel for channel in settings.NOTIFY_CHANNELS if channel in tripped]
         moved += store.move_due(held, batch, now)
         for channel in held:
             if any(breaker.state(p) == breaker.HALF_OPEN for p in settings.NOTIFY_CHANNEL_PROVIDERS[channel]):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -175,8 +175,16 @@ def held(channel: str) -> bool:
     """True when every provider of ``channel`` is tripped as a whole (its provider-wide breaker
     is open or half-open): new deliveries wait instead of being queued, and the dispatcher holds
     the channel's retries."""
-    return all(breaker.state(provider) != breaker.CLOSED
-               for provider in settings.NOTIFY_CHANNEL_PROVIDERS[channel])
+    return channel in held_channels((channel,))
+
+
+def held_channels(channels: Iterable[str]) -> set[str]:
+    """The channels of ``channels`` that :func:`held` is true of, their providers' breakers read
+    in one Redis round trip at most (notify.breaker.states)."""
+    chains = {channel: settings.NOTIFY_CHANNEL_PROVIDERS[channel] for channel in channels}
+    looked = breaker.states(provider for chain in chains.values() for provider in chain)
+    return {channel for channel, chain in chains.items()
+            if all(looked[provider] != breaker.CLOSED for provider in chain)}
 
 
 def reset() -> None:
