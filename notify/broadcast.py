@@ -12,9 +12,9 @@ on with the next batch for up to a few seconds, then queues the next task. The c
 passes an uncommitted row, and the idempotency keys ``broadcast:<id>:<recipient>`` skip a
 recipient already written (a lane committed before a crash, a task run twice), so no recipient
 is lost or doubled. A task lost with its worker is started again by the dispatcher
-(:func:`restart_stalled`). On the 2-core test machine this writes about 21,500 recipients/s
-(three deliveries each) alone, 15,500/s with the relay publishing beside it (bench/broadcast.py;
-docs/scaling.md).
+(:func:`restart_stalled`). On a 2-core test machine this writes up to 21,500 recipients/s
+(three deliveries each) alone, 11,000–15,800/s with the relay publishing beside it
+(bench/broadcast.py; docs/scaling.md).
 
 Deliveries go through the outbox as any send's do, so preferences, mutes, quiet hours and rate
 limits apply per recipient at send time (notify.policy.at_send); an explicit opt-out or a mute
