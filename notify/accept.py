@@ -338,7 +338,8 @@ def plan(app_id: int, api_key_id: str | None, payload: dict, idempotency_key: st
     # that can go is sent now; the later steps' rows wait on standby (counted against the rate
     # limit only if they are sent) for notify.store.advance_fallback.
     sending_step = None
-    held_channels = providers.held_channels(channel for channel, _ in allowed)
+    # A send not due yet goes to the dispatcher whatever its providers' state.
+    held_channels = [] if release else providers.held_channels(channel for channel, _ in allowed)
     for index in range(max(len(steps), 1)):
         members = [(channel, found) for channel, found in allowed if step_of.get(channel, 0) == index]
         if sending_step is not None:

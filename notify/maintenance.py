@@ -33,7 +33,7 @@ def dispatch_due(batch: int = 1000, now: dt.datetime | None = None) -> int:
     at its instant.
 
     - ``retrying`` whose ``next_attempt_at`` passed → ``queued``, unless every provider of the
-      channel is tripped (notify.providers.held): then one per call while a breaker is
+      channel is tripped (notify.providers.held_channels): then one per call while a breaker is
       half-open (the probe), and the rest once a probe succeeded;
     - ``scheduled`` (a ``send_at``, quiet hours) whose ``next_attempt_at`` passed → ``queued``;
     - ``sending`` whose lease ran out (the worker died mid-send) → ``queued`` with
@@ -49,8 +49,7 @@ def dispatch_due(batch: int = 1000, now: dt.datetime | None = None) -> int:
     """
     moved = 0
     with transaction.atomic():
-        tripped = providers.held_channels(settings.NOTIFY_CHANNELS)
-        held = [channel for channel in settings.NOTIFY_CHANNELS if channel in tripped]
+        held = providers.held_channels(settings.NOTIFY_CHANNELS)
         moved += store.move_due(held, batch, now)
         for channel in held:
             if any(breaker.state(p) == breaker.HALF_OPEN for p in settings.NOTIFY_CHANNEL_PROVIDERS[channel]):

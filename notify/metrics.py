@@ -231,7 +231,7 @@ def breaker_states() -> dict[str, str]:
     scopes = {p for providers in settings.NOTIFY_CHANNEL_PROVIDERS.values() for p in providers}
     scopes |= {s.decode() for s in redis.zrange(breaker.tripped_scopes_key(), 0, -1)}
     breaker._local.clear()  # the scrape wants Redis's state now, not this process's last look
-    return {scope: breaker.state(scope) for scope in sorted(scopes)}
+    return breaker.states(sorted(scopes))
 
 
 def live_relays() -> int:

@@ -171,20 +171,15 @@ def choose(channel: str, to: Any) -> str | None:
     return None
 
 
-def held(channel: str) -> bool:
-    """True when every provider of ``channel`` is tripped as a whole (its provider-wide breaker
-    is open or half-open): new deliveries wait instead of being queued, and the dispatcher holds
-    the channel's retries."""
-    return channel in held_channels((channel,))
-
-
-def held_channels(channels: Iterable[str]) -> set[str]:
-    """The channels of ``channels`` that :func:`held` is true of, their providers' breakers read
-    in one Redis round trip at most (notify.breaker.states)."""
+def held_channels(channels: Iterable[str]) -> list[str]:
+    """The channels of ``channels`` (in their order) whose every provider is tripped as a whole
+    (its provider-wide breaker open or half-open): their new deliveries wait instead of being
+    queued, and the dispatcher holds their retries. The providers' breakers are read in one
+    Redis round trip at most (notify.breaker.states)."""
     chains = {channel: settings.NOTIFY_CHANNEL_PROVIDERS[channel] for channel in channels}
     looked = breaker.states(provider for chain in chains.values() for provider in chain)
-    return {channel for channel, chain in chains.items()
-            if all(looked[provider] != breaker.CLOSED for provider in chain)}
+    return [channel for channel, chain in chains.items()
+            if all(looked[provider] != breaker.CLOSED for provider in chain)]
 
 
 def reset() -> None:

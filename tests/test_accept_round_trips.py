@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import os
 import re
 import secrets
@@ -103,12 +104,13 @@ def client_and_recipients(_fresh_cache, _queues_declared):
     return client
 
 
-def _send(client, recipient: str) -> list[str]:
+def _send(client, recipient: str, status: str = "queued", **extra) -> list[str]:
+    """POST a send to ``recipient``; the sorted channels of its deliveries in ``status``."""
     response = client.post("/api/v1/notifications", {
         "recipient": recipient, "template": "order-shipped", "data": {"name": "지우", "order": "A-1"},
-        "event_id": secrets.token_hex(8)}, format="json")
+        "event_id": secrets.token_hex(8), **extra}, format="json")
     assert response.status_code == 202, response.content
-    return sorted(d["channel"] for d in response.json()["deliveries"] if d["status"] == "queued")
+    return sorted(d["channel"] for d in response.json()["deliveries"] if d["status"] == status)
 
 
 @pytest.fixture
@@ -150,6 +152,20 @@ def test_breakers_looked_at_again_cost_one_round_trip_for_every_channel(client_a
 
     assert (five.postgresql, five.redis) == (POSTGRESQL, REDIS + 1)
     assert (one.postgresql, one.redis) == (POSTGRESQL, REDIS + 1)
+
+
+def test_a_scheduled_send_reads_no_breaker(client_and_recipients, breakers_looked_at_now):
+    """A send not due yet is queued by the dispatcher at its time whatever the providers' state
+    now, so it pays no breaker read even when the process's look has expired."""
+    client = client_and_recipients
+    later = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).isoformat()
+    assert _send(client, "everywhere", "scheduled", send_at=later) == ["apns", "email", "fcm", "sms", "webpush"]
+
+    breaker._local.clear()
+    with round_trips() as scheduled:
+        assert _send(client, "everywhere", "scheduled", send_at=later) == ["apns", "email", "fcm", "sms", "webpush"]
+
+    assert (scheduled.postgresql, scheduled.redis) == (POSTGRESQL, REDIS)
 
 
 def test_the_counter_sees_every_round_trip():
