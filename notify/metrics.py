@@ -202,16 +202,24 @@ def rabbitmq_queues() -> list[dict]:
 
 
 def outbox_backlog() -> dict[str, tuple[int, float]]:
-    """``{channel: (deliveries queued and not yet published, seconds the oldest has waited)}``."""
-    from django.db.models import Count, Min
+    """``{channel: (deliveries queued and not yet published, seconds the oldest has waited)}``,
+    single rows and a broadcast's batch rows (notify.models.OutboxBatch) together."""
+    from django.db.models import Count, F, Func, IntegerField, Min, Sum
     from django.utils import timezone
 
-    from .models import Delivery, DeliveryStatus
+    from .models import Delivery, DeliveryStatus, OutboxBatch
 
     now = timezone.now()
-    rows = (Delivery.objects.filter(status=DeliveryStatus.QUEUED, published_at__isnull=True)
-            .values("channel").annotate(n=Count("id"), oldest=Min("created_at")).order_by())
-    return {r["channel"]: (r["n"], (now - r["oldest"]).total_seconds()) for r in rows}
+    single = (Delivery.objects.filter(status=DeliveryStatus.QUEUED, published_at__isnull=True)
+              .values("channel").annotate(n=Count("id"), oldest=Min("created_at")).order_by())
+    batched = (OutboxBatch.objects.values("channel").order_by()
+               .annotate(n=Sum(Func(F("delivery_ids"), function="cardinality", output_field=IntegerField())),
+                         oldest=Min("created_at")))
+    backlog: dict[str, tuple[int, float]] = {}
+    for r in [*single, *batched]:
+        count, waited = backlog.get(r["channel"], (0, 0.0))
+        backlog[r["channel"]] = (count + r["n"], max(waited, (now - r["oldest"]).total_seconds()))
+    return backlog
 
 
 #: Seconds a scope that tripped its breaker stays listed after it closed (Web Push's push services).

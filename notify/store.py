@@ -222,6 +222,30 @@ def take_outbox(cursor, limit: int, older_than: float) -> list[tuple[Any, str]]:
     return rows
 
 
+_TAKE_OUTBOX_BATCHES_SQL = """
+DELETE FROM notify_outboxbatch WHERE id = ANY(ARRAY(
+    SELECT id FROM notify_outboxbatch
+    WHERE created_at <= now() - make_interval(secs => %(older_than)s::float8)
+    ORDER BY id LIMIT %(limit)s::int FOR UPDATE SKIP LOCKED))
+RETURNING channel, delivery_ids::text[]  -- as text: the relay publishes them as such
+"""
+
+
+def take_outbox_batches(cursor, limit: int, older_than: float) -> list[tuple[str, list]]:
+    """Delete up to ``limit`` batch rows of the outbox (notify.models.OutboxBatch), oldest first,
+    and return their ``(channel, [delivery id (str), ...])``; the deletion takes effect only if the
+    caller's transaction commits (it publishes, then commits or rolls back).
+
+    Args:
+        older_than: only rows written at least this many seconds ago.
+    """
+    cursor.execute(_TAKE_OUTBOX_BATCHES_SQL, {"older_than": older_than, "limit": limit})
+    rows = cursor.fetchall()
+    if rows:
+        cursor.execute(_RELAY_TX_LIMIT, prepare=False)
+    return rows
+
+
 _HAND_BACK_SQL = f"""
 WITH back AS (
     UPDATE notify_delivery SET published_at = NULL, updated_at = now()
@@ -1239,8 +1263,9 @@ def _fan_out_sql(picked_range: str, tail: str) -> str:
     ``notify_recipient r``): CTE ``picked`` (the recipients, their template locale, variant and
     rendered content), ``n`` (their notifications, idempotency key ``broadcast:<id>:<recipient
     id>``, ON CONFLICT DO NOTHING, so a recipient already written is skipped with its
-    deliveries) and ``d`` (one delivery per channel address); ``tail`` adds CTEs and the final
-    SELECT."""
+    deliveries), ``d`` (one delivery per channel address, the queued ones marked published)
+    and ``outbox`` (their batch rows, notify.models.OutboxBatch); ``tail`` adds CTEs and the
+    final SELECT."""
     return f"""
 WITH picked AS (
     -- The subquery is not flattened (OFFSET 0): the variant is computed once per recipient.
@@ -1263,15 +1288,21 @@ WITH picked AS (
     RETURNING id, recipient_id
 ), d AS (
     INSERT INTO notify_delivery (id, notification_id, channel, provider, variant, step, device_id, address, status,
-        reason, attempts, provider_message_id, created_at, updated_at, next_attempt_at, unknown_outcome)
+        reason, attempts, provider_message_id, created_at, updated_at, next_attempt_at, unknown_outcome, published_at)
     SELECT {_ORDERED_UUID_SQL}, n.id, c.channel, '', p.variant, 0, dv.id,
            CASE c.kind WHEN 'phone' THEN p.phone WHEN 'email' THEN p.email ELSE dv.token END,
            CASE WHEN refusal.reason IS NULL THEN 'queued' ELSE 'suppressed' END, COALESCE(refusal.reason, ''),
-           0, '', now(), now(), now(), false
+           0, '', now(), now(), now(), false,
+           -- Handed to the relay now, through the batch rows below, not one by one.
+           CASE WHEN refusal.reason IS NULL THEN now() END
     FROM n JOIN picked p ON p.id = n.recipient_id
     CROSS JOIN unnest(%(c_channel)s::varchar[], %(c_kind)s::varchar[], %(c_platform)s::varchar[], %(c_group)s::varchar[])
          AS c(channel, kind, platform, grp)
-    LEFT JOIN notify_device dv ON c.kind = 'device' AND dv.recipient_id = p.id AND dv.active AND dv.platform = c.platform
+    -- Looked up for the device channels only (a one-time filter on c.kind; as a plain join
+    -- condition it was checked after an index scan for every channel).
+    LEFT JOIN LATERAL (SELECT dv.id, dv.token FROM notify_device dv
+                       WHERE c.kind = 'device' AND dv.recipient_id = p.id AND dv.active AND dv.platform = c.platform
+                       OFFSET 0) dv ON true
     -- What is known now and cheap: an explicit opt-out (the category's row over the channel-wide
     -- one) and a global mute; everything else is decided at send (notify.policy.at_send). The
     -- preference is looked up once per delivery (a LIMIT keeps the lateral join unflattened).
@@ -1285,7 +1316,11 @@ WITH picked AS (
     END AS reason) refusal
     WHERE p.content ? c.grp
       AND CASE c.kind WHEN 'phone' THEN p.phone <> '' WHEN 'email' THEN p.email <> '' ELSE dv.id IS NOT NULL END
-    RETURNING status
+    RETURNING id, channel, status
+), outbox AS (
+    -- The queued deliveries wait for the relay as one row per channel (notify.outbox).
+    INSERT INTO notify_outboxbatch (channel, delivery_ids, created_at)
+    SELECT channel, array_agg(id ORDER BY id), now() FROM d WHERE status = 'queued' GROUP BY channel
 ){tail}"""
 
 

@@ -81,6 +81,10 @@ NOTIFY_REPUBLISH_AFTER = env_int("NOTIFY_REPUBLISH_AFTER", 5)
 #: At most this many deliveries of one channel travel in one task: a worker pays Celery's and
 #: RabbitMQ's per-message cost once per batch (a batch holds what one relay round found).
 NOTIFY_TASK_BATCH = env_int("NOTIFY_TASK_BATCH", 20)
+#: The same for a broadcast's deliveries (notify.models.OutboxBatch): bulk traffic, where the
+#: relay's and RabbitMQ's cost per message counts more than how soon each task starts; the
+#: worker still sends a task in waves within its providers' limits and NOTIFY_TASK_BUDGET.
+NOTIFY_BROADCAST_TASK_BATCH = env_int("NOTIFY_BROADCAST_TASK_BATCH", 100)
 #: A worker stops taking new deliveries of its batch after this long (seconds) and hands the
 #: rest back to the relay, so a slow provider cannot push a batch past the task's time limit.
 NOTIFY_TASK_BUDGET = env_int("NOTIFY_TASK_BUDGET", 30)

@@ -18,11 +18,13 @@ from django.db.models import ProtectedError
 from django.utils import timezone
 
 from devtools import demo
-from notify import broadcast, store
-from notify.models import Broadcast, Delivery, Device, Notification, Preference, Recipient, Template, TemplateVersion
+from notify import broadcast, metrics, store
+from notify.models import (Broadcast, Delivery, Device, Notification, OutboxBatch, Preference, Recipient, Template,
+                           TemplateVersion)
+from notify.outbox import relay_once
 from notify.rendering import assign_variant
 from tests.conftest import wait_until
-from tests.helpers import queued_tasks, separate_session
+from tests.helpers import queue_depths, queued_tasks, separate_session
 
 URL = "/api/v1/broadcasts"
 DATA = {"name": "고객", "order": "B-1"}
@@ -106,7 +108,7 @@ def test_two_thousand_recipients_in_several_batches_each_get_exactly_one_notific
     assert notifications.count() == 2000
     assert notifications.values("recipient_id").distinct().count() == 2000
     deliveries = Delivery.objects.filter(notification__broadcast_id=body["id"])
-    assert deliveries.filter(channel="email", status="queued", published_at__isnull=True).count() == 2000
+    assert deliveries.filter(channel="email", status="queued").count() == 2000
     assert deliveries.filter(channel="sms", status="queued").count() == 1000
     row = Broadcast.objects.get(pk=body["id"])
     assert (row.total, row.written, row.queued, row.status) == (2000, 2000, 3000, "done")
@@ -279,6 +281,10 @@ def test_lanes_write_a_batch_at_once_and_a_lane_lost_before_the_cursor_moved_is_
     assert deliveries.count() == 53 + 18
     row = Broadcast.objects.get(pk=body["id"])
     assert (row.status, row.cursor, row.written, row.queued) == ("done", ids[-1], 53, 71)
+    # The lost lane's batch rows went with its rows: every queued delivery waits for the relay
+    # exactly once.
+    assert sorted(i for b in OutboxBatch.objects.all() for i in b.delivery_ids) == sorted(
+        deliveries.filter(status="queued").values_list("id", flat=True))
 
 
 @pytest.mark.django_db(transaction=True)
@@ -353,6 +359,87 @@ def _waiting_for_a_lock() -> bool:
         cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                        "AND wait_event_type = 'Lock'")
         return cursor.fetchone()[0] > 0
+
+
+def _row_versions(ids) -> dict[str, int]:
+    """Each delivery's row version (xmin): an UPDATE of the row, whatever it sets, changes it."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id::text, xmin::text::bigint FROM notify_delivery WHERE id = ANY(%s::uuid[])",
+                       [[str(i) for i in ids]])
+        return dict(cursor.fetchall())
+
+
+def test_the_fan_out_hands_its_deliveries_to_the_relay_as_one_row_per_channel(api, app_key, settings,
+                                                                               empty_queues):
+    """A broadcast's deliveries wait in the outbox as batch rows (notify.models.OutboxBatch):
+    the relay publishes every queued one exactly once, in tasks of NOTIFY_BROADCAST_TASK_BATCH, without
+    writing a delivery row again, and a suppressed one not at all; the outbox's gauge counts
+    them meanwhile."""
+    settings.NOTIFY_TASK_BATCH = 1  # a single send's: not the broadcast's
+    settings.NOTIFY_BROADCAST_TASK_BATCH = 4
+    app = app_key[0]
+    for i in range(9):
+        make(app, f"o{i}", phone="+821055550000" if i % 3 == 0 else "")
+    out = make(app, "out", phone="+821055550001")
+    Preference.objects.create(recipient=out, channel="email", category="", enabled=False)
+    body = start(api, {"all": True}).json()
+    run_all(body["id"])
+    deliveries = Delivery.objects.filter(notification__broadcast_id=body["id"])
+    queued = {c: sorted(str(i) for i in deliveries.filter(channel=c, status="queued").values_list("id", flat=True))
+              for c in ("email", "sms")}
+    assert (len(queued["email"]), len(queued["sms"])) == (9, 4)
+    assert sorted((b.channel, [str(i) for i in b.delivery_ids]) for b in OutboxBatch.objects.all()) == [
+        ("email", queued["email"]), ("sms", queued["sms"])]
+    # Marked as handed to the relay when written; the suppressed one never is.
+    assert not deliveries.filter(status="queued", published_at__isnull=True).exists()
+    assert deliveries.get(status="suppressed").published_at is None
+    backlog = metrics.outbox_backlog()
+    assert {c: n for c, (n, _) in backlog.items()} == {"email": 9, "sms": 4}
+    versions = _row_versions(queued["email"] + queued["sms"])
+
+    assert relay_once() == 13
+    for channel, ids in queued.items():
+        tasks = queued_tasks(channel)
+        assert sorted(len(t["args"][0]) for t in tasks) == ([1, 4, 4] if channel == "email" else [4])
+        assert sorted(i for t in tasks for i in t["args"][0]) == ids
+    assert not OutboxBatch.objects.exists()
+    assert _row_versions(queued["email"] + queued["sms"]) == versions  # no delivery row written again
+    assert metrics.outbox_backlog() == {}
+    assert relay_once() == 0
+
+
+def test_batch_rows_stay_when_the_broker_refuses_and_the_dispatcher_publishes_the_old_ones(
+        api, app_key, settings, empty_queues, monkeypatch):
+    """A failed publish rolls the batch row's deletion back; with no relay running, the
+    dispatcher's backstop publishes batch rows older than NOTIFY_REPUBLISH_AFTER, not fresh ones."""
+    from celery import Celery
+    from kombu.exceptions import OperationalError as BrokerError
+
+    from notify.maintenance import dispatch_due
+
+    settings.NOTIFY_REPUBLISH_AFTER = 60
+    make(app_key[0], "b1")
+    body = start(api, {"all": True}).json()
+    run_all(body["id"])
+    [row] = OutboxBatch.objects.all()
+
+    down = Celery("down", config_source="celeryconfig")
+    down.conf.broker_url = "amqp://guest:guest@127.0.0.1:1//"
+    down.conf.broker_connection_timeout = 1
+    down.conf.broker_connection_retry = False
+    down.conf.broker_connection_max_retries = 0
+    with monkeypatch.context() as patched:
+        patched.setattr("notify.celery.app", down)
+        with pytest.raises(BrokerError):
+            relay_once()
+    assert list(OutboxBatch.objects.values_list("id", "delivery_ids")) == [(row.id, row.delivery_ids)]
+    assert queue_depths()["email"] == 0
+
+    assert dispatch_due() == 0  # fresh: the relay's
+    OutboxBatch.objects.update(created_at=timezone.now() - dt.timedelta(seconds=120))
+    assert dispatch_due() == 1
+    assert [t["args"] for t in queued_tasks("email")] == [[[str(i) for i in row.delivery_ids]]]
+    assert not OutboxBatch.objects.exists()
 
 
 def test_the_dispatcher_restarts_a_stalled_fan_out(api, app_key, empty_queues):

@@ -11,10 +11,10 @@ from .recipients import Device, Preference, Recipient
 from .suppressions import AddressSuppression, SuppressionReason
 from .templates import Template, TemplateVersion
 from .notifications import (FINAL_STATUSES, OUTCOME_UNKNOWN, REACHED_PROVIDER, RECEIPT_RANK, Delivery, DeliveryEvent,
-                            DeliveryLog, DeliveryStatus, EventKind, Notification, cannot_deliver)
+                            DeliveryLog, DeliveryStatus, EventKind, Notification, OutboxBatch, cannot_deliver)
 
 __all__ = [
     "AddressSuppression", "Broadcast", "BroadcastStatus", "SuppressionReason", "AnalyticsWatermark", "DailyStat", "EVENT_METRICS", "Metric", "App", "AppAPIKey", "Category", "Device", "OAuthClient", "ProviderCredential", "Preference", "Recipient", "Template", "TemplateVersion",
-    "Delivery", "DeliveryEvent", "DeliveryLog", "DeliveryStatus", "EventKind", "FINAL_STATUSES", "Notification",
+    "Delivery", "DeliveryEvent", "DeliveryLog", "DeliveryStatus", "EventKind", "FINAL_STATUSES", "Notification", "OutboxBatch",
     "OUTCOME_UNKNOWN", "REACHED_PROVIDER", "RECEIPT_RANK", "cannot_deliver",
 ]

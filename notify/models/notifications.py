@@ -1,5 +1,6 @@
 import uuid
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 from .suppressions import SuppressionReason
@@ -184,6 +185,31 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel} {self.status}{f' ({self.reason})' if self.reason else ''} · {self.id}"
+
+
+class OutboxBatch(models.Model):
+    """Deliveries of one channel written together by a broadcast's fan-out, waiting for the
+    outbox relay as one row (notify.outbox).
+
+    A delivery the API writes waits in the outbox as itself (``queued``, ``published_at``
+    NULL), and the relay marks it published: an UPDATE of the delivery row. A broadcast writes
+    its deliveries already marked published together with one of these rows per channel, in
+    the same statement; the relay publishes the ids and deletes the row in one transaction. Per
+    delivery, the broadcast so pays no second write of its row (a new row version with every
+    index entry again). ``published_at`` then says when the delivery was handed to the relay,
+    which is what the dispatcher's sweep of messages the broker lost
+    (``NOTIFY_REPUBLISH_STALE_AFTER``) reads."""
+
+    id = models.BigAutoField(primary_key=True)
+    channel = models.CharField(max_length=16)  # a channel of channels.registry
+    delivery_ids = ArrayField(models.UUIDField())  # ids of queued deliveries, in id order
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "outbox batches"
+
+    def __str__(self) -> str:
+        return f"{self.channel} × {len(self.delivery_ids)} · {self.id}"
 
 
 class DeliveryLog(models.Model):

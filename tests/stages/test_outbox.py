@@ -11,9 +11,12 @@ module ends, and would race the tests above for the outbox's rows.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import urllib.parse
 
 import pytest
+import requests
 from celery import Celery
 from django.db import connection, transaction
 from django.utils import timezone
@@ -23,7 +26,7 @@ from devtools import demo
 from notify import accept
 from notify.models import REACHED_PROVIDER, Delivery, DeliveryLog
 from notify.maintenance import dispatch_due
-from notify.outbox import relay_once
+from notify.outbox import PublishRefused, relay_once
 from notify.queues import task_name
 from notify.store import hand_back
 from tests.conftest import wait_until
@@ -141,6 +144,48 @@ def test_relay_with_the_broker_unreachable_raises_and_leaves_the_rows_in_the_out
     [task] = queued_tasks("sms")
     assert sorted(task["args"][0]) == ids
     assert not Delivery.objects.filter(published_at__isnull=True).exists()
+
+
+@contextlib.contextmanager
+def _queue_policy(queue: str, definition: dict):
+    """A RabbitMQ policy on one queue of the test vhost (management API), applied before the
+    block and removed after it."""
+    from django.conf import settings
+
+    vhost = urllib.parse.unquote(urllib.parse.urlsplit(settings.NOTIFY_BROKER_URL).path[1:]) or "/"
+    api = settings.NOTIFY_BROKER_API_URL.rstrip("/")
+    policy = f"{api}/policies/{urllib.parse.quote(vhost, safe='')}/test-{queue}"
+    applied = f"{api}/queues/{urllib.parse.quote(vhost, safe='')}/{queue}"
+    requests.put(policy, json={"pattern": f"^{queue}$", "definition": definition, "apply-to": "queues",
+                               "priority": 100}, timeout=5).raise_for_status()
+    try:
+        wait_until(lambda: requests.get(applied, timeout=5).json().get("policy") == f"test-{queue}", timeout=10)
+        yield
+    finally:
+        requests.delete(policy, timeout=5).raise_for_status()
+        wait_until(lambda: not requests.get(applied, timeout=5).json().get("policy"), timeout=10)
+
+
+def test_a_message_the_broker_refuses_fails_the_whole_round_and_leaves_its_rows_in_the_outbox(
+        api, empty_queues, settings):
+    """The relay awaits a round's confirms together, after its last publish: one basic.nack
+    among them (a queue that refuses publishes beyond one message) must still fail the round,
+    so that no row is marked published without its message on the queue."""
+    settings.NOTIFY_TASK_BATCH = 1
+    user = _recipient(api)
+    bodies = _batch(api, [{"recipient": user, "content": SMS, "event_id": f"nack-{i}"} for i in range(3)])
+    ids = sorted(_delivery_ids(bodies, "sms"))
+
+    with _queue_policy("sms", {"max-length": 1, "overflow": "reject-publish"}):
+        with pytest.raises(PublishRefused):
+            relay_once()
+    assert sorted(str(i) for i in Delivery.objects.filter(status="queued", published_at__isnull=True)
+                  .values_list("id", flat=True)) == ids
+    assert queue_depths()["sms"] == 1  # the one the queue took: a duplicate its claim will skip
+
+    assert relay_once() == 3
+    assert not Delivery.objects.filter(published_at__isnull=True).exists()
+    assert queue_depths()["sms"] == 4
 
 
 # --- hand_back --------------------------------------------------------------------------------
