@@ -16,9 +16,10 @@ is lost or doubled. A task lost with its worker is started again by the dispatch
 (three deliveries each) alone, 11,000–15,800/s with the relay publishing beside it
 (bench/broadcast.py; docs/scaling.md).
 
-Deliveries go through the outbox as any send's do, so preferences, mutes, quiet hours and rate
-limits apply per recipient at send time (notify.policy.at_send); an explicit opt-out or a mute
-known at fan-out is written ``suppressed`` straight away.
+Deliveries go through the outbox as any send's do, each batch's as one row per channel
+(notify.models.OutboxBatch), so preferences, mutes, quiet hours and rate limits apply per
+recipient at send time (notify.policy.at_send); an explicit opt-out or a mute known at fan-out
+is written ``suppressed`` straight away.
 
 Per-recipient variables: none. The content is rendered with the broadcast's ``data`` only;
 ``recipient.locale`` is the template locale used, ``recipient.name``, ``.external_id`` and

@@ -1409,7 +1409,7 @@ def _fast_commit(cursor) -> None:
     # A fan-out transaction's commit does not wait for its WAL to reach disk. A crash can lose
     # the last such commits, but each loses its rows together with its cursor move and counters
     # (one WAL record stream), and the next task writes those recipients again; anything that
-    # acted on the rows (the relay marking them published, a worker's claim) commits
+    # acted on the rows (the relay deleting their outbox batch rows, a worker's claim) commits
     # synchronously later in the WAL, which makes the batch durable first. Nothing acknowledged
     # depends on it: the broadcast itself was committed durably by the API's call.
     cursor.execute("SET LOCAL synchronous_commit = off")
