@@ -152,6 +152,10 @@ def publish_tasks(tasks: Iterable[tuple[str, list[str]]]) -> int:
     """Publish ``(channel, [delivery id, ...])`` tasks (see :func:`task_batches`), and wait
     until RabbitMQ has confirmed every one; returns how many tasks.
 
+    A connection kept from an earlier round may have died meanwhile (a broker restart, a
+    firewall dropping an idle connection): then the round is published once more on a new
+    connection before it fails.
+
     Raises:
         kombu/amqp errors, :class:`PublishRefused`: the caller's transaction must roll back so
         that the rows stay unpublished (some tasks may have been published: their deliveries'
@@ -159,20 +163,23 @@ def publish_tasks(tasks: Iterable[tuple[str, list[str]]]) -> int:
     """
     from .celery import app
 
-    publisher = getattr(_publishers, "current", None)
-    if publisher is None or publisher.app is not app or publisher.pid != os.getpid():
-        publisher = _publishers.current = _Publisher(app)
-    published = 0
-    try:
-        for channel, ids in tasks:
-            publisher.publish(task_name(channel), ids)
-            published += 1
-        publisher.wait_confirms(CONFIRM_TIMEOUT)
-    except Exception:
-        _publishers.current = None
-        publisher.close()
-        raise
-    return published
+    tasks = list(tasks)
+    while True:
+        publisher = getattr(_publishers, "current", None)
+        kept = publisher is not None and publisher.app is app and publisher.pid == os.getpid()
+        if not kept:
+            publisher = _publishers.current = _Publisher(app)
+        try:
+            for channel, ids in tasks:
+                publisher.publish(task_name(channel), ids)
+            publisher.wait_confirms(CONFIRM_TIMEOUT)
+            return len(tasks)
+        except Exception as exc:
+            _publishers.current = None
+            publisher.close()
+            if not kept or isinstance(exc, PublishRefused):
+                raise
+            log.info("the relay's broker connection had closed; publishing on a new one")
 
 
 def relay_once(limit: int = ROUND_LIMIT, older_than: float = 0) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import socket
 import urllib.parse
 
 import pytest
@@ -186,6 +187,25 @@ def test_a_message_the_broker_refuses_fails_the_whole_round_and_leaves_its_rows_
     assert relay_once() == 3
     assert not Delivery.objects.filter(published_at__isnull=True).exists()
     assert queue_depths()["sms"] == 4
+
+
+def test_a_broker_connection_that_died_between_rounds_is_replaced_within_the_round(api, empty_queues):
+    """The relay keeps its broker connection from round to round. One that died meanwhile (a
+    broker restart, a firewall dropping an idle connection) must not fail the next round: it is
+    published again on a new connection."""
+    from notify import outbox
+
+    user = _recipient(api)
+    _batch(api, [{"recipient": user, "content": SMS, "event_id": "cut-0"}])
+    assert relay_once() == 1
+    kept = outbox._publishers.current
+    kept.connection.connection.transport.sock.shutdown(socket.SHUT_RDWR)  # dead, as the broker or network left it
+
+    _batch(api, [{"recipient": user, "content": SMS, "event_id": "cut-1"}])
+    assert relay_once() == 1
+    assert outbox._publishers.current is not kept
+    assert not Delivery.objects.filter(published_at__isnull=True).exists()
+    assert queue_depths()["sms"] == 2
 
 
 # --- hand_back --------------------------------------------------------------------------------
