@@ -6,8 +6,9 @@ Why each choice:
   task is idempotent (it claims the delivery in PostgreSQL first), which makes this safe.
 - ``worker_prefetch_multiplier = 1``: a worker holds one unacknowledged message per process, so a
   slow provider does not strand a backlog on one worker.
-- Publisher confirms (``confirm_publish``): the outbox relay marks deliveries published only
-  once RabbitMQ has their task.
+- Publisher confirms (``confirm_publish``): a publish returns once RabbitMQ has the message.
+  The outbox relay turns it off for its own connection and awaits a round's confirms together
+  (notify.outbox): it marks deliveries published only once RabbitMQ has confirmed every task.
 - Retries never wait on the consumer (no long ``countdown``): a delayed retry is stored in
   PostgreSQL and re-published by the dispatcher, so no message outlives ``consumer_timeout``.
 - ``NOTIFY_QUEUE_TYPE=quorum``: every durable queue is a quorum queue, replicated over the

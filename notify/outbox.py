@@ -79,19 +79,22 @@ class _Publisher:
     for :func:`publish_tasks`.
 
     A round's messages are published back to back and their confirms awaited together
-    (RabbitMQ's batched confirms, https://www.rabbitmq.com/docs/confirms#publisher-confirms):
-    the broker confirms them in order, often several with one ``basic.ack multiple``. Waiting
-    for each message's confirm before the next (the transport's ``confirm_publish``) cost a
-    round trip and about 0.4 ms of the relay's CPU per task. Any error discards the publisher,
-    and the next round opens a new connection."""
+    (RabbitMQ's batched confirms, https://www.rabbitmq.com/docs/confirms#publisher-confirms).
+    Waiting for each message's confirm before the next (the transport's ``confirm_publish``)
+    cost a round trip per task. Confirms may come out of order when a round's messages go to
+    several queues (one ``basic.ack multiple`` covers every tag up to its own, a single one only
+    its own), so the tags still unconfirmed are kept as a set. Any error discards the
+    publisher, and the next round opens a new connection."""
 
     def __init__(self, app):
         self.app = app
         self.pid = os.getpid()
         self.connection = app.connection_for_write(transport_options={"confirm_publish": False})
         try:
-            # One attempt: a broker that is down fails the round, whose rows stay in the outbox.
-            self.connection.ensure_connection(max_retries=1)
+            # One attempt per listed node, without waiting: a broker that is down fails the
+            # round at once (its rows stay in the outbox, the relay tries again with back-off).
+            self.connection.ensure_connection(max_retries=max(1, len(self.connection.alt)), interval_start=0,
+                                              interval_step=0, interval_max=0)
             channel = self.connection.default_channel
             channel.confirm_select()
             channel.events["basic_ack"].add(self._acked)
@@ -101,15 +104,21 @@ class _Publisher:
             raise
         self.producer = app.amqp.Producer(channel, auto_declare=False)
         self.last_tag = 0  # the channel numbers its messages 1, 2, … (the delivery tags)
-        self.confirmed = 0  # every tag up to this one is confirmed (RabbitMQ confirms in order)
+        self.unconfirmed: set[int] = set()
         self.refused = False
 
+    def _settle(self, tag: int, multiple: bool) -> None:
+        if multiple:
+            self.unconfirmed = {t for t in self.unconfirmed if t > tag}
+        else:
+            self.unconfirmed.discard(tag)
+
     def _acked(self, tag: int, multiple: bool) -> None:
-        self.confirmed = max(self.confirmed, tag)
+        self._settle(tag, multiple)
 
     def _nacked(self, tag: int, multiple: bool) -> None:
         self.refused = True
-        self.confirmed = max(self.confirmed, tag)
+        self._settle(tag, multiple)
 
     def publish(self, name: str, ids: list[str]) -> None:
         # argsrepr given: Celery would otherwise saferepr() the arguments of every message.
@@ -119,6 +128,7 @@ class _Publisher:
                            # queue's oldest-message age in notify.metrics.
                            timestamp=int(time.time()))
         self.last_tag += 1
+        self.unconfirmed.add(self.last_tag)
 
     def wait_confirms(self, timeout: float) -> None:
         """Block until every message published so far is confirmed.
@@ -127,10 +137,10 @@ class _Publisher:
             PublishRefused: a message was refused, or ``timeout`` seconds passed first.
         """
         deadline = time.monotonic() + timeout
-        while self.confirmed < self.last_tag:
+        while self.unconfirmed:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise PublishRefused(f"{self.last_tag - self.confirmed} messages unconfirmed after {timeout} s")
+                raise PublishRefused(f"{len(self.unconfirmed)} messages unconfirmed after {timeout} s")
             try:
                 self.connection.drain_events(timeout=left)
             except socket.timeout:
@@ -182,9 +192,10 @@ def publish_tasks(tasks: Iterable[tuple[str, list[str]]]) -> int:
             log.info("the relay's broker connection had closed; publishing on a new one")
 
 
-def relay_once(limit: int = ROUND_LIMIT, older_than: float = 0) -> int:
+def relay_round(limit: int = ROUND_LIMIT, older_than: float = 0) -> tuple[int, bool]:
     """Publish up to ``limit`` deliveries from the outbox, and the deliveries of up to
-    :data:`BATCH_ROWS_PER_ROUND` of its batch rows; returns how many deliveries.
+    :data:`BATCH_ROWS_PER_ROUND` of its batch rows; returns how many deliveries, and whether
+    more may wait (either limit reached).
 
     Args:
         older_than: only rows untouched for this many seconds (the dispatcher's backstop leaves
@@ -196,13 +207,19 @@ def relay_once(limit: int = ROUND_LIMIT, older_than: float = 0) -> int:
         rows = store.take_outbox(cursor, limit, older_than)
         tasks = list(task_batches(rows))
         count = len(rows)
-        # A broadcast's batch rows: a few thousand deliveries each, so only a few per round.
-        for channel, ids in store.take_outbox_batches(cursor, BATCH_ROWS_PER_ROUND, older_than):
+        # A broadcast's batch rows: up to a few thousand deliveries each, so only a few a round.
+        batches = store.take_outbox_batches(cursor, BATCH_ROWS_PER_ROUND, older_than)
+        for channel, ids in batches:
             tasks.extend(task_batches(((i, channel) for i in ids), settings.NOTIFY_BROADCAST_TASK_BATCH))
             count += len(ids)
         if tasks:
             publish_tasks(tasks)
-    return count
+    return count, len(rows) >= limit or len(batches) >= BATCH_ROWS_PER_ROUND
+
+
+def relay_once(limit: int = ROUND_LIMIT, older_than: float = 0) -> int:
+    """:func:`relay_round`'s count of deliveries published."""
+    return relay_round(limit, older_than)[0]
 
 
 class Relay:
@@ -252,10 +269,10 @@ class Relay:
                     if pause > 0:
                         time.sleep(pause)
                 last_round = time.monotonic()
-                published = relay_once(ROUND_LIMIT)
+                published, more = relay_round(ROUND_LIMIT)
                 metrics.relay_heartbeat()
                 backoff = 0.0
-                if published >= ROUND_LIMIT:
+                if more:
                     continue  # a backlog: the next round at once (after the interval)
                 self._wait(IDLE_CHECK)
             except Exception as exc:  # noqa: BLE001 - database or broker trouble: rows stay in the outbox

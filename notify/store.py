@@ -851,11 +851,15 @@ _DUE_SQL = _MOVE_DUE_SQL.format(span=_IN_SPAN.format(rows="due"), where=f"""
 _PROBE_SQL = _MOVE_DUE_SQL.format(span=_IN_SPAN.format(rows="due"),
     where=f"status = 'retrying' AND next_attempt_at <= {_DUE_CLOCK} AND channel = %(channel)s",
     log=_MOVED_LOG, wake=_MOVE_WAKE)
-#: Published long ago and never claimed: the broker lost the message.
+#: Published long ago and never claimed: the broker lost the message. Not a delivery whose batch
+#: row still waits for the relay (notify.models.OutboxBatch: marked published when written, with
+#: its row's created_at): that row publishes it.
 _STALE_SQL = f"""
 WITH picked AS (
     SELECT id, created_at FROM notify_delivery
-    WHERE status = 'queued' AND published_at < now() - make_interval(secs => %(after)s::float8)
+    WHERE status = 'queued'
+      AND published_at < LEAST(now() - make_interval(secs => %(after)s::float8),
+                               (SELECT min(created_at) FROM notify_outboxbatch))
     LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 ), stale AS (
     UPDATE notify_delivery d SET published_at = NULL
@@ -890,7 +894,8 @@ def move_probe(channel: str, now: datetime.datetime | None = None) -> int:
 
 def unpublish_stale(after: float, limit: int) -> int:
     """Queued deliveries published more than ``after`` seconds ago and never claimed → back
-    into the outbox; returns how many."""
+    into the outbox; returns how many. While a batch row of the outbox waits, nothing marked
+    published since it was written counts (its own deliveries are among them)."""
     with prepared_cursor() as cursor:
         cursor.execute(_STALE_SQL, {"after": after, "limit": limit})
         return cursor.fetchone()[0]

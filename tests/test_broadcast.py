@@ -442,6 +442,45 @@ def test_batch_rows_stay_when_the_broker_refuses_and_the_dispatcher_publishes_th
     assert not OutboxBatch.objects.exists()
 
 
+def test_a_delivery_waiting_in_a_batch_row_is_not_taken_for_a_message_the_broker_lost(api, app_key):
+    """The dispatcher's sweep puts back into the outbox what was published long ago and never
+    claimed. A broadcast's deliveries are marked published when written: while their batch row
+    waits (the broker down longer than NOTIFY_REPUBLISH_STALE_AFTER), the row will publish them,
+    and unpublishing them too would send each in two messages and write every row again."""
+    for i in range(3):
+        make(app_key[0], f"w{i}")
+    body = start(api, {"all": True}).json()
+    run_all(body["id"])
+    long_ago = timezone.now() - dt.timedelta(hours=1)
+    deliveries = Delivery.objects.filter(notification__broadcast_id=body["id"])
+    deliveries.update(published_at=long_ago)
+    OutboxBatch.objects.update(created_at=long_ago)
+    assert store.unpublish_stale(900, 100) == 0
+    assert not deliveries.filter(published_at__isnull=True).exists()
+
+    # Published by the relay and then lost by the broker: the sweep takes them.
+    OutboxBatch.objects.all().delete()
+    assert store.unpublish_stale(900, 100) == 3
+    assert deliveries.filter(published_at__isnull=True).count() == 3
+
+
+def test_the_relay_goes_on_at_once_while_batch_rows_remain(api, app_key, empty_queues):
+    """A round takes a few batch rows; with more waiting the relay must start the next round at
+    once, not wait for a wake-up that the fan-out already sent."""
+    from notify.outbox import BATCH_ROWS_PER_ROUND, relay_round
+
+    make(app_key[0], "g0")
+    body = start(api, {"all": True}).json()
+    run_all(body["id"])
+    [row] = OutboxBatch.objects.all()
+    OutboxBatch.objects.bulk_create([OutboxBatch(channel=row.channel, delivery_ids=row.delivery_ids)
+                                     for _ in range(BATCH_ROWS_PER_ROUND)])
+    OutboxBatch.objects.update(created_at=row.created_at)  # the database's clock, as a fan-out writes it
+    assert relay_round() == (BATCH_ROWS_PER_ROUND, True)
+    assert relay_round() == (1, False)
+    assert not OutboxBatch.objects.exists()
+
+
 def test_the_dispatcher_restarts_a_stalled_fan_out(api, app_key, empty_queues):
     from notify.maintenance import dispatch_due
 

@@ -189,6 +189,23 @@ def test_a_message_the_broker_refuses_fails_the_whole_round_and_leaves_its_rows_
     assert queue_depths()["sms"] == 4
 
 
+def test_confirms_that_come_out_of_order_leave_the_round_waiting_for_the_earlier_ones():
+    """RabbitMQ confirms a round's messages per queue: a single ack of a later tag can come
+    before the earlier tags' (a ``multiple`` ack covers every tag up to its own). The round is
+    confirmed only once every tag is, and a nack among them refuses it."""
+    from notify.outbox import _Publisher
+
+    publisher = _Publisher.__new__(_Publisher)  # its bookkeeping only: no connection
+    publisher.unconfirmed, publisher.refused = {1, 2, 3, 4, 5}, False
+    publisher._acked(4, False)
+    publisher._acked(5, False)
+    assert publisher.unconfirmed == {1, 2, 3}
+    publisher._acked(2, True)
+    assert publisher.unconfirmed == {3} and not publisher.refused
+    publisher._nacked(3, False)
+    assert publisher.unconfirmed == set() and publisher.refused
+
+
 def test_a_broker_connection_that_died_between_rounds_is_replaced_within_the_round(api, empty_queues):
     """The relay keeps its broker connection from round to round. One that died meanwhile (a
     broker restart, a firewall dropping an idle connection) must not fail the next round: it is
