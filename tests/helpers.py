@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import secrets
 
 from cryptography.hazmat.primitives import serialization
@@ -115,3 +116,19 @@ class OutboxListener:
 
     def close(self) -> None:
         self.conn.close()
+
+
+@contextlib.contextmanager
+def broker_unreachable(monkeypatch):
+    """Within the block ``notify.celery.app`` is a real Celery app whose broker is a port where
+    nothing listens: a real publish fails at once (kombu's OperationalError)."""
+    from celery import Celery
+
+    down = Celery("down", config_source="celeryconfig")
+    down.conf.broker_url = "amqp://guest:guest@127.0.0.1:1//"
+    down.conf.broker_connection_timeout = 1
+    down.conf.broker_connection_retry = False
+    down.conf.broker_connection_max_retries = 0
+    with monkeypatch.context() as patched:
+        patched.setattr("notify.celery.app", down)
+        yield

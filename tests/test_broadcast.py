@@ -24,7 +24,7 @@ from notify.models import (Broadcast, Delivery, Device, Notification, OutboxBatc
 from notify.outbox import relay_once
 from notify.rendering import assign_variant
 from tests.conftest import wait_until
-from tests.helpers import queue_depths, queued_tasks, separate_session
+from tests.helpers import broker_unreachable, queue_depths, queued_tasks, separate_session
 
 URL = "/api/v1/broadcasts"
 DATA = {"name": "고객", "order": "B-1"}
@@ -412,7 +412,6 @@ def test_batch_rows_stay_when_the_broker_refuses_and_the_dispatcher_publishes_th
         api, app_key, settings, empty_queues, monkeypatch):
     """A failed publish rolls the batch row's deletion back; with no relay running, the
     dispatcher's backstop publishes batch rows older than NOTIFY_REPUBLISH_AFTER, not fresh ones."""
-    from celery import Celery
     from kombu.exceptions import OperationalError as BrokerError
 
     from notify.maintenance import dispatch_due
@@ -423,15 +422,8 @@ def test_batch_rows_stay_when_the_broker_refuses_and_the_dispatcher_publishes_th
     run_all(body["id"])
     [row] = OutboxBatch.objects.all()
 
-    down = Celery("down", config_source="celeryconfig")
-    down.conf.broker_url = "amqp://guest:guest@127.0.0.1:1//"
-    down.conf.broker_connection_timeout = 1
-    down.conf.broker_connection_retry = False
-    down.conf.broker_connection_max_retries = 0
-    with monkeypatch.context() as patched:
-        patched.setattr("notify.celery.app", down)
-        with pytest.raises(BrokerError):
-            relay_once()
+    with broker_unreachable(monkeypatch), pytest.raises(BrokerError):
+        relay_once()
     assert list(OutboxBatch.objects.values_list("id", "delivery_ids")) == [(row.id, row.delivery_ids)]
     assert queue_depths()["email"] == 0
 

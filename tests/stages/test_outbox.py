@@ -18,7 +18,6 @@ import urllib.parse
 
 import pytest
 import requests
-from celery import Celery
 from django.db import connection, transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
@@ -31,7 +30,7 @@ from notify.outbox import PublishRefused, relay_once
 from notify.queues import task_name
 from notify.store import hand_back
 from tests.conftest import wait_until
-from tests.helpers import queue_depths, queued_tasks
+from tests.helpers import broker_unreachable, queue_depths, queued_tasks
 from tests.test_e2e import FINAL, register, wait_final
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -126,16 +125,8 @@ def test_relay_with_the_broker_unreachable_raises_and_leaves_the_rows_in_the_out
     bodies = _batch(api, [{"recipient": user, "content": SMS, "event_id": f"down-{i}"} for i in range(2)])
     ids = sorted(_delivery_ids(bodies, "sms"))
 
-    # A real Celery app on a port where nothing listens: the real publish fails at once.
-    down = Celery("down", config_source="celeryconfig")
-    down.conf.broker_url = "amqp://guest:guest@127.0.0.1:1//"
-    down.conf.broker_connection_timeout = 1
-    down.conf.broker_connection_retry = False
-    down.conf.broker_connection_max_retries = 0
-    with monkeypatch.context() as patched:
-        patched.setattr("notify.celery.app", down)
-        with pytest.raises(BrokerError):
-            relay_once()
+    with broker_unreachable(monkeypatch), pytest.raises(BrokerError):
+        relay_once()
     assert sorted(str(i) for i in Delivery.objects.filter(status="queued", published_at__isnull=True)
                   .values_list("id", flat=True)) == ids
     assert queue_depths()["sms"] == 0
