@@ -97,7 +97,7 @@ class _Publisher:
                                               interval_step=0, interval_max=0)
             channel = self.connection.default_channel
             channel.confirm_select()
-            channel.events["basic_ack"].add(self._acked)
+            channel.events["basic_ack"].add(self._settle)
             channel.events["basic_nack"].add(self._nacked)
         except Exception:
             self.close()
@@ -108,13 +108,11 @@ class _Publisher:
         self.refused = False
 
     def _settle(self, tag: int, multiple: bool) -> None:
+        """A confirm (``basic.ack``) of ``tag``, or of every tag up to it when ``multiple``."""
         if multiple:
             self.unconfirmed = {t for t in self.unconfirmed if t > tag}
         else:
             self.unconfirmed.discard(tag)
-
-    def _acked(self, tag: int, multiple: bool) -> None:
-        self._settle(tag, multiple)
 
     def _nacked(self, tag: int, multiple: bool) -> None:
         self.refused = True

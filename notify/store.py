@@ -215,7 +215,13 @@ def take_outbox(cursor, limit: int, older_than: float) -> list[tuple[Any, str]]:
     Args:
         older_than: only rows untouched for this many seconds.
     """
-    cursor.execute(_TAKE_OUTBOX_SQL, {"older_than": older_than, "limit": limit})
+    return _take(cursor, _TAKE_OUTBOX_SQL, limit, older_than)
+
+
+def _take(cursor, sql: str, limit: int, older_than: float) -> list[tuple]:
+    """The rows an outbox statement took for the relay; when it took any, the caller's
+    transaction gets :data:`_RELAY_TX_LIMIT`."""
+    cursor.execute(sql, {"older_than": older_than, "limit": limit})
     rows = cursor.fetchall()
     if rows:
         cursor.execute(_RELAY_TX_LIMIT, prepare=False)
@@ -239,11 +245,7 @@ def take_outbox_batches(cursor, limit: int, older_than: float) -> list[tuple[str
     Args:
         older_than: only rows written at least this many seconds ago.
     """
-    cursor.execute(_TAKE_OUTBOX_BATCHES_SQL, {"older_than": older_than, "limit": limit})
-    rows = cursor.fetchall()
-    if rows:
-        cursor.execute(_RELAY_TX_LIMIT, prepare=False)
-    return rows
+    return _take(cursor, _TAKE_OUTBOX_BATCHES_SQL, limit, older_than)
 
 
 _HAND_BACK_SQL = f"""

@@ -188,10 +188,10 @@ def test_confirms_that_come_out_of_order_leave_the_round_waiting_for_the_earlier
 
     publisher = _Publisher.__new__(_Publisher)  # its bookkeeping only: no connection
     publisher.unconfirmed, publisher.refused = {1, 2, 3, 4, 5}, False
-    publisher._acked(4, False)
-    publisher._acked(5, False)
+    publisher._settle(4, False)
+    publisher._settle(5, False)
     assert publisher.unconfirmed == {1, 2, 3}
-    publisher._acked(2, True)
+    publisher._settle(2, True)
     assert publisher.unconfirmed == {3} and not publisher.refused
     publisher._nacked(3, False)
     assert publisher.unconfirmed == set() and publisher.refused
