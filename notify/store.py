@@ -1326,8 +1326,8 @@ WITH picked AS (
     RETURNING id, channel, status
 ), outbox AS (
     -- The queued deliveries wait for the relay as one row per channel (notify.outbox).
-    INSERT INTO notify_outboxbatch (channel, delivery_ids, created_at)
-    SELECT channel, array_agg(id ORDER BY id), now() FROM d WHERE status = 'queued' GROUP BY channel
+    INSERT INTO notify_outboxbatch (channel, delivery_ids, created_at, broadcast_id)
+    SELECT channel, array_agg(id ORDER BY id), now(), %(b)s FROM d WHERE status = 'queued' GROUP BY channel
 ){tail}"""
 
 
@@ -1544,16 +1544,23 @@ WITH chosen AS (
     {_log_rows('''(SELECT id AS delivery_id, old_status AS from_status, 'cancelled' AS to_status,
                           attempts AS attempt, 'cancelled' AS reason, NULL::int AS provider_status,
                           NULL::jsonb AS provider_answer, NULL::float8 AS duration_ms FROM cancelled) c''')}
+), unbatched AS (
+    -- Its batch rows the relay has not taken: nothing of them is left to publish. A row a relay
+    -- round holds is skipped rather than waited for; its deliveries are cancelled above, and
+    -- the worker's claim skips a cancelled delivery.
+    DELETE FROM notify_outboxbatch WHERE id = ANY(ARRAY(
+        SELECT id FROM notify_outboxbatch WHERE broadcast_id = %(b)s FOR UPDATE SKIP LOCKED))
+    RETURNING 1
 )
-SELECT (SELECT count(*) FROM cancelled), (SELECT count(*) FROM marked)
+SELECT (SELECT count(*) FROM cancelled), (SELECT count(*) FROM marked), (SELECT count(*) FROM unbatched)
 """
 
 
 def cancel_broadcast(app_id: int, broadcast_id: int) -> int | None:
     """Cancel broadcast ``broadcast_id`` of app ``app_id`` if ``created`` or ``running``: its
-    status → ``cancelled`` (a fan-out batch waiting on its row then writes nothing), and every
+    status → ``cancelled`` (a fan-out batch waiting on its row then writes nothing), every
     delivery it wrote in :data:`CANCELLABLE` → ``cancelled`` (logged), as :func:`cancel` does
-    for one notification. Returns how many deliveries it cancelled, or None when it was not
+    for one notification, and its outbox batch rows no relay round holds deleted. Returns how many deliveries it cancelled, or None when it was not
     cancellable (unknown, or already done or cancelled)."""
     params = {"b": broadcast_id, "app": app_id, "cancellable": list(CANCELLABLE)}
     with transaction.atomic(), connection.cursor() as cursor:
@@ -1561,7 +1568,7 @@ def cancel_broadcast(app_id: int, broadcast_id: int) -> int | None:
         if cursor.fetchone() is None:
             return None
         cursor.execute(_CANCEL_BROADCAST_SQL, params)
-        cancelled, _ = cursor.fetchone()
+        cancelled, _, _ = cursor.fetchone()
     return cancelled
 
 

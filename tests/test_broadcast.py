@@ -185,6 +185,38 @@ def test_cancel_midway_stops_the_fan_out_and_cancels_unsent_deliveries(api, app_
     assert api.post(f"{URL}/{body['id']}/cancel").json()["error"]["code"] == "not_cancellable"
 
 
+@pytest.mark.django_db(transaction=True)
+def test_cancel_takes_the_broadcasts_batch_rows_out_of_the_outbox_but_waits_for_none_a_relay_holds(api, app_key):
+    """Cancelling deletes the broadcast's batch rows the relay has not taken, so the relay never
+    publishes their deliveries; a row a relay round holds is skipped, not waited for, and another
+    broadcast's rows stay."""
+    app = app_key[0]
+    for i in range(10):
+        make(app, f"r{i:02}")
+    cancelled, other = (start(api, {"all": True}).json()["id"] for _ in range(2))
+    assert [broadcast.fan_out(cancelled, 4) for _ in range(2)] == [(4, "running")] * 2
+    run_all(other, 10)
+    rows = list(OutboxBatch.objects.filter(broadcast_id=cancelled).order_by("id").values_list("id", flat=True))
+    assert len(rows) == 2
+    others = set(OutboxBatch.objects.exclude(broadcast_id=cancelled).values_list("id", flat=True))
+    assert len(others) == 1 and OutboxBatch.objects.get(pk=min(others)).broadcast_id == other
+
+    with separate_session() as relay:  # a relay round in the middle of publishing the first row
+        with relay.transaction():
+            relay.execute("SELECT 1 FROM notify_outboxbatch WHERE id = %s FOR UPDATE", (rows[0],))
+            with connection.cursor() as cursor:
+                cursor.execute("SET lock_timeout = '3s'")  # a wait for the row would fail, not hang
+            try:
+                response = api.post(f"{URL}/{cancelled}/cancel")
+            finally:
+                with connection.cursor() as cursor:
+                    cursor.execute("RESET lock_timeout")
+    assert response.status_code == 200, response.json()
+    assert response.json()["cancelled"] == 8
+    assert list(OutboxBatch.objects.filter(broadcast_id=cancelled).values_list("id", flat=True)) == [rows[0]]
+    assert set(OutboxBatch.objects.exclude(broadcast_id=cancelled).values_list("id", flat=True)) == others
+
+
 def test_a_batch_killed_before_commit_or_run_twice_neither_loses_nor_doubles(api, app_key):
     app = app_key[0]
     for i in range(30):

@@ -198,11 +198,17 @@ class OutboxBatch(models.Model):
     delivery, the broadcast so pays no second write of its row (a new row version with every
     index entry again). ``published_at`` then says when the delivery was handed to the relay,
     which is what the dispatcher's sweep of messages the broker lost
-    (``NOTIFY_REPUBLISH_STALE_AFTER``) reads."""
+    (``NOTIFY_REPUBLISH_STALE_AFTER``) reads. A cancelled broadcast's rows are deleted with the
+    cancel, so the relay publishes none of its deliveries afterwards."""
 
     id = models.BigAutoField(primary_key=True)
     channel = models.CharField(max_length=16)  # a channel of channels.registry
     delivery_ids = ArrayField(models.UUIDField())  # ids of queued deliveries, in id order
+    # The broadcast that wrote it: cancelling that broadcast deletes the rows still waiting
+    # (notify.store.cancel_broadcast). No index: rows live until the next relay round, so the
+    # table stays small, and a cancel's scan of it is cheaper than an index entry per batch.
+    broadcast = models.ForeignKey("notify.Broadcast", null=True, blank=True, on_delete=models.CASCADE,
+                                  related_name="+", db_index=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
