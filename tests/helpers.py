@@ -24,6 +24,21 @@ def queue_depths() -> dict[str, int]:
     return depths
 
 
+def dangling_delivery_references() -> dict[str, int]:
+    """Deliveries whose notification or device no longer exists. Their foreign keys are not in
+    the database (migration 0018), so the code that deletes those rows must clear them."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("""
+            SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM notify_notification n WHERE n.id = d.notification_id)),
+                   count(*) FILTER (WHERE d.device_id IS NOT NULL
+                                    AND NOT EXISTS (SELECT 1 FROM notify_device dv WHERE dv.id = d.device_id))
+            FROM notify_delivery d""")
+        notification, device = cursor.fetchone()
+    return {"notification": notification, "device": device}
+
+
 def db_counts() -> dict[str, int]:
     from notify.models import Delivery, DeliveryLog, Device, Notification, Preference, Recipient
 

@@ -244,13 +244,16 @@ def test_a_batch_killed_before_commit_or_run_twice_neither_loses_nor_doubles(api
 
 
 @pytest.mark.django_db(transaction=True)
-def test_writing_notifications_locks_neither_the_app_nor_the_template(api, app_key):
+def test_writing_notifications_and_deliveries_locks_neither_app_template_nor_device(api, app_key):
     """Every notification of an app's sends points at the same app, key and template rows:
     their checks would lock those rows FOR KEY SHARE in every writing transaction (Django's
-    on_delete guards them instead). A recipient's row is still checked and locked."""
+    on_delete guards them instead), and a delivery's checks would lock its notification and its
+    device once per delivery. A recipient's row is still checked and locked."""
     app = app_key[0]
     for i in range(3):
         make(app, f"h{i}")
+    phone = Device.objects.create(app=app, recipient=Recipient.objects.get(app=app, external_id="h1"),
+                                  platform="ios", token="c" * 64)
     row = Broadcast.objects.get(pk=start(api, {"all": True}).json()["id"])
     with transaction.atomic():
         store.fan_out_batch(row, broadcast._channels(None), False, 10)
@@ -260,13 +263,21 @@ def test_writing_notifications_locks_neither_the_app_nor_the_template(api, app_k
             assert other.execute("SELECT id FROM notify_app WHERE id = %s FOR UPDATE NOWAIT", [app.id]).fetchone()
             assert other.execute("SELECT id FROM notify_template WHERE id = %s FOR UPDATE NOWAIT",
                                  [row.template_id]).fetchone()
+            assert other.execute("SELECT id FROM notify_device WHERE id = %s FOR UPDATE NOWAIT",
+                                 [phone.id]).fetchone()
             with pytest.raises(psycopg.errors.LockNotAvailable):
                 other.execute("SELECT id FROM notify_recipient WHERE app_id = %s AND external_id = 'h0' FOR UPDATE NOWAIT",
                               [app.id])
     assert Notification.objects.filter(broadcast_id=row.id, template_id=row.template_id).count() == 3
+    pushed = Delivery.objects.get(device=phone)
     # The ORM's on_delete still holds without the database's constraint.
     with pytest.raises(ProtectedError, match="Notification.app"):
         app.delete()
+    phone.delete()
+    pushed.refresh_from_db()
+    assert (pushed.device_id, pushed.channel, pushed.address) == (None, "apns", "c" * 64)
+    Notification.objects.get(pk=pushed.notification_id).delete()
+    assert not Delivery.objects.filter(pk=pushed.pk).exists()
 
 
 @pytest.fixture

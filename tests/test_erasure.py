@@ -22,7 +22,7 @@ from notify import store
 from notify.models import Delivery, DeliveryEvent, DeliveryLog, Device, Notification, Preference, Recipient
 from notify.privacy import TOMBSTONE_PREFIX
 
-from tests.helpers import browser_subscription
+from tests.helpers import browser_subscription, dangling_delivery_references
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -117,6 +117,7 @@ def test_erasure_leaves_no_personal_data_in_any_table_and_keeps_the_counts(api, 
                   "notify_deliveryevent", "notify_notification"):
         assert any(row.startswith(f"{table}:") for row in before), table
     statuses = _statuses(ids)
+    assert Delivery.objects.filter(notification_id__in=ids, device__isnull=False).exists()
     log_rows, events = DeliveryLog.objects.count(), sorted(DeliveryEvent.objects.values_list("delivery_id", "kind"))
 
     r = api.post(f"/api/v1/recipients/{USER}/erase")
@@ -139,6 +140,7 @@ def test_erasure_leaves_no_personal_data_in_any_table_and_keeps_the_counts(api, 
     assert sorted(DeliveryEvent.objects.values_list("delivery_id", "kind")) == events
     assert Notification.objects.filter(id__in=ids).count() == 3
     assert not Device.objects.exists() and not Preference.objects.exists()
+    assert dangling_delivery_references() == {"notification": 0, "device": 0}
     # The row is a tombstone: no personal field left, paused, under an id no request can name.
     row = Recipient.objects.get()
     assert row.external_id == f"{TOMBSTONE_PREFIX}{row.id}"

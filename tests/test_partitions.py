@@ -18,6 +18,7 @@ from django.utils import timezone
 from devtools import demo
 from notify import maintenance, partitions
 from notify.models import Delivery, DeliveryEvent, DeliveryLog, Notification, Recipient
+from tests.helpers import dangling_delivery_references
 
 migration = importlib.import_module("notify.migrations.0014_partitioned_history")
 
@@ -138,6 +139,11 @@ def test_maintenance_creates_days_ahead_and_drops_only_old_days_whose_deliveries
     DeliveryLog.objects.filter(id=DeliveryLog.objects.create(delivery=waiting, from_status="sending",
                                                              to_status="retrying").id).update(at=at(unfinished_day))
     recent = delivery(notification(app, recipient), "sent", at(recent_day))
+    # A notification whose deliveries span the dropped day and a kept one (a fallback step sent
+    # days later) stays with the kept delivery.
+    spanning_n = notification(app, recipient)
+    delivery(spanning_n, "failed", at(old_day))
+    spanning = delivery(spanning_n, "sent", at(recent_day))
     settle()
 
     assert maintenance.maintain_history() > 0
@@ -156,6 +162,8 @@ def test_maintenance_creates_days_ahead_and_drops_only_old_days_whose_deliveries
     assert partitions.day_name("notify_deliverylog", unfinished_day) in names("notify_deliverylog")
     assert Delivery.objects.filter(id__in=[waiting.id, recent.id]).count() == 2
     assert waiting.log.count() == 1 and Notification.objects.filter(id=waiting_n.id).exists()
+    assert list(Delivery.objects.filter(notification=spanning_n).values_list("id", flat=True)) == [spanning.id]
+    assert dangling_delivery_references() == {"notification": 0, "device": 0}
 
     # Once it is final, the next run drops it (and then its log).
     Delivery.objects.filter(id=waiting.id).update(status="expired")
