@@ -194,9 +194,9 @@ def oauth_world(world) -> dict:
 
 # --- what belongs to an app ----------------------------------------------------------------------
 
-#: Models of no app: what the analytics' rollup has counted up to, for every app at once; the
-#: outbox's batch rows (delivery ids for the relay, never read through the API or the admin).
-GLOBAL_MODELS = {"AnalyticsWatermark", "OutboxBatch"}
+#: Models of no app: what the analytics' rollup has counted up to, for every app at once. (The
+#: outbox's batch rows belong to an app through their broadcast.)
+GLOBAL_MODELS = {"AnalyticsWatermark"}
 
 
 def app_lookup(model) -> str | None:
