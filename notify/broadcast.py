@@ -12,8 +12,8 @@ on with the next batch for up to a few seconds, then queues the next task. The c
 passes an uncommitted row, and the idempotency keys ``broadcast:<id>:<recipient>`` skip a
 recipient already written (a lane committed before a crash, a task run twice), so no recipient
 is lost or doubled. A task lost with its worker is started again by the dispatcher
-(:func:`restart_stalled`). On a 2-core test machine this writes up to 21,500 recipients/s
-(three deliveries each) alone, 11,000–15,800/s with the relay publishing beside it
+(:func:`restart_stalled`). On a quiet 2-core test machine this writes 20,000–21,700
+recipients/s (three deliveries each) with the relay publishing beside it, less on a busier one
 (bench/broadcast.py; docs/scaling.md).
 
 Deliveries go through the outbox as any send's do, each batch's as one row per channel
