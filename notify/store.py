@@ -1523,9 +1523,14 @@ def broadcast_statuses(broadcast_id: int) -> dict[str, int]:
 #: the row, and the deliveries are then read by the next statement, whose snapshot includes that
 #: batch's rows (one statement would read them with a snapshot taken before its wait).
 _CANCEL_BROADCAST_ROW_SQL = """
-UPDATE notify_broadcast SET status = 'cancelled', cancelled_at = now(), updated_at = now()
-WHERE id = %(b)s AND app_id = %(app)s AND status IN ('created', 'running')
-RETURNING id
+WITH before AS (
+    SELECT id, status FROM notify_broadcast
+    WHERE id = %(b)s AND app_id = %(app)s AND status IN ('created', 'running', 'done') FOR UPDATE
+)
+UPDATE notify_broadcast b SET status = 'cancelled', cancelled_at = now(), updated_at = now(),
+    finished_at = COALESCE(b.finished_at, now())
+FROM before WHERE b.id = before.id
+RETURNING before.status
 """
 
 _CANCEL_BROADCAST_SQL = f"""
@@ -1557,18 +1562,28 @@ SELECT (SELECT count(*) FROM cancelled), (SELECT count(*) FROM marked), (SELECT 
 
 
 def cancel_broadcast(app_id: int, broadcast_id: int) -> int | None:
-    """Cancel broadcast ``broadcast_id`` of app ``app_id`` if ``created`` or ``running``: its
-    status → ``cancelled`` (a fan-out batch waiting on its row then writes nothing), every
-    delivery it wrote in :data:`CANCELLABLE` → ``cancelled`` (logged), as :func:`cancel` does
-    for one notification, and its outbox batch rows no relay round holds deleted. Returns how many deliveries it cancelled, or None when it was not
-    cancellable (unknown, or already done or cancelled)."""
+    """Cancel broadcast ``broadcast_id`` of app ``app_id`` if ``created``, ``running``, or
+    ``done`` (its fan-out finished) with deliveries still to cancel: its status → ``cancelled``
+    (a fan-out batch waiting on its row then writes nothing; ``finished_at`` set if unset),
+    every delivery it wrote in :data:`CANCELLABLE` → ``cancelled`` (logged), as :func:`cancel`
+    does for one notification, and its outbox batch rows no relay round holds deleted.
+
+    Returns:
+        How many deliveries it cancelled, or None when it was not cancellable (unknown,
+        cancelled already, or done with nothing left to cancel: then nothing changes).
+    """
     params = {"b": broadcast_id, "app": app_id, "cancellable": list(CANCELLABLE)}
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_CANCEL_BROADCAST_ROW_SQL, params)
-        if cursor.fetchone() is None:
+        row = cursor.fetchone()
+        if row is None:
             return None
         cursor.execute(_CANCEL_BROADCAST_SQL, params)
         cancelled, _, _ = cursor.fetchone()
+        if row[0] == "done" and not cancelled:
+            # Everything was sent or final already: a done broadcast stays done.
+            transaction.set_rollback(True)
+            return None
     return cancelled
 
 

@@ -179,6 +179,7 @@ def test_cancel_midway_stops_the_fan_out_and_cancels_unsent_deliveries(api, app_
     response = api.post(f"{URL}/{body['id']}/cancel")
     assert response.status_code == 200, response.json()
     assert response.json()["status"] == "cancelled" and response.json()["cancelled"] == 19
+    assert response.json()["finished_at"] == response.json()["cancelled_at"]  # the fan-out ended there
     assert broadcast.fan_out(body["id"], 20) == (0, "cancelled")
     assert Notification.objects.filter(broadcast_id=body["id"]).count() == 20
     assert Delivery.objects.get(pk=first.pk).status == "sent"
@@ -215,6 +216,40 @@ def test_cancel_takes_the_broadcasts_batch_rows_out_of_the_outbox_but_waits_for_
     assert response.json()["cancelled"] == 8
     assert list(OutboxBatch.objects.filter(broadcast_id=cancelled).values_list("id", flat=True)) == [rows[0]]
     assert set(OutboxBatch.objects.exclude(broadcast_id=cancelled).values_list("id", flat=True)) == others
+
+
+def test_a_done_broadcast_still_cancels_what_it_has_not_sent(api, app_key):
+    """The fan-out finishes (``done``) long before the last delivery of a large audience is
+    sent: cancel then still takes back what has not started, and the broadcast ends
+    ``cancelled`` with ``finished_at`` kept. Once nothing is left it is a 409 and nothing changes."""
+    app = app_key[0]
+    for i in range(6):
+        make(app, f"d{i}")
+    body = start(api, {"all": True}).json()
+    run_all(body["id"])
+    row = Broadcast.objects.get(pk=body["id"])
+    assert row.status == "done" and row.finished_at is not None
+    deliveries = Delivery.objects.filter(notification__broadcast_id=body["id"]).order_by("id")
+    sent = deliveries.first()
+    Delivery.objects.filter(pk=sent.pk).update(status="sent")
+
+    response = api.post(f"{URL}/{body['id']}/cancel")
+    assert response.status_code == 200, response.json()
+    assert (response.json()["status"], response.json()["cancelled"], response.json()["pending"]) == ("cancelled", 5, 0)
+    assert response.json()["finished_at"] == api.get(f"{URL}/{body['id']}").json()["finished_at"]
+    assert Broadcast.objects.get(pk=body["id"]).finished_at == row.finished_at
+    assert not OutboxBatch.objects.filter(broadcast_id=body["id"]).exists()
+    assert Delivery.objects.get(pk=sent.pk).status == "sent"
+
+    # Done with every delivery final: nothing to cancel, and it stays done.
+    finished = start(api, {"all": True}).json()
+    run_all(finished["id"])
+    Delivery.objects.filter(notification__broadcast_id=finished["id"]).update(status="sent")
+    refused = api.post(f"{URL}/{finished['id']}/cancel")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "not_cancellable"
+    assert "no delivery left to cancel" in refused.json()["error"]["message"]
+    assert Broadcast.objects.get(pk=finished["id"]).status == "done"
+    assert OutboxBatch.objects.filter(broadcast_id=finished["id"]).exists()  # the relay's, untouched
 
 
 def test_a_batch_killed_before_commit_or_run_twice_neither_loses_nor_doubles(api, app_key):
@@ -577,12 +612,26 @@ def test_variants_are_assigned_per_recipient_as_a_single_send_assigns_them(api, 
     ({"template": "order-shipped", "data": DATA, "segment": {"tags": ["No!"]}}, 400, "invalid_request"),
     ({"template": "order-shipped", "data": DATA, "segment": {"planet": "mars"}}, 400, "invalid_request"),
     ({"template": "order-shipped", "data": DATA, "segment": {"external_ids": ["x"] * 1001}}, 400, "invalid_request"),
+    # A send's options a broadcast has not, and any other unknown field: refused, not dropped
+    # (dropped, a send_at meant for later went at once).
+    ({"template": "order-shipped", "data": DATA, "segment": {"all": True}, "send_at": "2030-01-01T00:00:00Z"}, 400,
+     "invalid_request"),
+    ({"template": "order-shipped", "data": DATA, "segment": {"all": True}, "fallback": [["sms"]]}, 400,
+     "invalid_request"),
+    # "all" is a JSON true: "yes", "on" or 1 would otherwise be read as a send to everyone.
+    ({"template": "order-shipped", "data": DATA, "segment": {"all": "yes"}}, 400, "invalid_request"),
+    ({"template": "order-shipped", "data": DATA, "segment": {"all": 1}}, 400, "invalid_request"),
 ])
 def test_bad_input_is_refused_with_a_code_and_nothing_written(api, people, body, status, code):
     response = api.post(URL, body, format="json")
     assert response.status_code == status, response.json()
     assert response.json()["error"]["code"] == code
     assert Broadcast.objects.count() == 0 and Notification.objects.count() == 0
+    extra = set(body) - {"template", "template_version", "data", "segment"}
+    if extra:
+        assert set(response.json()["error"]["reasons"]) == extra
+    elif body["segment"].get("all") not in (None, True):
+        assert set(response.json()["error"]["reasons"]) == {"segment.all"}
 
 
 def test_another_apps_broadcast_is_unknown(api, people):

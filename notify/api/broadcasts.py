@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 from .. import broadcast as fan, scopes, validators
 from ..errors import SendRejected
 from ..models import Broadcast
-from .serializers import CHANNEL_CHOICES, StorableJSONObject
+from .serializers import CHANNEL_CHOICES, StorableJSONObject, StrictBooleanField, StrictSerializer
 from .template_serializers import ApiError
 
 SEGMENT_KEYS = ("locale", "tags", "tags_match", "external_ids", "all")
@@ -36,7 +36,7 @@ class SegmentIn(serializers.Serializer):
                                          allow_empty=False, max_length=settings.NOTIFY_BROADCAST_MAX_IDS,
                                          help_text=f"these recipients (at most {settings.NOTIFY_BROADCAST_MAX_IDS}; "
                                                    "unknown ids are skipped)")
-    all = serializers.BooleanField(required=False, help_text="`true`: every recipient of the app (no other key)")
+    all = StrictBooleanField(required=False, help_text="`true`: every recipient of the app (no other key)")
 
     def validate_tags(self, value):
         return validators.tags(value)
@@ -62,7 +62,10 @@ class SegmentIn(serializers.Serializer):
         return attrs
 
 
-class BroadcastIn(serializers.Serializer):
+class BroadcastIn(StrictSerializer):
+    """A broadcast's body. An unknown field is a 400: a send's option a broadcast does not have
+    (``send_at``, ``fallback``) would otherwise be dropped silently and the broadcast go at once."""
+
     template = serializers.SlugField(max_length=100)
     template_version = serializers.IntegerField(min_value=1, required=False,
                                                 help_text="a published version (default: the latest); pinned at "
@@ -84,7 +87,9 @@ class BroadcastIn(serializers.Serializer):
 
 class BroadcastOut(serializers.Serializer):
     id = serializers.IntegerField()
-    status = serializers.ChoiceField(["created", "running", "done", "cancelled"])
+    status = serializers.ChoiceField(["created", "running", "done", "cancelled"],
+                                     help_text="the fan-out's: `done` once every recipient is written, while "
+                                               "deliveries may still be sending (see `pending`)")
     template = serializers.CharField()
     template_version = serializers.IntegerField()
     category = serializers.CharField()
@@ -98,7 +103,7 @@ class BroadcastOut(serializers.Serializer):
     cancelled = serializers.IntegerField(help_text="deliveries cancelled")
     pending = serializers.IntegerField(help_text="deliveries not final yet")
     created_at = serializers.DateTimeField()
-    finished_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True, help_text="when the fan-out ended (done or cancelled)")
     cancelled_at = serializers.DateTimeField(allow_null=True)
 
 
@@ -156,15 +161,19 @@ class BroadcastDetailView(APIView):
 
 class BroadcastCancelView(APIView):
     """``POST /api/v1/broadcasts/<id>/cancel``: stop the fan-out and cancel the deliveries not
-    yet started; 409 ``not_cancellable`` when it is done or cancelled already."""
+    yet started, also once the fan-out is done; 409 ``not_cancellable`` when it is cancelled
+    already, or done with no delivery left to cancel."""
 
     required_scope = scopes.SEND
 
     @extend_schema(request=None, responses={200: BroadcastOut, 409: OpenApiResponse(
-        ApiError, description="`not_cancellable`: done or cancelled already")})
+        ApiError, description="`not_cancellable`: cancelled already, or done with nothing left to cancel")})
     def post(self, request, broadcast_id):
         found = get_object_or_404(Broadcast, pk=broadcast_id, app_id=request.user.app_id)
         if fan.cancel(request.user.app_id, found.id) is None:
-            raise SendRejected("not_cancellable", f"the broadcast is {found.status} already", status=409)
+            found.refresh_from_db()
+            why = ("cancelled already" if found.status == "cancelled"
+                   else f"{found.status}, with no delivery left to cancel")
+            raise SendRejected("not_cancellable", f"the broadcast is {why}", status=409)
         found.refresh_from_db()
         return Response(_out(found))

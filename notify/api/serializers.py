@@ -36,6 +36,19 @@ class StrictSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON ``true`` or ``false`` only: DRF's BooleanField also takes ``"yes"``, ``"on"``,
+    ``1`` and the like, which for a switch such as a broadcast's ``all`` turns a mistyped body
+    into a send to everyone."""
+
+    default_error_messages = {"invalid": "must be true or false (a JSON boolean)."}
+
+    def to_internal_value(self, data):
+        if data is True or data is False:
+            return data
+        self.fail("invalid")
+
+
 class StorableJSONObject(serializers.DictField):
     """A free-form JSON object (template data, push data) whose keys and strings, at any depth,
     PostgreSQL can store: a NUL or a lone surrogate is a 400 naming its path (e.g.
