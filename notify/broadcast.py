@@ -37,13 +37,13 @@ from dataclasses import dataclass
 
 from django import db
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from channels import registry
 from channels.base import AddressKind
 
 from . import cache, policy, store
-from .accept import check_content, require_template
+from .accept import check_content, request_hash, require_template
 from .errors import SendRejected
 from .models import FINAL_STATUSES, REACHED_PROVIDER, Broadcast, BroadcastStatus, DeliveryStatus
 from .rendering import MissingVariables, RenderError, render_parts, select_locale
@@ -102,17 +102,29 @@ def _render(template: dict, locales: list[str], data: dict, channels: list[tuple
             "parts": parts}
 
 
-def create(app_id: int, payload: dict) -> Broadcast:
-    """Validate and write a broadcast, and queue its first fan-out task after commit.
+def create(app_id: int, payload: dict, idempotency_key: str | None = None) -> tuple[Broadcast, bool]:
+    """Validate and write a broadcast, and queue its first fan-out task after commit; in the
+    caller's transaction.
 
     ``payload``: ``{"template", "template_version"?, "data"?, "category"?, "priority"?,
     "channels"?, "ttl"?, "segment"}`` as notify.api.serializers.BroadcastIn validated it.
+    ``idempotency_key``: the request's ``Idempotency-Key``; the app's broadcast created with it
+    and the same body is answered instead of a new one, even if the request would now be
+    refused (as a send's replay is: notify.accept.submit), also when a concurrent twin commits
+    first.
 
+    Returns:
+        ``(broadcast, replayed)``: ``replayed`` when it is the earlier broadcast of the key.
     Raises:
         SendRejected: ``template_not_found`` / ``template_version_not_found`` (404),
             ``empty_segment`` (422: no recipient matches), ``missing_variables`` (400),
-            ``template_error`` or a provider's content refusal (422). Nothing is written then.
+            ``template_error`` or a provider's content refusal (422), ``idempotency_key_reused``
+            (409: the key's broadcast had another body). Nothing is written then.
     """
+    digest = request_hash(payload) if idempotency_key else ""
+    earlier = _earlier(app_id, idempotency_key, digest)
+    if earlier is not None:
+        return earlier, True
     template = require_template(cache.load_template(app_id, payload["template"], payload.get("template_version")),
                                 payload["template"])
     segment = payload["segment"]
@@ -123,14 +135,37 @@ def create(app_id: int, payload: dict) -> Broadcast:
     channels = _channels(payload.get("channels"))
     data = payload.get("data") or {}
     content = _render(template, sorted(counts), data, channels)
-    broadcast = Broadcast.objects.create(
-        app_id=app_id, template_id=template["id"], template_version=template["version"], data=data,
-        content=content, category=payload.get("category") or template["category"] or "general",
-        priority=payload.get("priority") or "normal", channels=[c[0] for c in channels],
-        ttl=payload.get("ttl") or settings.NOTIFY_DEFAULT_TTL, segment=segment, status=BroadcastStatus.RUNNING,
-        total=sum(counts.values()))
+    try:
+        with transaction.atomic():  # a savepoint: a concurrent twin's committed key refuses the insert
+            broadcast = Broadcast.objects.create(
+                app_id=app_id, template_id=template["id"], template_version=template["version"], data=data,
+                content=content, category=payload.get("category") or template["category"] or "general",
+                priority=payload.get("priority") or "normal", channels=[c[0] for c in channels],
+                ttl=payload.get("ttl") or settings.NOTIFY_DEFAULT_TTL, segment=segment,
+                status=BroadcastStatus.RUNNING, total=sum(counts.values()),
+                idempotency_key=idempotency_key, request_hash=digest)
+    except IntegrityError:
+        earlier = _earlier(app_id, idempotency_key, digest)
+        if earlier is None:
+            raise
+        return earlier, True
     transaction.on_commit(lambda: kick(broadcast.id))
-    return broadcast
+    return broadcast, False
+
+
+def _earlier(app_id: int, idempotency_key: str | None, digest: str) -> Broadcast | None:
+    """The app's broadcast created with ``idempotency_key``, None when none (or no key).
+
+    Raises:
+        SendRejected: 409 ``idempotency_key_reused`` when that request had another body.
+    """
+    if not idempotency_key:
+        return None
+    earlier = Broadcast.objects.filter(app_id=app_id, idempotency_key=idempotency_key).first()
+    if earlier is not None and earlier.request_hash != digest:
+        raise SendRejected("idempotency_key_reused", "this Idempotency-Key was used with a different request body",
+                           status=409)
+    return earlier
 
 
 def kick(broadcast_id: int) -> None:

@@ -634,6 +634,84 @@ def test_bad_input_is_refused_with_a_code_and_nothing_written(api, people, body,
         assert set(response.json()["error"]["reasons"]) == {"segment.all"}
 
 
+def test_a_retry_with_the_same_idempotency_key_answers_the_first_broadcast(api, people):
+    body = {"template": "order-shipped", "data": DATA, "segment": {"all": True}}
+    first = api.post(URL, body, format="json", HTTP_IDEMPOTENCY_KEY="campaign-7")
+    assert first.status_code == 202 and "Idempotent-Replayed" not in first.headers
+    broadcast.fan_out(first.json()["id"], 2)  # it has moved on meanwhile
+    tasks_before = Broadcast.objects.get(pk=first.json()["id"]).written
+
+    again = api.post(URL, body, format="json", HTTP_IDEMPOTENCY_KEY="campaign-7")
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == {**first.json(), "status": "running"}
+    assert Broadcast.objects.count() == 1
+    assert Broadcast.objects.get().written == tasks_before  # nothing fanned out by the retry
+
+    other_body = api.post(URL, {**body, "data": {**DATA, "order": "B-2"}}, format="json",
+                          HTTP_IDEMPOTENCY_KEY="campaign-7")
+    assert other_body.status_code == 409 and other_body.json()["error"]["code"] == "idempotency_key_reused"
+    bad_key = api.post(URL, body, format="json", HTTP_IDEMPOTENCY_KEY="with space")
+    assert bad_key.status_code == 400 and set(bad_key.json()["error"]["reasons"]) == {"Idempotency-Key"}
+    assert Broadcast.objects.count() == 1
+    # Without a key each call is a broadcast of its own; the key is the app's own.
+    assert api.post(URL, body, format="json").json()["id"] != first.json()["id"]
+    _, other_key = demo.create_app("other-app")
+    from rest_framework.test import APIClient
+
+    other = APIClient()
+    other.credentials(HTTP_AUTHORIZATION=f"Api-Key {other_key}")
+    theirs = other.post(URL, body, format="json", HTTP_IDEMPOTENCY_KEY="campaign-7")
+    assert theirs.status_code == 202 and "Idempotent-Replayed" not in theirs.headers
+    assert Broadcast.objects.count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_concurrent_twin_gets_the_broadcast_that_committed_first(app_key, monkeypatch):
+    """Two calls with one key at once: the second's insert waits on the key's unique index for
+    the first's commit, then answers the first's broadcast (no 500, no second broadcast)."""
+    from rest_framework.test import APIClient
+
+    app, key = app_key
+    make(app, "t1")
+    body = {"template": "order-shipped", "data": DATA, "segment": {"all": True}}
+    inserted, go = threading.Event(), threading.Event()
+    answers = {}
+    real_on_commit = transaction.on_commit
+
+    def hold_the_first(func, *args, **kwargs):
+        if threading.current_thread().name == "first":  # its row is written, not committed
+            inserted.set()
+            assert go.wait(10)
+        return real_on_commit(func, *args, **kwargs)
+
+    monkeypatch.setattr(broadcast.transaction, "on_commit", hold_the_first)
+
+    def call(name):
+        # Not re-raising a view's exception: the test client's signal would hand one thread's
+        # to the other's client too.
+        client = APIClient(raise_request_exception=False)
+        client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+        try:
+            answers[name] = client.post(URL, body, format="json", HTTP_IDEMPOTENCY_KEY="twin")
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=call, args=("first",), name="first")
+    second = threading.Thread(target=call, args=("second",), name="second")
+    first.start()
+    assert inserted.wait(10)
+    second.start()
+    second.join(1.0)
+    assert second.is_alive()  # waiting for the first's commit
+    go.set()
+    first.join(10)
+    second.join(10)
+    assert answers["first"].status_code == 202 and answers["second"].status_code == 202, answers["second"].content
+    assert answers["second"].json()["id"] == answers["first"].json()["id"]
+    assert answers["second"].headers["Idempotent-Replayed"] == "true"
+    assert Broadcast.objects.count() == 1
+
+
 def test_another_apps_broadcast_is_unknown(api, people):
     other_app, other_key = demo.create_app("other-app")
     from rest_framework.test import APIClient

@@ -7,7 +7,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import transaction
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -17,8 +17,16 @@ from ..errors import SendRejected
 from ..models import Broadcast
 from .serializers import CHANNEL_CHOICES, StorableJSONObject, StrictBooleanField, StrictSerializer
 from .template_serializers import ApiError
+from .views import IDEMPOTENCY_KEY_SCHEMA, idempotency_key_header
 
 SEGMENT_KEYS = ("locale", "tags", "tags_match", "external_ids", "all")
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key", type=IDEMPOTENCY_KEY_SCHEMA,
+    location=OpenApiParameter.HEADER, required=False,
+    description="Makes the call idempotent: a retry with the same key and body answers the broadcast the first "
+                "call created (`Idempotent-Replayed: true`, its current status) and starts nothing; another body "
+                "is a 409. 1 to 255 visible ASCII characters, kept as long as the broadcast.")
 
 
 class SegmentIn(serializers.Serializer):
@@ -129,18 +137,21 @@ class BroadcastListView(APIView):
 
     required_scope = scopes.SEND
 
-    @extend_schema(request=BroadcastIn, responses={
+    @extend_schema(request=BroadcastIn, parameters=[IDEMPOTENCY_KEY], responses={
         202: BroadcastAccepted,
         400: OpenApiResponse(ApiError, description="invalid request or segment, or `missing_variables`"),
         404: OpenApiResponse(ApiError, description="`template_not_found`, `template_version_not_found`"),
+        409: OpenApiResponse(ApiError, description="`idempotency_key_reused`: the key's broadcast had another body"),
         422: OpenApiResponse(ApiError, description="`empty_segment` (no recipient matches), `template_error`, "
                                                    "or content a provider would refuse")})
     def post(self, request):
+        key = idempotency_key_header(request)
         serializer = BroadcastIn(data=request.data)
         serializer.is_valid(raise_exception=True)
         with transaction.atomic():
-            created = fan.create(request.user.app_id, dict(serializer.validated_data))
-        return Response({"id": created.id, "status": created.status, "total": created.total}, status=202)
+            created, replayed = fan.create(request.user.app_id, dict(serializer.validated_data), key)
+        return Response({"id": created.id, "status": created.status, "total": created.total}, status=202,
+                        headers={"Idempotent-Replayed": "true"} if replayed else {})
 
     @extend_schema(responses=BroadcastOut(many=True))
     def get(self, request):

@@ -59,14 +59,16 @@ class Accepted(drf_serializers.Serializer):
                                                           "variant it used")
 
 
+#: The ``Idempotency-Key`` header's form in the OpenAPI schema (notify.validators.idempotency_key).
+IDEMPOTENCY_KEY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7E]+$"}
 IDEMPOTENCY_KEY_HEADER = OpenApiParameter(
-    "Idempotency-Key", type={"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7E]+$"},
+    "Idempotency-Key", type=IDEMPOTENCY_KEY_SCHEMA,
     location=OpenApiParameter.HEADER, required=False,
     description="Makes the send idempotent (a retry with the same key and body answers the first response; "
                 "another body is a 409). 1 to 255 visible ASCII characters; takes precedence over `event_id`.")
 
 
-def _idempotency_key_header(request) -> str | None:
+def idempotency_key_header(request) -> str | None:
     """The request's ``Idempotency-Key`` header, or None without one.
 
     Raises:
@@ -104,7 +106,7 @@ class NotificationListView(APIView):
                               409: OpenApiResponse(description="idempotency key reused")})
     @method_decorator(ratelimit(key=_api_key_group, rate=settings.NOTIFY_API_RATE_LIMIT, block=True))
     def post(self, request):
-        header_key = _idempotency_key_header(request)
+        header_key = idempotency_key_header(request)
         serializer = s.SendSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         payload = dict(serializer.validated_data)

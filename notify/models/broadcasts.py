@@ -2,7 +2,8 @@ from django.db import models
 
 
 class BroadcastStatus(models.TextChoices):
-    """Where a broadcast stands: ``created → running → done``; ``cancelled`` from either of the first two."""
+    """Where a broadcast's fan-out stands: ``created → running → done``; ``cancelled`` from any of
+    the three (from ``done`` while deliveries are still unsent)."""
 
     CREATED = "created"
     RUNNING = "running"
@@ -48,10 +49,18 @@ class Broadcast(models.Model):
     progressed_at = models.DateTimeField(null=True, blank=True)  # the last batch's commit
     finished_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
+    #: The creating request's ``Idempotency-Key`` (unique per app while the row exists) and the
+    #: SHA-256 of its body (notify.accept.request_hash): a retry answers this broadcast.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    request_hash = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         indexes = [models.Index(fields=["status", "progressed_at"], name="broadcast_running",
                                 condition=models.Q(status__in=["created", "running"]))]
+        constraints = [
+            models.UniqueConstraint(fields=["app", "idempotency_key"], name="broadcast_idempotency_key",
+                                    condition=models.Q(idempotency_key__isnull=False)),
+        ]
 
     def __str__(self) -> str:
         return f"broadcast {self.id} ({self.status})"
