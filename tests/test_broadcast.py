@@ -632,6 +632,8 @@ def test_bad_input_is_refused_with_a_code_and_nothing_written(api, people, body,
         assert set(response.json()["error"]["reasons"]) == extra
     elif body["segment"].get("all") not in (None, True):
         assert set(response.json()["error"]["reasons"]) == {"segment.all"}
+    elif not body["segment"]:  # no filter: a reason of its own, not the 422's empty_segment
+        assert response.json()["error"]["reasons"] == {"segment.all": ["no_filter"]}
 
 
 def test_a_retry_with_the_same_idempotency_key_answers_the_first_broadcast(api, people):

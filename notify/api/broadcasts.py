@@ -62,7 +62,7 @@ class SegmentIn(serializers.Serializer):
                 raise serializers.ValidationError({"all": [f"all: true takes no other filter ({', '.join(filters)})"]})
         elif not filters:
             raise serializers.ValidationError({"all": ["give a filter (locale, tags, external_ids) or all: true"]},
-                                              code="empty_segment")
+                                              code="no_filter")
         if "all" in attrs and not attrs["all"]:
             attrs.pop("all")
         if "tags" not in attrs:
