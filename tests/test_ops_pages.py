@@ -110,13 +110,15 @@ def test_api_root_links_every_resource_without_a_key(client):
     body = response.json()
     assert body["name"] == "notify API" and body["version"]
     links = body["links"]
-    for name in ("notifications", "notifications_batch", "notification", "recipient", "devices", "preferences",
-                 "categories", "templates", "template", "schema", "docs", "redoc", "health_live", "health_ready"):
+    for name in ("notifications", "notifications_batch", "notifications_bulk", "notification", "broadcasts",
+                 "broadcast", "recipient", "devices", "preferences", "categories", "templates", "template", "schema",
+                 "docs", "redoc", "health_live", "health_ready"):
         assert name in links and links[name]["title"], name
     assert links["recipient"]["href"] == "http://testserver/api/v1/recipients/{external_id}"
     assert links["notification"]["href"] == "http://testserver/api/v1/notifications/{notification_id}"
+    assert links["broadcast"]["href"] == "http://testserver/api/v1/broadcasts/{broadcast_id}"
     samples = {"{external_id}": "user-1", "{notification_id}": "9b2f4b4e-4c65-4a4f-9d7e-2a4f3f7d8e11",
-               "{name}": "order-shipped"}
+               "{name}": "order-shipped", "{broadcast_id}": "7"}
     for name, link in links.items():
         path = urlparse(link["href"]).path
         for variable, value in samples.items():

@@ -18,7 +18,11 @@ from rest_framework.views import APIView
 LINKS = [
     ("notifications", "notifications", None, "POST a send"),
     ("notifications_batch", "notifications-batch", None, "POST up to 500 sends, all or none"),
+    ("notifications_bulk", "notifications-bulk", None, "POST one template to up to 10,000 recipients, "
+                                                       "each with its own data"),
     ("notification", "notification", "notification_id", "GET a notification with its deliveries"),
+    ("broadcasts", "broadcasts", None, "POST a template to a segment of recipients; GET the app's broadcasts"),
+    ("broadcast", "broadcast", "broadcast_id", "GET a broadcast's progress (POST …/cancel to cancel it)"),
     ("recipient", "recipient", "external_id", "PUT / GET a recipient"),
     ("recipient_erase", "recipient-erase", "external_id", "POST: erase a recipient's personal data"),
     ("devices", "devices", "external_id", "a recipient's devices"),
@@ -38,7 +42,7 @@ LINKS = [
 ]
 #: A value each path converter accepts, replaced by ``{variable}`` after reversing.
 _PLACEHOLDERS = {"notification_id": "00000000-0000-0000-0000-000000000000", "external_id": "VARIABLE",
-                 "name": "VARIABLE"}
+                 "name": "VARIABLE", "broadcast_id": 987654321}
 
 
 def _link(request, url_name: str, variable: str | None) -> str:
@@ -47,7 +51,7 @@ def _link(request, url_name: str, variable: str | None) -> str:
         return request.build_absolute_uri(reverse(url_name))
     placeholder = _PLACEHOLDERS[variable]
     url = request.build_absolute_uri(reverse(url_name, kwargs={variable: placeholder}))
-    return url.replace(placeholder, "{" + variable + "}")
+    return url.replace(str(placeholder), "{" + variable + "}")
 
 
 class ApiRootView(APIView):
