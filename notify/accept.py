@@ -403,13 +403,23 @@ def write(planned: list[Planned]) -> None:
     metrics.record_accept(planned)
 
 
+def require_same_request(stored_hash: str, digest: str) -> None:
+    """Check that a request replaying an idempotency key has the body (:func:`request_hash`)
+    the key was first used with.
+
+    Raises:
+        SendRejected: 409 ``idempotency_key_reused`` when the hashes differ.
+    """
+    if stored_hash != digest:
+        raise SendRejected("idempotency_key_reused", "this Idempotency-Key was used with a different request body",
+                           status=409)
+
+
 def _replay(earlier: tuple[str, dict] | None, digest: str) -> Accepted | None:
     if earlier is None:
         return None
     stored_hash, response = earlier
-    if stored_hash != digest:
-        raise SendRejected("idempotency_key_reused", "this Idempotency-Key was used with a different request body",
-                           status=409)
+    require_same_request(stored_hash, digest)
     return Accepted(response, replayed=True)
 
 

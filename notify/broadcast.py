@@ -43,7 +43,7 @@ from channels import registry
 from channels.base import AddressKind
 
 from . import cache, policy, store
-from .accept import check_content, request_hash, require_template
+from .accept import check_content, request_hash, require_same_request, require_template
 from .errors import SendRejected
 from .models import FINAL_STATUSES, REACHED_PROVIDER, Broadcast, BroadcastStatus, DeliveryStatus
 from .rendering import MissingVariables, RenderError, render_parts, select_locale
@@ -162,9 +162,8 @@ def _earlier(app_id: int, idempotency_key: str | None, digest: str) -> Broadcast
     if not idempotency_key:
         return None
     earlier = Broadcast.objects.filter(app_id=app_id, idempotency_key=idempotency_key).first()
-    if earlier is not None and earlier.request_hash != digest:
-        raise SendRejected("idempotency_key_reused", "this Idempotency-Key was used with a different request body",
-                           status=409)
+    if earlier is not None:
+        require_same_request(earlier.request_hash, digest)
     return earlier
 
 
