@@ -1,5 +1,5 @@
 """The admin of broadcasts (notify.models.Broadcast): each one's segment and progress (recipients
-written, deliveries queued, sent, failed, suppressed), and an action to cancel running ones.
+written, deliveries queued, sent, failed, suppressed), and an action to cancel what they have not sent.
 Broadcasts are started through the API (POST /api/v1/broadcasts), not here."""
 
 from __future__ import annotations
