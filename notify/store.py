@@ -1555,9 +1555,8 @@ WITH chosen AS (
     -- the worker's claim skips a cancelled delivery.
     DELETE FROM notify_outboxbatch WHERE id = ANY(ARRAY(
         SELECT id FROM notify_outboxbatch WHERE broadcast_id = %(b)s FOR UPDATE SKIP LOCKED))
-    RETURNING 1
 )
-SELECT (SELECT count(*) FROM cancelled), (SELECT count(*) FROM marked), (SELECT count(*) FROM unbatched)
+SELECT (SELECT count(*) FROM cancelled), (SELECT count(*) FROM marked)
 """
 
 
@@ -1579,7 +1578,7 @@ def cancel_broadcast(app_id: int, broadcast_id: int) -> int | None:
         if row is None:
             return None
         cursor.execute(_CANCEL_BROADCAST_SQL, params)
-        cancelled, _, _ = cursor.fetchone()
+        cancelled, _ = cursor.fetchone()
         if row[0] == "done" and not cancelled:
             # Everything was sent or final already: a done broadcast stays done.
             transaction.set_rollback(True)

@@ -641,13 +641,13 @@ def test_a_retry_with_the_same_idempotency_key_answers_the_first_broadcast(api, 
     first = api.post(URL, body, format="json", HTTP_IDEMPOTENCY_KEY="campaign-7")
     assert first.status_code == 202 and "Idempotent-Replayed" not in first.headers
     broadcast.fan_out(first.json()["id"], 2)  # it has moved on meanwhile
-    tasks_before = Broadcast.objects.get(pk=first.json()["id"]).written
+    written_before = Broadcast.objects.get(pk=first.json()["id"]).written
 
     again = api.post(URL, body, format="json", HTTP_IDEMPOTENCY_KEY="campaign-7")
     assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
     assert again.json() == {**first.json(), "status": "running"}
     assert Broadcast.objects.count() == 1
-    assert Broadcast.objects.get().written == tasks_before  # nothing fanned out by the retry
+    assert Broadcast.objects.get().written == written_before  # nothing fanned out by the retry
 
     other_body = api.post(URL, {**body, "data": {**DATA, "order": "B-2"}}, format="json",
                           HTTP_IDEMPOTENCY_KEY="campaign-7")

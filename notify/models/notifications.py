@@ -216,9 +216,11 @@ class OutboxBatch(models.Model):
     delivery_ids = ArrayField(models.UUIDField())  # ids of queued deliveries, in id order
     # The broadcast that wrote it: cancelling that broadcast deletes the rows still waiting
     # (notify.store.cancel_broadcast). No index: rows live until the next relay round, so the
-    # table stays small, and a cancel's scan of it is cheaper than an index entry per batch.
+    # table stays small, and a cancel's scan of it is cheaper than an index entry per batch. No
+    # database constraint, as for Notification.broadcast: the broadcast's row is the one its
+    # fan-out lanes update, and a check would lock it FOR KEY SHARE from every lane.
     broadcast = models.ForeignKey("notify.Broadcast", null=True, blank=True, on_delete=models.CASCADE,
-                                  related_name="+", db_index=False)
+                                  related_name="+", db_index=False, db_constraint=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
