@@ -21,6 +21,20 @@ def _queues_declared():
     _purge_queues()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _flush_survives_a_deadlock():
+    """Transactional tests' teardown retries its TRUNCATE on a deadlock with a running stack
+    (see tests.helpers.flush_retrying_deadlocks)."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    from tests.helpers import flush_retrying_deadlocks
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DatabaseOperations, "execute_sql_flush",
+                      flush_retrying_deadlocks(DatabaseOperations.execute_sql_flush))
+        yield
+
+
 @pytest.fixture
 def _fresh_cache():
     cache.clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import secrets
+import time
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -147,3 +148,29 @@ def broker_unreachable(monkeypatch):
     with monkeypatch.context() as patched:
         patched.setattr("notify.celery.app", down)
         yield
+
+
+def flush_retrying_deadlocks(flush, attempts: int = 5):
+    """Wrap ``DatabaseOperations.execute_sql_flush`` (Django's teardown of a transactional test:
+    one TRUNCATE of every table) so that a deadlock is retried, up to ``attempts`` times.
+
+    Why: a stack test's workers, relay and maintenance keep running while its module's tests
+    tear down, and their transactions take row locks on several tables in their own order. The
+    TRUNCATE takes ACCESS EXCLUSIVE locks one table at a time, so it can wait on one of them
+    while that transaction waits on a table the TRUNCATE already holds; PostgreSQL then aborts
+    the TRUNCATE (SQLSTATE 40P01). The statement ran in its own transaction, which was rolled
+    back, so it is safe to run again once the other side has gone on. Any other error is raised.
+    """
+    import functools
+
+    @functools.wraps(flush)
+    def wrapper(self, sql_list):
+        for attempt in range(1, attempts + 1):
+            try:
+                return flush(self, sql_list)
+            except Exception as exc:  # Django's OperationalError wraps psycopg's DeadlockDetected
+                if attempt == attempts or getattr(exc.__cause__, "sqlstate", None) != "40P01":
+                    raise
+                time.sleep(0.05 * attempt)
+
+    return wrapper
