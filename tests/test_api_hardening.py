@@ -322,3 +322,69 @@ def test_openapi_generation_has_no_warnings():
     GENERATOR_STATS.reset()
     SchemaGenerator().get_schema(request=None, public=True)
     assert not GENERATOR_STATS, (list(GENERATOR_STATS._warn_cache), list(GENERATOR_STATS._error_cache))
+
+
+# --- 9. Found by a later user trial: text and ids are taken exactly as sent ------------------
+
+def test_a_sends_recipient_is_matched_exactly_as_the_recipient_was_created(api):
+    # DRF trimmed the send's recipient but not the PUT's path: " twin " reached "twin".
+    for external_id, phone in ((" twin ", "+4915123456701"), ("twin", "+4915123456702"), (" alone", "+4915123456703")):
+        r = api.put(f"/api/v1/recipients/{external_id.replace(' ', '%20')}", {"phone": phone}, format="json")
+        assert r.status_code == 201, r.content
+    sms = {"content": {"sms": {"body": "hi"}}}
+    for external_id, phone in ((" twin ", "+4915123456701"), ("twin", "+4915123456702"), (" alone", "+4915123456703")):
+        r = api.post("/api/v1/notifications", {"recipient": external_id, **sms}, format="json")
+        assert r.status_code == 202, r.content
+        assert [d["to"] for d in r.json()["deliveries"]] == [phone]
+    before_db, before_q = db_counts(), queue_depths()
+    _assert_refused(api.post("/api/v1/notifications", {"recipient": "alone", **sms}, format="json"),
+                    404, "recipient_not_found", before_db, before_q)
+    r = api.post("/api/v1/notifications/bulk", {"template": "order-shipped", "channels": ["sms"], "recipients": [
+        {"recipient": " twin ", "data": {"name": "A", "order": "1"}}]}, format="json")
+    assert r.status_code == 202, r.content
+    assert list(Notification.objects.filter(template__name="order-shipped")
+                .values_list("recipient__external_id", flat=True)) == [" twin "]
+
+
+def test_an_event_id_is_taken_as_sent(api, recipient):
+    body = {"recipient": USER, "content": {"sms": {"body": "hi"}}}
+    assert api.post("/api/v1/notifications", {**body, "event_id": "k"}, format="json").status_code == 202
+    r = api.post("/api/v1/notifications", {**body, "event_id": " k "}, format="json")
+    assert r.status_code == 202 and r.get("Idempotent-Replayed") is None, r.content
+    assert sorted(Notification.objects.values_list("idempotency_key", flat=True)) == [" k ", "k"]
+
+
+def test_message_text_reaches_the_notification_as_sent(api, recipient):
+    content = {"sms": {"body": "   indented code: 1234\n\n"},
+               "push": {"title": " Title ", "body": "\tbody\n"},
+               "email": {"subject": "  Subject", "text": "text\n\n", "html": "<p>html</p>\n"}}
+    r = api.post("/api/v1/notifications", {"recipient": USER, "content": content}, format="json")
+    assert r.status_code == 202, r.content
+    stored = Notification.objects.get().content
+    assert stored["sms"]["body"] == content["sms"]["body"]
+    assert (stored["push"]["title"], stored["push"]["body"]) == (" Title ", "\tbody\n")
+    assert (stored["email"]["subject"], stored["email"]["text"]) == ("  Subject", "text\n\n")
+
+
+@pytest.mark.parametrize("content,field", [({"sms": {"body": "  \n "}}, "content.sms.body"),
+                                           ({"email": {"subject": "   ", "text": "t"}}, "content.email.subject")])
+def test_whitespace_alone_is_still_a_blank_text(api, recipient, content, field):
+    before_db, before_q = db_counts(), queue_depths()
+    error = _assert_refused(api.post("/api/v1/notifications", {"recipient": USER, "content": content}, format="json"),
+                            400, "invalid_request", before_db, before_q)
+    assert field in error["fields"], error
+
+
+def test_every_spelling_of_one_api_key_counts_in_its_one_rate_limit_bucket(api, app_key, settings):
+    # The bucket was the header's first 40 characters, while authentication strips the spaces
+    # after "Api-Key": each extra space was a new bucket.
+    settings.NOTIFY_API_RATE_LIMIT = "3/m"
+    key = app_key[1]
+    bad_body = {"recipient": "nobody", "template": "order-shipped", "unknown": 1}  # a 400 still counts
+    answers = []
+    for header in (f"Api-Key {key}", f"Api-Key  {key}", f"Api-Key {key} ", f"Api-Key      {key}",
+                   f"Api-Key   {key}  "):
+        api.credentials(HTTP_AUTHORIZATION=header)
+        answers.append(api.post("/api/v1/notifications", bad_body, format="json").status_code)
+    assert answers == [400, 400, 400, 429, 429]
+    assert api.post("/api/v1/notifications", bad_body, format="json").json()["error"]["code"] == "rate_limited"

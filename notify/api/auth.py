@@ -32,6 +32,23 @@ _GENERATOR = AppAPIKey.objects.key_generator
 _KEY_SHAPE = re.compile(rf"[A-Za-z0-9]{{{_GENERATOR.prefix_length}}}\.[A-Za-z0-9]{{{_GENERATOR.secret_key_length}}}")
 
 
+def credentials(header: str) -> tuple[str, str]:
+    """``(scheme, credential)`` of an ``Authorization`` header value: the word before the first
+    space, and the rest without surrounding whitespace (``"Api-Key  abc "`` gives ``("Api-Key",
+    "abc")``). One reading for the authenticators and the rate limit's bucket, so no spelling of
+    one key authenticates under a bucket of its own."""
+    scheme, _, credential = header.partition(" ")
+    return scheme, credential.strip()
+
+
+def rate_limit_bucket(header: str) -> str:
+    """The API rate limit's bucket of a request, from its ``Authorization`` header before any
+    look-up: the scheme lower-cased (RFC 9110 makes it case-insensitive) and the credential's
+    first 32 characters (an API key's public prefix and part of its secret; a token's start)."""
+    scheme, credential = credentials(header)
+    return f"{scheme.lower()} {credential[:32]}"
+
+
 @dataclass(frozen=True)
 class AppPrincipal:
     """The authenticated caller: an app, through one of its API keys or OAuth clients, with the
@@ -65,13 +82,12 @@ class AppAPIKeyAuthentication(authentication.BaseAuthentication):
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
             return None
-        keyword, _, key = header.partition(" ")
+        keyword, key = credentials(header)
         if keyword.lower() == BEARER:
             return None  # OAuthTokenAuthentication's
-        if keyword != KEYWORD or not key.strip():
+        if keyword != KEYWORD or not key:
             raise exceptions.AuthenticationFailed("expected 'Authorization: Api-Key <key>' or 'Bearer <token>'",
                                                   code="invalid_api_key")
-        key = key.strip()
         if not _KEY_SHAPE.fullmatch(key):
             # Checked before any look-up, so made-up keys cost neither Redis nor PostgreSQL.
             raise exceptions.AuthenticationFailed("unknown or revoked API key", code="invalid_api_key")
@@ -96,10 +112,9 @@ class OAuthTokenAuthentication(authentication.BaseAuthentication):
     Its scopes are the token's that its client still holds (notify.oauth.effective)."""
 
     def authenticate(self, request):
-        keyword, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+        keyword, token = credentials(request.META.get("HTTP_AUTHORIZATION", ""))
         if keyword.lower() != BEARER:
             return None
-        token = token.strip()
         row = oauth.load_token(token) if _TOKEN_SHAPE.fullmatch(token) else None
         if row is None or row["app_id"] is None or not row["active"] or row["expires"] <= timezone.now():
             raise InvalidToken("unknown, expired or revoked access token")

@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 from .. import broadcast as fan, scopes, validators
 from ..errors import SendRejected
 from ..models import Broadcast
-from .serializers import CHANNEL_CHOICES, StorableJSONObject, StrictBooleanField, StrictSerializer
+from .serializers import CHANNEL_CHOICES, StorableJSONObject, StrictBooleanField, StrictSerializer, external_id_field
 from .template_serializers import ApiError
 from .views import IDEMPOTENCY_KEY_SCHEMA, idempotency_key_header
 
@@ -40,7 +40,7 @@ class SegmentIn(serializers.Serializer):
     tags_match = serializers.ChoiceField(["any", "all"], required=False, default="any",
                                          help_text="`any` (default): a recipient with at least one of `tags`; "
                                                    "`all`: with every one")
-    external_ids = serializers.ListField(child=serializers.CharField(max_length=255), required=False,
+    external_ids = serializers.ListField(child=external_id_field(), required=False,
                                          allow_empty=False, max_length=settings.NOTIFY_BROADCAST_MAX_IDS,
                                          help_text=f"these recipients (at most {settings.NOTIFY_BROADCAST_MAX_IDS}; "
                                                    "unknown ids are skipped)")

@@ -49,6 +49,28 @@ class StrictBooleanField(serializers.BooleanField):
         self.fail("invalid")
 
 
+class VerbatimCharField(serializers.CharField):
+    """A string kept exactly as sent: DRF's CharField strips leading and trailing whitespace,
+    which changed what a product team wrote (an SMS's indented line or trailing newline) and let
+    ``" u-1"`` on a send reach the recipient ``u-1`` while ``PUT /recipients/ u-1`` had created
+    another. Whitespace alone still counts as blank (refused unless ``allow_blank``)."""
+
+    def __init__(self, **kwargs):
+        kwargs["trim_whitespace"] = False
+        super().__init__(**kwargs)
+
+    def run_validation(self, data=serializers.empty):
+        if isinstance(data, str) and data and not data.strip() and not self.allow_blank:
+            self.fail("blank")
+        return super().run_validation(data)
+
+
+def external_id_field(**kwargs) -> VerbatimCharField:
+    """A recipient's external id as a request names it: matched exactly as stored, 1 to 255
+    characters (notify.validators.external_id)."""
+    return VerbatimCharField(max_length=255, validators=[validators.external_id], **kwargs)
+
+
 class StorableJSONObject(serializers.DictField):
     """A free-form JSON object (template data, push data) whose keys and strings, at any depth,
     PostgreSQL can store: a NUL or a lone surrogate is a 400 naming its path (e.g.
@@ -59,8 +81,8 @@ class StorableJSONObject(serializers.DictField):
 
 
 class PushContent(StrictSerializer):
-    title = serializers.CharField(max_length=256, required=False, allow_blank=True)
-    body = serializers.CharField(max_length=4000, required=False, allow_blank=True)
+    title = VerbatimCharField(max_length=256, required=False, allow_blank=True)
+    body = VerbatimCharField(max_length=4000, required=False, allow_blank=True)
     data = StorableJSONObject(required=False)
     badge = serializers.IntegerField(min_value=0, required=False)
     sound = serializers.CharField(max_length=64, required=False)
@@ -69,15 +91,15 @@ class PushContent(StrictSerializer):
 
 
 class SMSContent(StrictSerializer):
-    body = serializers.CharField(max_length=1600)
+    body = VerbatimCharField(max_length=1600)
 
 
 class EmailContent(StrictSerializer):
     from_name = serializers.CharField(max_length=256, required=False,
                                       help_text="display name of the sender (RFC 2047-encoded when not ASCII)")
-    subject = serializers.CharField(max_length=998)
-    text = serializers.CharField(required=False, allow_blank=True)
-    html = serializers.CharField(required=False, allow_blank=True)
+    subject = VerbatimCharField(max_length=998)
+    text = VerbatimCharField(required=False, allow_blank=True)
+    html = VerbatimCharField(required=False, allow_blank=True)
 
 
 class Content(StrictSerializer):
@@ -116,7 +138,7 @@ class AwareDateTimeField(serializers.DateTimeField):
 class SendSerializer(StrictSerializer):
     """``POST /api/v1/notifications``: a template name with data, or explicit content."""
 
-    recipient = serializers.CharField(max_length=255, validators=[validators.external_id])
+    recipient = external_id_field()
     template = serializers.SlugField(max_length=100, required=False)
     template_version = serializers.IntegerField(min_value=1, required=False,
                                                 help_text="a published version to use (default: the latest)")
@@ -127,7 +149,7 @@ class SendSerializer(StrictSerializer):
     category = serializers.SlugField(max_length=64, required=False)
     priority = serializers.ChoiceField(["high", "normal"], required=False)
     ttl = serializers.IntegerField(min_value=1, max_value=28 * 24 * 3600, required=False)  # FCM's maximum
-    event_id = serializers.CharField(max_length=255, required=False)
+    event_id = VerbatimCharField(max_length=255, required=False)
     send_at = AwareDateTimeField(
         required=False, help_text=f"when to send (RFC 3339 with an offset), up to {MAX_SEND_AHEAD.days} days "
                                   "ahead; its deliveries are `scheduled` until then (cancel with DELETE)")

@@ -207,9 +207,8 @@ class PreviewIn(s.StrictSerializer):
     """``POST /api/v1/templates/<name>/preview``."""
 
     data = s.StorableJSONObject(required=False, help_text="the send's `data`")
-    recipient = serializers.CharField(max_length=255, required=False, validators=[validators.external_id],
-                                      help_text="a recipient's external id: choose locale and variant as a send to "
-                                                "it would, and render with its profile")
+    recipient = s.external_id_field(required=False, help_text="a recipient's external id: choose locale and variant "
+                                                              "as a send to it would, and render with its profile")
     version = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False,
                                        help_text="any version, drafts included (default: the latest published)")
     locale = serializers.CharField(max_length=MAX_LOCALE_LENGTH, required=False, validators=[locale_tag],
