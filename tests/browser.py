@@ -82,9 +82,35 @@ def click_to_load(driver, css: str, timeout: float = 15) -> None:
         selenium.common.exceptions.TimeoutException: no new page within ``timeout`` seconds.
     """
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     root = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.CSS_SELECTOR, css).click()
-    WebDriverWait(driver, timeout).until(ec.staleness_of(root))
+    WebDriverWait(driver, timeout).until(gone(root))
+
+
+#: What chromedriver sometimes answers, as a plain "unknown error", when asked about an element
+#: of a document that a navigation is replacing at that moment (instead of "stale element").
+_REPLACED_DOCUMENT = "does not belong to the document"
+
+
+def gone(element):
+    """A WebDriverWait condition: true once ``element`` is no longer in the page (it went stale).
+
+    Selenium's ``staleness_of`` counts only StaleElementReferenceException as stale, so the
+    answer chromedriver gives mid-navigation (see _REPLACED_DOCUMENT) failed the wait instead of
+    ending it. Any other error is raised."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    def condition(_driver) -> bool:
+        try:
+            element.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if _REPLACED_DOCUMENT in (exc.msg or ""):
+                return True
+            raise
+        return False
+
+    return condition
