@@ -388,3 +388,10 @@ def test_every_spelling_of_one_api_key_counts_in_its_one_rate_limit_bucket(api, 
         answers.append(api.post("/api/v1/notifications", bad_body, format="json").status_code)
     assert answers == [400, 400, 400, 429, 429]
     assert api.post("/api/v1/notifications", bad_body, format="json").json()["error"]["code"] == "rate_limited"
+
+
+def test_push_text_of_whitespace_alone_is_still_empty_content(api, recipient):
+    # Trimming had made it "", which the push channels refuse; kept verbatim, "  " passed as text.
+    before_db, before_q = db_counts(), queue_depths()
+    body = {"recipient": USER, "channels": ["fcm"], "content": {"push": {"title": "  ", "body": " \n "}}}
+    _assert_refused(api.post("/api/v1/notifications", body, format="json"), 422, "empty_content", before_db, before_q)

@@ -101,7 +101,7 @@ class AppAPIKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request):
         # DRF asks the first class only: a refused token is answered as RFC 6750 says.
-        if request.META.get("HTTP_AUTHORIZATION", "").partition(" ")[0].lower() == BEARER:
+        if credentials(request.META.get("HTTP_AUTHORIZATION", ""))[0].lower() == BEARER:
             return OAuthTokenAuthentication().authenticate_header(request)
         return KEYWORD
 

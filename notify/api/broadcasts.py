@@ -181,10 +181,10 @@ class BroadcastCancelView(APIView):
         ApiError, description="`not_cancellable`: cancelled already, or done with nothing left to cancel")})
     def post(self, request, broadcast_id):
         found = get_object_or_404(Broadcast, pk=broadcast_id, app_id=request.user.app_id)
-        if fan.cancel(request.user.app_id, found.id) is None:
-            found.refresh_from_db()
+        cancelled = fan.cancel(request.user.app_id, found.id)
+        found.refresh_from_db()
+        if cancelled is None:
             why = ("cancelled already" if found.status == "cancelled"
                    else f"{found.status}, with no delivery left to cancel")
             raise SendRejected("not_cancellable", f"the broadcast is {why}", status=409)
-        found.refresh_from_db()
         return Response(_out(found))

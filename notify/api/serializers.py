@@ -53,15 +53,16 @@ class VerbatimCharField(serializers.CharField):
     """A string kept exactly as sent: DRF's CharField strips leading and trailing whitespace,
     which changed what a product team wrote (an SMS's indented line or trailing newline) and let
     ``" u-1"`` on a send reach the recipient ``u-1`` while ``PUT /recipients/ u-1`` had created
-    another. Whitespace alone still counts as blank (refused unless ``allow_blank``)."""
+    another. Whitespace alone is still blank, as trimming made it: ``""`` with ``allow_blank``
+    (so push content of spaces is still ``empty_content``), else refused."""
 
     def __init__(self, **kwargs):
         kwargs["trim_whitespace"] = False
         super().__init__(**kwargs)
 
     def run_validation(self, data=serializers.empty):
-        if isinstance(data, str) and data and not data.strip() and not self.allow_blank:
-            self.fail("blank")
+        if isinstance(data, str) and not data.strip():
+            data = ""
         return super().run_validation(data)
 
 
