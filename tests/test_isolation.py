@@ -1,6 +1,10 @@
 """Channel isolation under a provider outage: APNs answers 503 for 60 s; push deliveries retry
 with back-off and all complete after recovery, while email and SMS, on their own queues and
-worker pools, keep their undisturbed latency (p95 within 10%)."""
+worker pools, keep their undisturbed latency (p95 within 10%).
+
+The undisturbed latency is measured on both sides of the outage (half the window before it,
+half after the recovery), so that what drifts on a shared machine during the test (a
+checkpoint, a neighbour's load, tables growing) weighs on the baseline as on the outage."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
 
 STACK_ENV = {"NOTIFY_APNS_BACKOFF_MAX": "8", "NOTIFY_APNS_MAX_ATTEMPTS": "100"}
 OUTAGE = 60.0  # seconds
-RATE = 4.0  # notifications per second, each to apns + sms + email
+RATE = 8.0  # notifications per second, each to apns + sms + email: 480 latencies a window and channel
 
 
 def p95(values: list[float]) -> float:
@@ -62,8 +66,8 @@ def test_apns_down_60s_does_not_slow_email_and_sms(stack, control, transactional
         users.append(user)
     send_for(stack, key, users, 5)  # warm every pool and connection
 
-    calm = send_for(stack, key, users, OUTAGE)
-    wait_until(lambda: all_sent(calm, ("apns", "sms", "email")), timeout=60, message="undisturbed sends")
+    calm_before = send_for(stack, key, users, OUTAGE / 2)
+    wait_until(lambda: all_sent(calm_before, ("apns", "sms", "email")), timeout=60, message="undisturbed sends")
 
     control.add_fault(provider="apns", status=503, reason="ServiceUnavailable")
     outage_started = time.monotonic()
@@ -73,6 +77,9 @@ def test_apns_down_60s_does_not_slow_email_and_sms(stack, control, transactional
     control.clear_faults()
     outage = time.monotonic() - outage_started
     wait_until(lambda: all_sent(stormy, ("apns",)), timeout=60, message="push after recovery")
+    calm_after = send_for(stack, key, users, OUTAGE / 2)
+    wait_until(lambda: all_sent(calm_after, ("apns", "sms", "email")), timeout=60, message="sends after recovery")
+    calm = calm_before + calm_after
 
     # Each push delivery of the outage waited: a provider 503, or the tripped circuit breaker
     # (then it was parked at accept time and never queued while the provider was down).
@@ -87,6 +94,7 @@ def test_apns_down_60s_does_not_slow_email_and_sms(stack, control, transactional
     print(f"apns during the outage: {len(stormy)} deliveries, {provider_calls} failed provider calls")
     for channel in ("email", "sms"):
         before, during = p95(latencies_ms(calm, (channel,))), p95(latencies_ms(stormy, (channel,)))
-        print(f"{channel}: p95 undisturbed {before:.0f} ms, during APNs outage {during:.0f} ms; "
+        print(f"{channel}: p95 undisturbed {before:.0f} ms (before {p95(latencies_ms(calm_before, (channel,))):.0f}, "
+              f"after {p95(latencies_ms(calm_after, (channel,))):.0f}), during APNs outage {during:.0f} ms; "
               f"p50 {statistics.median(latencies_ms(calm, (channel,))):.0f} → {statistics.median(latencies_ms(stormy, (channel,))):.0f} ms")
         assert during <= before * 1.10, f"{channel} p95 went from {before:.0f} ms to {during:.0f} ms"
