@@ -136,10 +136,12 @@ class PreviewForm(forms.Form):
             return None
 
 
-def initial_data(version: TemplateVersion | None) -> str:
-    """A data skeleton for ``version``: each variable it uses, with an empty value."""
+def initial_data(version: TemplateVersion | None) -> dict[str, str]:
+    """A data skeleton for ``version``: each variable it uses, with an empty value. A dict: the
+    form's field writes it as JSON (a string here was written as a JSON string, which the form
+    then refused as not an object)."""
     names = version_variables(version) if version else []
-    return json.dumps({name: "" for name in names}, ensure_ascii=False, indent=2)
+    return {name: "" for name in names}
 
 
 def columns(result: dict[str, Any]) -> list[dict[str, Any]]:

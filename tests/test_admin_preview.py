@@ -10,6 +10,8 @@ quotes in it, and check what the page shows per channel.
 from __future__ import annotations
 
 import json
+import re
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -58,9 +60,11 @@ def test_preview_page_offers_every_version_and_a_data_skeleton(admin_client, tem
     assert "v2 (draft)" in html and "v1 (published" in html
     form = page.context["form"]
     assert form.initial["version"] == 2  # the newest version, draft or not
-    assert json.loads(form.initial["data"]) == {"coupon": ""}
+    assert form.initial["data"] == {"coupon": ""}
+    textarea = re.search(r'<textarea name="data"[^>]*>(.*?)</textarea>', html, re.S).group(1)
+    assert json.loads(unescape(textarea)) == {"coupon": ""}  # an object, as the form wants it back
     page = admin_client.get(preview_url(template) + "?version=1")
-    assert json.loads(page.context["form"].initial["data"]) == {"name": "", "order": ""}
+    assert page.context["form"].initial["data"] == {"name": "", "order": ""}
     for odd in ("9", "²", "x", "99999999999999999999"):  # no such version: the newest
         assert admin_client.get(preview_url(template), {"version": odd}).context["form"].initial["version"] == 2
 
@@ -265,6 +269,20 @@ def test_browser_missing_variable_is_a_form_error_naming_it(browser, live_server
     assert json.loads(browser.find_element(By.ID, "id_data").get_attribute("value")) == {"name": "Jiwoo"}
     submit_data(browser, {})
     assert "Missing variables: name, order." in wait_for(browser, ".field-data .errorlist").text
+    assert_no_alert(browser)
+
+
+def test_browser_preview_of_the_skeleton_as_offered(browser, live_server, template):
+    """Preview pressed without touching the data: the skeleton in the textarea is a JSON object
+    (it was once written as a JSON string, and the form refused its own offer)."""
+    from selenium.webdriver.common.by import By
+
+    open_preview_in_browser(browser, live_server, template)
+    assert json.loads(browser.find_element(By.ID, "id_data").get_attribute("value")) == {"name": "", "order": ""}
+    click_to_load(browser, "#template_preview_form input[name=_preview]")
+    result = wait_for(browser, "#preview-result")
+    assert browser.find_elements(By.CSS_SELECTOR, ".errorlist, p.errornote") == []
+    assert len(result.find_elements(By.CSS_SELECTOR, ".notify-preview-channel")) == 5
     assert_no_alert(browser)
 
 
