@@ -30,7 +30,7 @@ from django.views.decorators.http import require_http_methods
 
 from channels import registry
 
-from . import cache, policy, store
+from . import cache, policy, privacy, store
 from .models import Category, Recipient
 from .rendering import select_locale
 
@@ -100,7 +100,9 @@ def page(request, token: str):
     protection, the cookie set by the GET) saves them and redirects back with ``?saved=1``.
 
     Refused: a token that does not verify (tampered, truncated, another salt) → 400; an expired
-    one → 410 (in the recipient's language); a recipient deleted since → 404.
+    one → 410 (in the recipient's language); a recipient deleted or erased since → 404 (an
+    erased recipient's row stays, muted, as a tombstone: a link issued before must neither show
+    it nor unmute it).
     """
     try:
         claims = signing.loads(token, salt=_SALT, max_age=settings.NOTIFY_PREFERENCE_LINK_MAX_AGE)
@@ -115,7 +117,7 @@ def page(request, token: str):
         return _refuse(request, 400, "This link is not valid.",
                        "Open the link exactly as it is in one of our messages.", None)
     recipient = Recipient.objects.select_related("app").filter(pk=claims["r"], app_id=claims["a"]).first()
-    if recipient is None:
+    if recipient is None or privacy.is_erased(recipient.external_id):
         return _refuse(request, 404, "This page is no longer available.",
                        "We have nothing stored about you any more.", None)
     profile = cache.load_profile(recipient.app_id, recipient.external_id)

@@ -13,6 +13,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
 from devtools import demo
@@ -240,6 +241,22 @@ def test_a_delivery_being_sent_finishes_and_erasing_again_clears_what_it_wrote(a
     assert response.status_code == 302
     assert _rows_holding([PHONE]) == []
     assert Delivery.objects.get(id=sms["id"]).status == "sent"
+
+
+def test_a_preference_link_issued_before_the_erasure_is_gone_and_cannot_unmute(api, person):
+    url = api.get(f"/api/v1/recipients/{USER}/preference-link").json()["url"]
+    path = url[url.index("/preferences/"):]
+    page = Client()
+    assert page.get(path).status_code == 200
+    assert api.post(f"/api/v1/recipients/{USER}/erase").status_code == 200
+    tombstone = Recipient.objects.get(external_id__startswith=TOMBSTONE_PREFIX)
+    assert tombstone.muted
+    response = page.get(path)
+    assert response.status_code == 404
+    assert "We have nothing stored about you any more." in response.content.decode()
+    assert page.post(path, {"pause": "keep", "ch:email": "on"}).status_code == 404  # unchecked "muted"
+    tombstone.refresh_from_db()
+    assert tombstone.muted and not Preference.objects.filter(recipient=tombstone, source="page").exists()
 
 
 def test_a_send_that_raced_the_erasure_is_not_sent(api, person):
