@@ -1,15 +1,18 @@
 """The admin of broadcasts (notify.models.Broadcast): each one's segment and progress (recipients
-written, deliveries queued, sent, failed, suppressed), and an action to cancel what they have not sent.
+written, deliveries queued, sent, failed, suppressed, cancelled, pending), and an action to cancel what they have not sent.
 Broadcasts are started through the API (POST /api/v1/broadcasts), not here."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from django.contrib import admin, messages
 
 from . import broadcast as fan
 from .models import Broadcast
 
-PROGRESS = ("total", "written", "queued", "sent", "failed", "suppressed", "pending")
+#: Every counter of notify.broadcast.Progress, as the API shows them (its status is the row's own).
+PROGRESS = tuple(f.name for f in dataclasses.fields(fan.Progress) if f.name != "status")
 
 
 def _progress_column(name: str):
@@ -40,6 +43,7 @@ class BroadcastAdmin(admin.ModelAdmin):
     progress_sent = _progress_column("sent")
     progress_failed = _progress_column("failed")
     progress_suppressed = _progress_column("suppressed")
+    progress_cancelled = _progress_column("cancelled")
     progress_pending = _progress_column("pending")
 
     def _progress(self, obj: Broadcast) -> fan.Progress:

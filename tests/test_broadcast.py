@@ -763,15 +763,16 @@ def test_admin_shows_progress_and_cancels_in_the_browser(browser, live_server, a
         row = browser.find_element(By.CSS_SELECTOR, "#result_list tbody tr")
         return {name: row.find_element(By.CSS_SELECTOR, f"td.field-{name}").text
                 for name in ("status", "progress_total", "progress_written", "progress_queued", "progress_sent",
-                             "progress_pending")}
+                             "progress_cancelled", "progress_pending")}
 
     assert cells() == {"status": "Running", "progress_total": "12", "progress_written": "5", "progress_queued": "5",
-                       "progress_sent": "1", "progress_pending": "4"}
+                       "progress_sent": "1", "progress_cancelled": "0", "progress_pending": "4"}
     browser.find_element(By.CSS_SELECTOR, "#result_list tbody input.action-select").click()
     Select(browser.find_element(By.NAME, "action")).select_by_value("cancel_broadcasts")
     click_to_load(browser, "button[name=index]")
     assert "1 broadcasts cancelled, 4 deliveries cancelled" in browser.find_element(By.CSS_SELECTOR, ".messagelist").text
     assert cells()["status"] == "Cancelled" and cells()["progress_pending"] == "0"
+    assert cells()["progress_cancelled"] == "4"  # where the rest went: sent + cancelled = queued
     assert broadcast.fan_out(body["id"], 5) == (0, "cancelled")
     assert Notification.objects.filter(broadcast_id=body["id"]).count() == 5
 
