@@ -89,21 +89,31 @@ def validate_rate_limits(value: Any) -> dict:
         value: ``{"<channel>" | "<content group>" | "*": "<limits>"}`` (see :func:`parse_limits`);
             channels and content groups are the enabled ones (channels.registry).
     Raises:
-        ValueError: not an object, an unknown key, or a value that is not a rate limit; the
-            message names the key.
+        ValueError: not an object, or the first entry :func:`check_entry` refuses; the message
+            starts with the key (``"sms: 'often' is not a rate limit ..."``).
     """
     if not isinstance(value, dict):
         raise ValueError('rate_limits must be an object such as {"push": "3/hour;10/day"}')
-    known = (*registry.channels(), *registry.content_groups(), EVERY_CHANNEL)
     for key, limits in value.items():
-        if key not in known:
-            raise ValueError(f"{key!r} is not a channel, a content group or {EVERY_CHANNEL!r} "
-                             f"(one of {', '.join(known)})")
         try:
-            parse_limits(limits)
+            check_entry(key, limits)
         except ValueError as error:
             raise ValueError(f"{key}: {error}") from None
     return value
+
+
+def check_entry(key: Any, limits: Any) -> None:
+    """Check one entry of a category's ``rate_limits``: ``key`` an enabled channel, content group
+    or ``*``, ``limits`` a string :func:`parse_limits` reads.
+
+    Raises:
+        ValueError: the reason, without the key (the caller reports it under the key).
+    """
+    # A channel may share its name with its content group (sms, email): each name once.
+    known = tuple(dict.fromkeys((*registry.channels(), *registry.content_groups(), EVERY_CHANNEL)))
+    if key not in known:
+        raise ValueError(f"not a channel, a content group or {EVERY_CHANNEL!r}: one of {', '.join(known)}")
+    parse_limits(limits)
 
 
 def limits_for(rules: Rules, channel: str) -> tuple[RateLimitItem, ...]:

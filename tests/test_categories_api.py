@@ -77,6 +77,14 @@ def test_categories_are_scoped_to_the_app(api, app_key):
     assert Category.objects.filter(name="marketing").count() == 1
 
 
+def test_an_unknown_rate_limit_key_lists_each_choice_once(api):
+    r = api.put("/api/v1/categories/marketing", {"rate_limits": {"everything": "3/hour"}}, format="json")
+    assert r.status_code == 400, r.content
+    [message] = r.json()["error"]["fields"]["rate_limits.everything"]
+    choices = message.rpartition("one of ")[2].split(", ")
+    assert choices == ["apns", "fcm", "webpush", "sms", "email", "push", "*"], message
+
+
 @pytest.mark.parametrize("body, field", [
     ({"defaults": {"pager": True}}, "defaults.pager"),
     ({"defaults": {"sms": "no"}}, "defaults.sms"),
@@ -98,6 +106,8 @@ def test_bad_category_fields_are_400_naming_the_field_and_nothing_is_written(api
     assert r.status_code == 400, r.content
     error = r.json()["error"]
     assert error["code"] == "invalid_request" and field in error["fields"], error
+    key = field.partition(".")[2]
+    assert not key or not error["fields"][field][0].startswith(f"{key}:"), error  # the path names the key once
     assert not Category.objects.exists()
 
 
@@ -217,6 +227,7 @@ def test_admin_category_form_checks_the_json_fields_like_the_api(admin_client, a
     assert set(errors) == {"defaults", "rate_limits", "quiet_hours"}
     assert any(message.startswith("pager: not a channel") for message in errors["defaults"])
     assert any(message.startswith("sms: must be true or false") for message in errors["defaults"])
+    assert errors["rate_limits"][0].startswith("sms: 'often' is not a rate limit")  # the key named once
     assert not Category.objects.exists()
     response = admin_client.post("/admin/notify/category/add/", _category_post(
         app=app.id, required="on", defaults='{"sms": false}', rate_limits='{"*": "5/day"}', quiet_hours="22:00-07:00"))

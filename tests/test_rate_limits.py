@@ -61,7 +61,8 @@ def test_none_means_no_limit_for_a_channel_and_for_the_deployment(settings):
 def test_rate_limits_are_checked_before_a_category_is_written():
     assert ratelimit.validate_rate_limits({"push": "3/hour;10/day", SMS: "1/day", "*": "none"})
     for value, message in [
-        ({"pigeon": "1/hour"}, "'pigeon' is not a channel, a content group or '*'"),
+        ({"pigeon": "1/hour"}, "pigeon: not a channel, a content group or '*': one of apns, fcm, webpush, sms, "
+                               "email, push, *"),
         ({"push": "3/h"}, "push: '3/h' is not a rate limit"),
         ({"push": "0/hour"}, "push: '0/hour': a rate limit allows at least 1 per window"),
         ({"push": 3}, "push: a rate limit is a string"),

@@ -57,8 +57,7 @@ def check_defaults(value) -> dict:
 
 def check_rate_limits(value) -> dict:
     """``{"<channel, content group or *>": "3/hour;10/day"}``: limits per recipient and channel
-    (notify.ratelimit.validate_rate_limits, the one copy of the rule), each entry reported under
-    its key.
+    (notify.ratelimit.check_entry, the one copy of the rule), each entry reported under its key.
 
     Raises:
         ValidationError: not an object; an unknown key or an unreadable limit, by key.
@@ -68,7 +67,7 @@ def check_rate_limits(value) -> dict:
     errors = {}
     for key, limits in value.items():
         try:
-            ratelimit.validate_rate_limits({key: limits})
+            ratelimit.check_entry(key, limits)
         except ValueError as exc:
             errors[str(key)] = [str(exc)]
     if errors:
