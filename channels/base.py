@@ -166,6 +166,8 @@ class Message:
         preferences_url: the recipient's hosted preference page, shown next to the unsubscribe
             (only for adapters that declare ``one_click_unsubscribe``; an email adds it as a
             footer line), or None (a required category: a sign-in code carries neither).
+        preferences_label: the text of that footer's link in the recipient's language, or None
+            for the channel's English default.
         open_url: a signed URL the receiver (a Web Push service worker) POSTs to, without a
             body or an API key, when the recipient opens the message (only for adapters that
             declare ``open_reports``), or None.
@@ -180,6 +182,7 @@ class Message:
     status_callback: str | None = None
     unsubscribe_url: str | None = None
     preferences_url: str | None = None
+    preferences_label: str | None = None
     open_url: str | None = None
 
 

@@ -19,7 +19,8 @@ from typing import Any, ClassVar, Mapping
 from .base import AddressKind, Channel, Message, RetryDefaults
 from .errors import InvalidMessage
 
-#: The footer line of an email that links the recipient's preference page (Message.preferences_url).
+#: The footer line of an email that links the recipient's preference page (Message.preferences_url),
+#: when the message gives none in the recipient's language (Message.preferences_label).
 PREFERENCES_LABEL = "Manage your notification preferences"
 #: Header carrying the delivery id (SES event records and the sandbox read it back).
 DELIVERY_ID_HEADER = "X-Notify-Delivery-Id"
@@ -149,20 +150,23 @@ class EmailChannel(Channel):
             headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
         text, html = content.get("text") or None, content.get("html") or None
         if message.preferences_url:
-            text, html = with_preferences_footer(text, html, message.preferences_url)
+            text, html = with_preferences_footer(text, html, message.preferences_url,
+                                                 message.preferences_label or PREFERENCES_LABEL)
         return EmailParts(to=to, subject=content["subject"], text=text, html=html, headers=tuple(headers),
                           from_name=(content.get("from_name") or "").strip() or None)
 
 
-def with_preferences_footer(text: str | None, html: str | None, url: str) -> tuple[str | None, str | None]:
-    """The bodies with a last line linking the recipient's preference page: after a signature
-    separator (``-- ``, RFC 3676 §4.3) in the text part, as a link before ``</body>`` (or at the
-    end) of the HTML part. A part the email does not have stays absent."""
+def with_preferences_footer(text: str | None, html: str | None, url: str,
+                            label: str = PREFERENCES_LABEL) -> tuple[str | None, str | None]:
+    """The bodies with a last line linking the recipient's preference page (``label``: the
+    link's text): after a signature separator (``-- ``, RFC 3676 §4.3) in the text part, as a
+    link before ``</body>`` (or at the end) of the HTML part. A part the email does not have
+    stays absent."""
     if text is not None:
-        text = f"{text.rstrip()}\n\n-- \n{PREFERENCES_LABEL}: {url}\n"
+        text = f"{text.rstrip()}\n\n-- \n{label}: {url}\n"
     if html is not None:
         footer = (f'<p style="font-size:12px;color:#666" class="notify-preferences">'
-                  f'<a href="{escape(url)}">{escape(PREFERENCES_LABEL)}</a></p>')
+                  f'<a href="{escape(url)}">{escape(label)}</a></p>')
         end = html.lower().rfind("</body>")
         html = f"{html[:end]}{footer}{html[end:]}" if end >= 0 else f"{html}{footer}"
     return text, html

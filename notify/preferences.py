@@ -25,7 +25,7 @@ from django.db import transaction
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.utils import timezone, translation
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_noop
 from django.views.decorators.http import require_http_methods
 
 from channels import registry
@@ -55,6 +55,18 @@ def link(app_id: int, recipient_id: int) -> tuple[str, dt.datetime]:
     ``NOTIFY_PREFERENCE_LINK_MAX_AGE`` seconds from now."""
     url = f"{settings.NOTIFY_PUBLIC_URL.rstrip('/')}/preferences/{make_token(app_id, recipient_id)}"
     return url, timezone.now() + dt.timedelta(seconds=settings.NOTIFY_PREFERENCE_LINK_MAX_AGE)
+
+
+#: The email footer's link to the page (channels.email adds it), in English; translated per
+#: recipient by :func:`label`.
+LINK_LABEL = gettext_noop("Manage your notification preferences")
+
+
+def label(locale: str | None) -> str:
+    """The text of the link to the page in an email's footer, in ``locale``'s language as the
+    page speaks it (:func:`language`; English for a language the page does not have)."""
+    with translation.override(language(locale)):
+        return gettext(LINK_LABEL)
 
 
 def language(locale: str | None) -> str:

@@ -49,6 +49,7 @@ from .dbretry import through_outage
 from .deadletters import publish_dead_letter
 from .models import FINAL_STATUSES, OUTCOME_UNKNOWN, DeliveryStatus, cannot_deliver
 from .policy import DEFER, SUPPRESS, at_send, rules
+from .preferences import label as preference_label
 from .preferences import link as preference_link
 from .sealing import SealError
 from .unsubscribe import unsubscribe_url
@@ -97,6 +98,7 @@ class Claim:
     muted_until: Any
     timezone: str
     quiet_hours: str
+    locale: str  # BCP 47: the template's locale used at accept, else the recipient's
     app_quiet_hours: str
     track_opens: bool
     track_clicks: bool
@@ -166,6 +168,7 @@ def message_for(c: Claim, provider: str) -> Message:
         if cls.status_callbacks else None,
         unsubscribe_url=unsubscribe_url(c.id) if leavable else None,
         preferences_url=preference_link(c.app_id, c.recipient_id)[0] if leavable else None,
+        preferences_label=preference_label(c.locale) if leavable else None,
         open_url=tracking.push_open_url(c.id) if cls.open_reports else None,
     )
 

@@ -304,6 +304,8 @@ WITH claimed AS (
                                          'quiet_hours', c.quiet_hours, 'tracking', c.tracking)
                FROM notify_category c WHERE c.app_id = n.app_id AND c.name = n.category) AS category_rules,
               r.muted, r.muted_until, r.timezone, r.quiet_hours, a.quiet_hours AS app_quiet_hours,
+              -- The language of what the recipient reads: the template's locale, else theirs.
+              COALESCE(NULLIF(n.locale, ''), r.locale) AS locale,
               -- Whether an email gets the open pixel and click redirects (notify.tracking.switches).
               a.track_opens, a.track_clicks,
               -- provider → version of the app's own provider settings (NULL: none): a worker keeps

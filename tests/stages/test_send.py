@@ -116,3 +116,22 @@ def test_a_device_removed_after_accept_is_not_sent_to(api, ctl):
     assert send.send(d["id"]) == "suppressed"
     assert Delivery.objects.get(id=d["id"]).reason == "device_removed"
     assert not ctl.records("apns", delivery_id=d["id"])
+
+
+@pytest.mark.parametrize("locale, body, label", [
+    ("de-DE", {"content": {"email": {"subject": "s", "text": "t"}}}, "Benachrichtigungseinstellungen verwalten"),
+    ("ko-KR", {"content": {"email": {"subject": "s", "text": "t"}}}, "알림 설정 관리"),
+    ("pt-BR", {"content": {"email": {"subject": "s", "text": "t"}}}, "Manage your notification preferences"),
+    # The content's language wins: the template has Korean only, so the whole email is Korean.
+    ("de-DE", {"template": "order-shipped", "data": {"name": "Jonas", "order": "A-7"}}, "알림 설정 관리"),
+])
+def test_the_preference_link_in_an_email_speaks_the_language_of_the_email(api, ctl, locale, body, label):
+    user = f"l-{secrets.token_hex(3)}"
+    deliveries = accept(api, user, {**body, "channels": ["email"]}, email=f"{user}@example.com", locale=locale)
+    (d,) = deliveries
+    assert send.send(d["id"]) == "sent"
+    (record,) = ctl.records("ses", delivery_id=d["id"])
+    simple = record["body"]["Content"]["Simple"]["Body"]
+    assert f"\n-- \n{label}: http" in simple["Text"]["Data"], simple["Text"]["Data"]
+    if "Html" in simple:
+        assert f">{label}</a></p>" in simple["Html"]["Data"]
