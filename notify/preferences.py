@@ -75,14 +75,30 @@ def language(locale: str | None) -> str:
     return select_locale(LANGUAGES, locale, "en")
 
 
-def _refuse(request, status: int, title: str, detail: str, locale: str | None) -> HttpResponse:
+#: The refusals' texts (title, detail), for this page and the unsubscribe page.
+INVALID_LINK = (gettext_noop("This link is not valid."),
+                gettext_noop("Open the link exactly as it is in one of our messages."))
+EXPIRED_LINK = (gettext_noop("This link has expired."),
+                gettext_noop("Open the link in a newer message from us, or ask us for a new one."))
+GONE = (gettext_noop("This page is no longer available."), gettext_noop("We have nothing stored about you any more."))
+
+
+def private(response: HttpResponse) -> HttpResponse:
+    """``response`` with the headers of a page for one recipient: never cached, never indexed,
+    no referrer to elsewhere."""
+    for name, value in _PRIVATE_HEADERS.items():
+        response[name] = value
+    return response
+
+
+def refuse(request, status: int, title: str, detail: str, locale: str | None) -> HttpResponse:
+    """A refusal page (``status``) in ``locale``'s language, else the browser's
+    (Accept-Language); ``title`` and ``detail`` are msgids (:data:`INVALID_LINK`, ...)."""
     lang = language(locale or translation.get_language_from_request(request))
     with translation.override(lang):
         response = render(request, "notify/preferences_refused.html",
                           {"lang": lang, "title": gettext(title), "detail": gettext(detail)}, status=status)
-    for name, value in _PRIVATE_HEADERS.items():
-        response[name] = value
-    return response
+    return private(response)
 
 
 def _reachable(profile: dict) -> list[str]:
@@ -123,15 +139,12 @@ def page(request, token: str):
         claims = signing.loads(token, salt=_SALT)
         locale = Recipient.objects.filter(pk=claims.get("r"), app_id=claims.get("a")).values_list(
             "locale", flat=True).first()
-        return _refuse(request, 410, "This link has expired.",
-                       "Open the link in a newer message from us, or ask us for a new one.", locale)
+        return refuse(request, 410, *EXPIRED_LINK, locale)
     except signing.BadSignature:
-        return _refuse(request, 400, "This link is not valid.",
-                       "Open the link exactly as it is in one of our messages.", None)
+        return refuse(request, 400, *INVALID_LINK, None)
     recipient = Recipient.objects.select_related("app").filter(pk=claims["r"], app_id=claims["a"]).first()
     if recipient is None or privacy.is_erased(recipient.external_id):
-        return _refuse(request, 404, "This page is no longer available.",
-                       "We have nothing stored about you any more.", None)
+        return refuse(request, 404, *GONE, None)
     profile = cache.load_profile(recipient.app_id, recipient.external_id)
     categories = list(Category.objects.filter(app_id=recipient.app_id).order_by("-required", "name"))
     channels = _reachable(profile)
@@ -158,9 +171,7 @@ def page(request, token: str):
             if recipient.muted_until and recipient.muted_until > now else None,
         }
         response = render(request, "notify/preferences.html", context)
-    for name, value in _PRIVATE_HEADERS.items():
-        response[name] = value
-    return response
+    return private(response)
 
 
 def _save(recipient: Recipient, profile: dict, categories: list[Category], channels: list[str],

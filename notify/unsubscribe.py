@@ -13,12 +13,15 @@ from __future__ import annotations
 from django.conf import settings
 from django.core import signing
 from django.db import transaction
-from django.http import HttpResponse, JsonResponse
+from django.http import JsonResponse
+from django.shortcuts import render
+from django.utils import translation
+from django.utils.translation import gettext
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from .api.errors import error_body
-from . import receipts, store
+from . import preferences, privacy, receipts, store
 from .models import Delivery
 
 _SALT = "notify.unsubscribe"
@@ -36,20 +39,37 @@ def unsubscribe_url(delivery_id: str) -> str | None:
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
 def unsubscribe(request, token: str):
-    """GET shows a confirmation form (link scanners must not unsubscribe anyone); POST opts out."""
+    """GET shows a confirmation page (link scanners must not unsubscribe anyone); POST opts out
+    and shows that it did. Both pages speak the recipient's language (notify.preferences'
+    catalogs) and link the preference page.
+
+    Refused: a token that does not verify → 400; a delivery that is gone, or whose recipient
+    was erased → 404. A GET gets those as pages; a POST, which mailbox providers make, as JSON
+    error bodies.
+    """
     try:
         delivery_id = signing.loads(token, salt=_SALT)
     except signing.BadSignature:
+        if request.method == "GET":
+            return preferences.refuse(request, 400, *preferences.INVALID_LINK, None)
         return JsonResponse(error_body("invalid_token", "unknown unsubscribe link"), status=400)
-    if request.method == "GET":
-        return HttpResponse('<form method="post"><button name="List-Unsubscribe" value="One-Click">'
-                            "Unsubscribe</button></form>")
-    delivery = Delivery.objects.select_related("notification").filter(id=delivery_id).first()
-    if delivery is None:
+    delivery = Delivery.objects.select_related("notification__recipient__app").filter(id=delivery_id).first()
+    if delivery is None or privacy.is_erased(delivery.notification.recipient.external_id):
+        if request.method == "GET":
+            return preferences.refuse(request, 404, *preferences.GONE, None)
         return JsonResponse(error_body("not_found", "unknown delivery"), status=404)
-    # The link came in one delivery: the recipient leaves that channel for that category.
-    with transaction.atomic():
-        store.set_preferences([delivery.notification.recipient_id], [delivery.channel],
-                              delivery.notification.category, False, "unsubscribe")
-        receipts.record(delivery.id, "unsubscribed", source="unsubscribe")
-    return HttpResponse("You are unsubscribed.")
+    notification = delivery.notification
+    if request.method == "POST":
+        # The link came in one delivery: the recipient leaves that channel for that category.
+        with transaction.atomic():
+            store.set_preferences([notification.recipient_id], [delivery.channel], notification.category, False,
+                                  "unsubscribe")
+            receipts.record(delivery.id, "unsubscribed", source="unsubscribe")
+    recipient = notification.recipient
+    lang = preferences.language(recipient.locale)
+    with translation.override(lang):
+        response = render(request, "notify/unsubscribe.html", {
+            "lang": lang, "app": recipient.app.name, "done": request.method == "POST",
+            "preferences_url": preferences.link(recipient.app_id, recipient.id)[0],
+            "preferences_label": gettext(preferences.LINK_LABEL)})
+    return preferences.private(response)

@@ -7,11 +7,13 @@ var/screenshots/."""
 from __future__ import annotations
 
 import datetime as dt
+import urllib.parse
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.test import Client
+from django.utils.html import escape
 from django.utils import timezone
 
 from notify import cache, preferences
@@ -261,6 +263,72 @@ def test_browser_tampered_link_is_refused(phone, live_server, recipient):
     assert not phone.find_elements(By.CSS_SELECTOR, "form")
     assert refused.is_displayed()
     screenshot(phone, "preference-page-refused.png")
+
+
+# --- the one-click unsubscribe page (notify.unsubscribe) -----------------------------------------
+
+def unsubscribe_path(api, category: str = "marketing") -> str:
+    """The path of the unsubscribe link of a new email of ``category`` to jiwoo."""
+    from django.core import signing
+
+    r = api.post("/api/v1/notifications", {"recipient": "jiwoo", "category": category, "channels": ["email"],
+                                           "content": {"email": {"subject": "s", "text": "t"}}}, format="json")
+    assert r.status_code == 202, r.content
+    # The token notify.unsubscribe.unsubscribe_url puts in the List-Unsubscribe header.
+    return f"/unsubscribe/{signing.dumps(r.json()['deliveries'][0]['id'], salt='notify.unsubscribe', compress=True)}"
+
+
+def test_the_unsubscribe_page_asks_in_the_recipients_language_then_opts_out(api, recipient):
+    path = unsubscribe_path(api)
+    page = Client().get(path)
+    html = page.content.decode()
+    assert page.status_code == 200 and page["Cache-Control"] == "no-store"
+    assert '<html lang="ko">' in html and "<title>수신 거부</title>" in html and 'name="viewport"' in html
+    assert f"{escape(recipient.app.name)}에서 보내는 이런 이메일을 더 이상 받지 않으시겠어요?" in html
+    assert f'href="{settings.NOTIFY_PUBLIC_URL.rstrip("/")}/preferences/' in html and "알림 설정 관리" in html
+    assert not Preference.objects.exists()  # a GET (a link scanner) changes nothing
+
+    done = Client().post(path, {"List-Unsubscribe": "One-Click"})
+    assert done.status_code == 200 and "<title>수신 거부되었습니다.</title>" in done.content.decode()
+    row = Preference.objects.get(recipient=recipient)
+    assert (row.channel, row.category, row.enabled, row.source) == ("email", "marketing", False, "unsubscribe")
+
+
+def test_a_bad_or_dead_unsubscribe_link_is_a_page_for_people_and_json_for_providers(api, recipient):
+    path = unsubscribe_path(api)
+    page = Client().get(path[:-2] + ("AA" if not path.endswith("AA") else "BB"), HTTP_ACCEPT_LANGUAGE="fr")
+    assert page.status_code == 400 and 'lang="fr"' in page.content.decode()
+    assert "Ce lien n’est pas valide." in page.content.decode()
+    answer = Client().post(path[:-2] + ("AA" if not path.endswith("AA") else "BB"), {"List-Unsubscribe": "One-Click"})
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_token"
+    assert api.post("/api/v1/recipients/jiwoo/erase").status_code == 200
+    gone = Client().get(path)
+    assert gone.status_code == 404 and "This page is no longer available." in gone.content.decode()
+    assert Client().post(path, {"List-Unsubscribe": "One-Click"}).status_code == 404
+
+
+def test_browser_unsubscribe_on_a_phone(phone, live_server, api, recipient):
+    from selenium.webdriver.common.by import By
+
+    api.put("/api/v1/recipients/jiwoo", {"locale": "de-DE"}, format="json")  # a font this Chromium has
+    phone.delete_all_cookies()
+    phone.get(live_server.url + unsubscribe_path(api))
+    button = wait_for(phone, "#unsubscribe-button")
+    assert_no_alert(phone)
+    assert phone.title == "Abmelden" and button.text == "Abmelden" and button.size["height"] >= 44
+    assert phone.execute_script("return document.documentElement.scrollWidth") <= \
+        phone.execute_script("return window.innerWidth")
+    screenshot(phone, "unsubscribe-phone.png")
+    button.click()
+    assert wait_for(phone, "#done").text == "Sie sind abgemeldet."
+    link = phone.find_element(By.ID, "preferences-link")
+    assert link.text == "Benachrichtigungseinstellungen verwalten"
+    assert send(api, "marketing") == {"email": ("suppressed", "opted_out")}
+    assert send(api, "orders") == {"email": ("queued", None)}
+    # The link is on NOTIFY_PUBLIC_URL; here the page is the live server's.
+    phone.get(live_server.url + urllib.parse.urlsplit(link.get_attribute("href")).path)
+    wait_for(phone, "form#preferences")
+    assert not phone.find_element(By.ID, "c-marketing-email").is_selected()
 
 
 # --- the link in emails ------------------------------------------------------------------------
