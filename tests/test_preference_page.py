@@ -319,6 +319,9 @@ def test_browser_unsubscribe_on_a_phone(phone, live_server, api, recipient):
     assert phone.execute_script("return document.documentElement.scrollWidth") <= \
         phone.execute_script("return window.innerWidth")
     screenshot(phone, "unsubscribe-phone.png")
+    # The icon the browser asks every page's host for is there (a 404 was an error in its console).
+    assert phone.execute_async_script("fetch('/favicon.ico').then(r => arguments[0]([r.status, "
+                                      "r.headers.get('content-type')]))") == [200, "image/svg+xml"]
     button.click()
     assert wait_for(phone, "#done").text == "Sie sind abgemeldet."
     link = phone.find_element(By.ID, "preferences-link")
