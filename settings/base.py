@@ -219,7 +219,9 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI would otherwise send the schema to validator.swagger.io for its badge.
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     # The errors every endpoint shares (API key, body, rate limit), documented once.
-    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "notify.api.docs.add_common_errors"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "notify.api.docs.add_common_errors",
+                             # one section per resource in Swagger UI and ReDoc
+                             "notify.api.docs.group_by_resource"],
     # A preference's channel and a fallback's items are the same choice set: one name for it.
     "ENUM_NAME_OVERRIDES": {"ChannelOrGroupEnum": "notify.api.serializers.PREFERENCE_CHOICES"},
 }

@@ -328,3 +328,16 @@ def test_every_lookup_by_a_path_variable_documents_its_404_and_a_recipients_path
         response = getattr(fresh_api, method)(url)
         assert response.status_code == status, (url, response.content)
         assert answers.errors({"$ref": "#/components/schemas/ApiError"}, response.json()) == [], url
+
+
+def test_operations_are_grouped_by_resource_and_keep_their_ids(schema):
+    tags: dict[str, set] = {}
+    for path, _, operation in operations(schema):
+        tags.setdefault(path, set()).update(operation["tags"])
+    assert tags[f"{API}/notifications"] == {"notifications"}
+    assert tags[f"{API}/recipients/{{external_id}}/devices"] == {"recipients"}
+    assert tags[f"{API}/templates/{{name}}/preview"] == {"templates"}
+    # One section per resource, none holding nearly all (they were all under "api").
+    assert "api" not in set().union(*tags.values())
+    ids = [op["operationId"] for _, _, op in operations(schema)]
+    assert "api_v1_notifications_create" in ids and all(i.startswith("api_v1_") for i in ids)
