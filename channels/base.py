@@ -166,8 +166,8 @@ class Message:
         preferences_url: the recipient's hosted preference page, shown next to the unsubscribe
             (only for adapters that declare ``one_click_unsubscribe``; an email adds it as a
             footer line), or None (a required category: a sign-in code carries neither).
-        preferences_label: the text of that footer's link in the recipient's language, or None
-            for the channel's English default.
+        preferences_label: the text of that footer's link, in the recipient's language (the
+            service words it, notify.preferences.label); None shows the URL itself.
         open_url: a signed URL the receiver (a Web Push service worker) POSTs to, without a
             body or an API key, when the recipient opens the message (only for adapters that
             declare ``open_reports``), or None.

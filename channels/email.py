@@ -19,9 +19,6 @@ from typing import Any, ClassVar, Mapping
 from .base import AddressKind, Channel, Message, RetryDefaults
 from .errors import InvalidMessage
 
-#: The footer line of an email that links the recipient's preference page (Message.preferences_url),
-#: when the message gives none in the recipient's language (Message.preferences_label).
-PREFERENCES_LABEL = "Manage your notification preferences"
 #: Header carrying the delivery id (SES event records and the sandbox read it back).
 DELIVERY_ID_HEADER = "X-Notify-Delivery-Id"
 #: Characters that end a header line somewhere along the way: RFC 5322 forbids CR and LF in a
@@ -151,13 +148,13 @@ class EmailChannel(Channel):
         text, html = content.get("text") or None, content.get("html") or None
         if message.preferences_url:
             text, html = with_preferences_footer(text, html, message.preferences_url,
-                                                 message.preferences_label or PREFERENCES_LABEL)
+                                                 message.preferences_label or message.preferences_url)
         return EmailParts(to=to, subject=content["subject"], text=text, html=html, headers=tuple(headers),
                           from_name=(content.get("from_name") or "").strip() or None)
 
 
 def with_preferences_footer(text: str | None, html: str | None, url: str,
-                            label: str = PREFERENCES_LABEL) -> tuple[str | None, str | None]:
+                            label: str) -> tuple[str | None, str | None]:
     """The bodies with a last line linking the recipient's preference page (``label``: the
     link's text): after a signature separator (``-- ``, RFC 3676 §4.3) in the text part, as a
     link before ``</body>`` (or at the end) of the HTML part. A part the email does not have

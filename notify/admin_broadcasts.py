@@ -1,6 +1,7 @@
 """The admin of broadcasts (notify.models.Broadcast): each one's segment and progress (recipients
-written, deliveries queued, sent, failed, suppressed, cancelled, pending), and an action to cancel what they have not sent.
-Broadcasts are started through the API (POST /api/v1/broadcasts), not here."""
+written, deliveries queued, sent, failed, suppressed, cancelled, pending), and an action to
+cancel what they have not sent. Broadcasts are started through the API (POST
+/api/v1/broadcasts), not here."""
 
 from __future__ import annotations
 
@@ -24,8 +25,12 @@ def _progress_column(name: str):
     return column
 
 
+#: A column method per counter (``progress_sent``, ...), named as list_display names them.
+_ProgressColumns = type("_ProgressColumns", (), {f"progress_{name}": _progress_column(name) for name in PROGRESS})
+
+
 @admin.register(Broadcast)
-class BroadcastAdmin(admin.ModelAdmin):
+class BroadcastAdmin(_ProgressColumns, admin.ModelAdmin):
     """Read-only rows with their progress (notify.broadcast.progress, one GROUP BY per row
     shown); the ``cancel`` action stops the fan-out and cancels what was not sent yet."""
 
@@ -37,14 +42,6 @@ class BroadcastAdmin(admin.ModelAdmin):
                        "progressed_at", "finished_at", "cancelled_at")
     fields = readonly_fields
     actions = ["cancel_broadcasts"]
-    progress_total = _progress_column("total")
-    progress_written = _progress_column("written")
-    progress_queued = _progress_column("queued")
-    progress_sent = _progress_column("sent")
-    progress_failed = _progress_column("failed")
-    progress_suppressed = _progress_column("suppressed")
-    progress_cancelled = _progress_column("cancelled")
-    progress_pending = _progress_column("pending")
 
     def _progress(self, obj: Broadcast) -> fan.Progress:
         # Each column of a row reads the same progress: one query per row, not per column.

@@ -17,6 +17,7 @@ language is the recipient's locale, by its language subtag, else English.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from pathlib import Path
 
 from django.conf import settings
@@ -65,7 +66,12 @@ LINK_LABEL = gettext_noop("Manage your notification preferences")
 def label(locale: str | None) -> str:
     """The text of the link to the page in an email's footer, in ``locale``'s language as the
     page speaks it (:func:`language`; English for a language the page does not have)."""
-    with translation.override(language(locale)):
+    return _label(language(locale))
+
+
+@functools.lru_cache(maxsize=None)  # one entry per language of LANGUAGES: the worker's send asks
+def _label(lang: str) -> str:
+    with translation.override(lang):
         return gettext(LINK_LABEL)
 
 

@@ -16,7 +16,6 @@ from django.db import transaction
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.utils import translation
-from django.utils.translation import gettext
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
@@ -71,5 +70,5 @@ def unsubscribe(request, token: str):
         response = render(request, "notify/unsubscribe.html", {
             "lang": lang, "app": recipient.app.name, "done": request.method == "POST",
             "preferences_url": preferences.link(recipient.app_id, recipient.id)[0],
-            "preferences_label": gettext(preferences.LINK_LABEL)})
+            "preferences_label": preferences.label(lang)})
     return preferences.private(response)

@@ -2,12 +2,11 @@ from django.contrib import admin
 from django.urls import include, path
 from oauth2_provider import views as oauth_views
 
-from . import health, monitoring, preferences, static, tracking_views
+from . import health, monitoring, preferences, tracking_views
 from .unsubscribe import unsubscribe
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("favicon.ico", static.favicon, name="favicon"),
     path("health/live", health.LiveView.as_view(), name="health-live"),
     path("health/ready", health.ReadyView.as_view(), name="health-ready"),
     # The names Kubernetes' examples and many probes assume; the same views.

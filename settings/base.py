@@ -155,6 +155,8 @@ STATIC_ROOT = VAR_DIR / "static"
 # The API process serves the admin's and the API docs' static files itself (WhiteNoise): the
 # collected files when `manage.py collectstatic` ran, else straight from the installed apps.
 WHITENOISE_USE_FINDERS = True
+# Files browsers ask for at the site's root whatever the page (favicon.ico), served by WhiteNoise.
+WHITENOISE_ROOT = BASE_DIR / "notify" / "root"
 
 # Bodies larger than this are refused with 413 before they are parsed (notify.api.middleware).
 NOTIFY_MAX_BODY_BYTES = env_int("NOTIFY_MAX_BODY_BYTES", 64 * 1024)

@@ -551,7 +551,7 @@ NO_TENANT_DATA = {
     "metrics": "Prometheus' scrape: per channel, no app's data; refused unless NOTIFY_METRICS_ALLOWED",
     "ops/dashboard": "staff session only", "ops/dashboard/data": "staff session only",
     "api/v1/": "the API root: links", "api/v1/schema": "the OpenAPI schema", "api/v1/docs": "Swagger UI",
-    "api/v1/redoc": "ReDoc", "favicon.ico": "the service's icon",
+    "api/v1/redoc": "ReDoc",
 }
 _METHODS = ("get", "post", "put", "patch", "delete")
 

@@ -319,9 +319,12 @@ def test_browser_unsubscribe_on_a_phone(phone, live_server, api, recipient):
     assert phone.execute_script("return document.documentElement.scrollWidth") <= \
         phone.execute_script("return window.innerWidth")
     screenshot(phone, "unsubscribe-phone.png")
-    # The icon the browser asks every page's host for is there (a 404 was an error in its console).
-    assert phone.execute_async_script("fetch('/favicon.ico').then(r => arguments[0]([r.status, "
-                                      "r.headers.get('content-type')]))") == [200, "image/svg+xml"]
+    # The icon the browser asks every page's host for is there and is an image it can show (a 404
+    # was an error in its console).
+    assert phone.execute_async_script(
+        "const done = arguments[0], icon = new Image();"
+        "icon.onload = () => done([icon.naturalWidth, icon.naturalHeight]); icon.onerror = () => done('error');"
+        "icon.src = '/favicon.ico';") == [32, 32]
     button.click()
     assert wait_for(phone, "#done").text == "Sie sind abgemeldet."
     link = phone.find_element(By.ID, "preferences-link")
@@ -338,17 +341,21 @@ def test_browser_unsubscribe_on_a_phone(phone, live_server, api, recipient):
 
 def test_email_parts_add_the_preference_link_to_each_body_the_email_has():
     from channels.base import Message
-    from channels.email import PREFERENCES_LABEL, EmailChannel
+    from channels.email import EmailChannel
 
     url = "https://n.example/preferences/a:b&c"
+    label = "Réglages & <avis>"
     content = {"subject": "s", "text": "Hello\n\n", "html": "<html><BODY><p>Hi</p></BODY></html>"}
-    parts = EmailChannel.email_parts(Message("d-1", "a@example.com", content, preferences_url=url))
-    assert parts.text == f"Hello\n\n-- \n{PREFERENCES_LABEL}: {url}\n"
+    parts = EmailChannel.email_parts(Message("d-1", "a@example.com", content, preferences_url=url,
+                                             preferences_label=label))
+    assert parts.text == f"Hello\n\n-- \n{label}: {url}\n"
     assert parts.html == ('<html><BODY><p>Hi</p><p style="font-size:12px;color:#666" class="notify-preferences">'
-                          f'<a href="https://n.example/preferences/a:b&amp;c">{PREFERENCES_LABEL}</a></p>'
+                          '<a href="https://n.example/preferences/a:b&amp;c">Réglages &amp; &lt;avis&gt;</a></p>'
                           "</BODY></html>")
     html_only = EmailChannel.email_parts(Message("d-2", "a@example.com", {"subject": "s", "html": "<p>Hi</p>"},
                                                  preferences_url=url))
     assert html_only.text is None and html_only.html.startswith("<p>Hi</p><p ") and html_only.html.endswith("</p>")
+    assert '<a href="https://n.example/preferences/a:b&amp;c">https://n.example/preferences/a:b&amp;c</a>' in \
+        html_only.html  # without a label, the link shows its URL
     plain = EmailChannel.email_parts(Message("d-3", "a@example.com", content))
     assert (plain.text, plain.html) == (content["text"], content["html"])
